@@ -1,0 +1,1 @@
+"""Framework adapters, installed as ``audit_middleware.adapters``; import them from there."""

@@ -1,0 +1,183 @@
+"""The SQLAlchemy auditor: capture on a session class, plus record/query/export/purge."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from sqlalchemy import Engine, Table, inspect
+from sqlalchemy.exc import NoInspectionAvailable
+from sqlalchemy.orm import Session, scoped_session, sessionmaker
+
+from audit_middleware.catalog import EventCatalog
+from audit_middleware.config import AuditConfig
+from audit_middleware.context import auditing_suspended
+from audit_middleware.events import AuditEvent
+from audit_middleware.export import iter_csv
+from audit_middleware.query import EventQuery, Page
+from audit_middleware.recorder import Recorder
+from audit_middleware.signals import event_recorded
+from audit_middleware.store import iter_events, retention_cutoff
+
+from .capture import SessionCapture
+from .schema import audit_events
+from .store import EngineSource, SQLAlchemyStore, insert_events
+
+
+def _engine_of(target: Any) -> Engine | None:
+    factory = target.session_factory if isinstance(target, scoped_session) else target
+    if isinstance(factory, sessionmaker):
+        bind = factory.kw.get("bind")
+        if isinstance(bind, Engine):
+            return bind
+    return None
+
+
+class SQLAlchemyAuditor:
+    """Captures changes made through one session class and reads the trail back.
+
+    Build it with :func:`track`. ``catalog`` holds every event name; define the app's own verbs with
+    ``auditor.catalog.define("Warehouse Run Failed", category="Warehouses")``.
+    """
+
+    def __init__(
+        self,
+        target: Any,
+        *,
+        bind: EngineSource | None = None,
+        config: AuditConfig | None = None,
+        catalog: EventCatalog | None = None,
+        table: Table = audit_events,
+    ) -> None:
+        self.recorder = Recorder(config, catalog)
+        self.table = table
+        engine = bind if bind is not None else _engine_of(target)
+        self._bind = engine
+        self.capture = SessionCapture(self)
+        self.capture.listen(target)
+        self.capture.discover()
+
+    # -- configuration -----------------------------------------------------------------------------------
+
+    @property
+    def catalog(self) -> EventCatalog:
+        return self.recorder.catalog
+
+    @property
+    def config(self) -> AuditConfig:
+        return self.recorder.config
+
+    @property
+    def store(self) -> SQLAlchemyStore:
+        if self._bind is None:
+            raise RuntimeError(
+                "track(Session) could not find the engine the audit tables live on: "
+                "pass track(Session, bind=engine)"
+            )
+        return SQLAlchemyStore(self._bind, self.table)
+
+    def register(self, *models: Any) -> None:
+        """Define the catalog events of these mapped classes now (they are otherwise defined when SQLAlchemy
+        maps them or when they first change)."""
+        for model in models:
+            self.capture.info(inspect(model).mapper)
+
+    def create_tables(self) -> None:
+        """Create the audit tables and indexes if they do not exist (use Alembic in production)."""
+        self.store.create_tables()
+
+    def remove(self) -> None:
+        """Stop capturing: remove every listener this auditor installed."""
+        self.capture.remove()
+
+    # -- recording app verbs -----------------------------------------------------------------------------
+
+    def record(
+        self,
+        name: str,
+        resource: Any = None,
+        *,
+        details: Mapping[str, Any] | None = None,
+        session: Session | None = None,
+        resource_type: str | None = None,
+        resource_id: Any = None,
+        resource_name: Any = None,
+    ) -> AuditEvent | None:
+        """Record an app event such as ``"Warehouse Run Failed"``.
+
+        ``resource`` may be a tracked model instance (its type, id and label are used) or None with the
+        ``resource_*`` arguments. With ``session`` the event is written in that session's transaction and
+        stands or falls with it; without, it is committed at once in a transaction of its own.
+        Raises :class:`~audit_middleware.errors.UnknownEventError` for a name the catalog lacks.
+        """
+        definition = self.catalog.get(name)
+        if auditing_suspended():
+            return None
+        if resource is not None:
+            resource_type, resource_id, resource_name = self._describe(resource, resource_type)
+        event = self.recorder.event(
+            definition, resource_type=resource_type, resource_id=resource_id, resource_name=resource_name,
+            details=details,
+        )
+        if session is not None:
+            insert_events(session.connection(), [event], self.table)
+            self.capture.hold(session, [event])
+        else:
+            self.store.append([event])
+            event_recorded.send(self, events=[event])
+        return event
+
+    def _describe(self, resource: Any, resource_type: str | None) -> tuple[str | None, Any, Any]:
+        try:
+            state = inspect(resource)
+        except NoInspectionAvailable:
+            raise TypeError(
+                f"record(resource=...) takes a mapped model instance, not {type(resource).__name__}; "
+                "pass resource_type=, resource_id=, resource_name= instead"
+            ) from None
+        info = self.capture.info(state.mapper)
+        if info is None:
+            raise TypeError(f"{type(resource).__name__} is not audited (__audit__ = False)")
+        values = {k: state.dict.get(k) for k in info.pk_keys}
+        label = info.options.label
+        name = getattr(resource, label) if label else None
+        return resource_type or info.options.resource, info.resource_id(values), name
+
+    # -- reading the trail -------------------------------------------------------------------------------
+
+    def query(self, query: EventQuery | None = None, **filters: Any) -> Page:
+        """One page of events, newest first: ``auditor.query(actor="ada@example.com", limit=20)``."""
+        return self.store.query(query if query is not None else EventQuery(**filters))
+
+    def iter_events(self, query: EventQuery | None = None, **filters: Any) -> Iterator[AuditEvent]:
+        return iter_events(self.store, query if query is not None else EventQuery(**filters))
+
+    def export_csv(self, query: EventQuery | None = None, **filters: Any) -> Iterator[str]:
+        """The CSV of every matching event, one row at a time."""
+        return iter_csv(self.iter_events(query, **filters))
+
+    def purge(self, *, retention_days: int | None = None, batch_size: int | None = None) -> int:
+        """Delete events older than the retention (90 days unless configured); returns how many."""
+        days = retention_days if retention_days is not None else self.config.retention_days
+        return self.store.purge(retention_cutoff(days), batch_size or self.config.purge_batch_size)
+
+
+def track(
+    target: Any,
+    *,
+    bind: EngineSource | Callable[[], Engine] | None = None,
+    config: AuditConfig | None = None,
+    catalog: EventCatalog | None = None,
+    **config_options: Any,
+) -> SQLAlchemyAuditor:
+    """Audit every mapped model changed through ``target`` (a sessionmaker, scoped_session or Session class).
+
+    ``bind`` is the engine holding the audit tables (found from the sessionmaker when it has one).
+    Keyword options such as ``retention_days=30`` or ``extra_masked_fields=["iban"]`` build the
+    :class:`~audit_middleware.config.AuditConfig`.
+    """
+    if config is not None and config_options:
+        raise TypeError("pass either config= or config keyword options, not both")
+    if config is None:
+        config = AuditConfig(**config_options)
+    return SQLAlchemyAuditor(target, bind=bind, config=config, catalog=catalog)

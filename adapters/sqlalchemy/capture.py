@@ -1,0 +1,336 @@
+"""Session hooks: changes collected at flush, event rows written in the same transaction.
+
+All listeners are installed by :meth:`SessionCapture.listen` and removed by :meth:`SessionCapture.remove`.
+``before_flush`` makes sure old values are loaded, ``after_flush`` (where the session still shows its
+pre-flush state, and new rows have their primary keys) builds the events and writes them with one
+executemany; ``do_orm_execute`` captures ORM bulk UPDATE/DELETE statements. Events wait on the session until
+the outermost commit, then ``event_recorded`` is sent; a rollback (or a rolled-back savepoint) drops them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import event, inspect, select, tuple_
+from sqlalchemy.orm import Mapper, ORMExecuteState, Session, SessionTransaction, UOWTransaction
+from sqlalchemy.orm.attributes import NO_VALUE
+from sqlalchemy.sql.schema import Column
+
+from audit_middleware.config import TrackingOptions
+from audit_middleware.context import auditing_suspended
+from audit_middleware.errors import AuditWriteError
+from audit_middleware.events import AuditEvent
+from audit_middleware.recorder import logger
+from audit_middleware.signals import event_recorded
+
+from .store import insert_events
+
+if TYPE_CHECKING:
+    from . import SQLAlchemyAuditor
+
+PENDING_KEY = "audit_middleware.pending"
+OLD_VALUES_KEY = "audit_middleware.old_values"
+_IN_CLAUSE_CHUNK = 500
+
+
+class ModelInfo:
+    """What capture needs to know about one mapped class, computed once."""
+
+    __slots__ = ("options", "keys", "columns", "pk_keys")
+
+    def __init__(self, mapper: Mapper[Any], options: TrackingOptions) -> None:
+        self.options = options
+        self.columns: dict[str, Column[Any]] = {}
+        for prop in mapper.column_attrs:
+            column = prop.columns[0]
+            if isinstance(column, Column):
+                self.columns[prop.key] = column
+        self.keys = tuple(self.columns)
+        self.pk_keys = tuple(mapper.get_property_by_column(c).key for c in mapper.primary_key)
+
+    def resource_id(self, values: dict[str, Any]) -> str | None:
+        parts = [values.get(k) for k in self.pk_keys]
+        if any(p is None for p in parts):
+            return None
+        return str(parts[0]) if len(parts) == 1 else "/".join(str(p) for p in parts)
+
+
+def all_mappers() -> list[Mapper[Any]]:
+    """Every mapper SQLAlchemy knows of right now."""
+    try:
+        module = importlib.import_module("sqlalchemy.orm.mapper")
+        registries = module._all_registries()
+    except (ImportError, AttributeError):  # pragma: no cover - private API moved
+        return []
+    return [m for reg in registries for m in reg.mappers]
+
+
+class SessionCapture:
+    def __init__(self, auditor: SQLAlchemyAuditor) -> None:
+        self.auditor = auditor
+        self._infos: dict[Mapper[Any], ModelInfo | None] = {}
+        self._targets: list[Any] = []
+
+    # -- model discovery -------------------------------------------------------------------------------
+
+    def info(self, mapper: Mapper[Any]) -> ModelInfo | None:
+        try:
+            return self._infos[mapper]
+        except KeyError:
+            pass
+        cls = mapper.class_
+        options = TrackingOptions.resolve(
+            cls.__name__, getattr(cls, "__audit__", None),
+            [p.key for p in mapper.column_attrs], self.auditor.recorder.config,
+        )
+        info = ModelInfo(mapper, options) if options is not None else None
+        if info is not None:
+            self.auditor.recorder.define_model(info.options)
+        self._infos[mapper] = info
+        return info
+
+    def discover(self) -> None:
+        for mapper in all_mappers():
+            self.info(mapper)
+
+    # -- listeners ---------------------------------------------------------------------------------------
+
+    def listen(self, target: Any) -> None:
+        for name, fn in self._listeners():
+            event.listen(target, name, fn)
+        self._targets.append(target)
+
+    def remove(self) -> None:
+        for target in self._targets:
+            for name, fn in self._listeners():
+                if event.contains(target, name, fn):
+                    event.remove(target, name, fn)
+        self._targets.clear()
+
+    def _listeners(self) -> list[tuple[str, Any]]:
+        return [
+            ("before_flush", self.before_flush),
+            ("after_flush", self.after_flush),
+            ("do_orm_execute", self.on_orm_execute),
+            ("after_commit", self.after_commit),
+            ("after_soft_rollback", self.after_soft_rollback),
+        ]
+
+    def before_flush(self, session: Session, flush_context: UOWTransaction, instances: Any) -> None:
+        """Load old values that a diff or a deletion snapshot needs but the session has not loaded."""
+        session.info.pop(OLD_VALUES_KEY, None)
+        if auditing_suspended():
+            return
+        for obj in session.deleted:
+            state = inspect(obj)
+            info = self.info(state.mapper)
+            if info is not None and state.expired_attributes & set(info.keys):
+                session.refresh(obj, attribute_names=list(state.expired_attributes & set(info.keys)))
+        # An attribute set while expired (after a commit) has no old value in the session: fetch the old
+        # values of such rows with one SELECT per model, before the UPDATE overwrites them.
+        unknown: dict[Mapper[Any], list[Any]] = {}
+        for obj in session.dirty:
+            state = inspect(obj)
+            committed = state.committed_state
+            if not committed or state.key is None or NO_VALUE not in committed.values():
+                continue
+            info = self.info(state.mapper)
+            if info is not None:
+                unknown.setdefault(state.mapper, []).append(state)
+        if not unknown:
+            return
+        loaded: dict[int, dict[str, Any]] = session.info.setdefault(OLD_VALUES_KEY, {})
+        for mapper, states in unknown.items():
+            info = self.info(mapper)
+            assert info is not None
+            columns = [info.columns[k].label(k) for k in info.keys]
+            pk_columns = [info.columns[k] for k in info.pk_keys]
+            rows = self._rows_by_pk(session, columns, pk_columns, [tuple(st.key[1]) for st in states])
+            by_pk = {tuple(r[k] for k in info.pk_keys): r for r in rows}
+            for st in states:
+                row = by_pk.get(tuple(st.key[1]))
+                if row is not None:
+                    loaded[id(st)] = row
+
+    def after_flush(self, session: Session, flush_context: UOWTransaction) -> None:
+        if auditing_suspended():
+            return
+        recorder = self.auditor.recorder
+        now = datetime.now(timezone.utc)
+        events: list[AuditEvent] = []
+        fetched: dict[int, dict[str, Any]] = session.info.pop(OLD_VALUES_KEY, None) or {}
+        for obj in session.new:
+            state = inspect(obj)
+            info = self.info(state.mapper)
+            if info is None:
+                continue
+            with recorder.guard(self.auditor, info.options.must_record):
+                values = {k: state.dict.get(k) for k in info.keys}
+                events += recorder.change_events(info.options, "created", info.resource_id(values), {}, values,
+                                                 occurred_at=now)
+        for obj in session.dirty:
+            state = inspect(obj)
+            committed = state.committed_state
+            if not committed:
+                continue
+            info = self.info(state.mapper)
+            if info is None:
+                continue
+            with recorder.guard(self.auditor, info.options.must_record):
+                old: dict[str, Any] = {}
+                new: dict[str, Any] = {}
+                row = fetched.get(id(state))
+                for key in committed:
+                    if key not in info.columns:
+                        continue
+                    history = state.attrs[key].history
+                    if not history.added and not history.deleted:
+                        continue
+                    if history.deleted:
+                        old[key] = history.deleted[0]
+                    else:
+                        old[key] = row.get(key) if row is not None else None
+                    new[key] = history.added[0] if history.added else None
+                if not new and not old:
+                    continue
+                ids = {k: state.dict.get(k) for k in info.pk_keys}
+                if state.key is not None:
+                    ids = dict(zip(info.pk_keys, state.key[1], strict=True))
+                label = info.options.label
+                if label and label not in new:
+                    old[label] = new[label] = state.dict.get(label)
+                events += recorder.change_events(info.options, "modified", info.resource_id(ids), old, new,
+                                                 occurred_at=now)
+        for obj in session.deleted:
+            state = inspect(obj)
+            info = self.info(state.mapper)
+            if info is None:
+                continue
+            with recorder.guard(self.auditor, info.options.must_record):
+                values = {k: state.dict.get(k) for k in info.keys if k in state.dict}
+                if state.key is not None:
+                    values.update(zip(info.pk_keys, state.key[1], strict=True))
+                events += recorder.change_events(info.options, "deleted", info.resource_id(values), values, {},
+                                                 occurred_at=now)
+        self.write(session, events)
+
+    def on_orm_execute(self, orm_state: ORMExecuteState) -> Any:
+        """Capture ``session.execute(update(Model)...)`` and ``delete(Model)...``: one event per row."""
+        if not (orm_state.is_update or orm_state.is_delete) or auditing_suspended():
+            return None
+        mapper = orm_state.bind_mapper
+        if mapper is None:
+            return None
+        info = self.info(mapper)
+        if info is None:
+            return None
+        session = orm_state.session
+        columns = [info.columns[k].label(k) for k in info.keys]
+        pk_columns = [info.columns[k] for k in info.pk_keys]
+        parameters = orm_state.parameters
+        statement = orm_state.statement
+        if isinstance(parameters, list):  # bulk UPDATE by primary key: [{"id": 1, "name": ...}, ...]
+            keys = [tuple(p[k] for k in info.pk_keys) for p in parameters]
+            old_rows = self._rows_by_pk(session, columns, pk_columns, keys)
+        else:
+            where = statement.whereclause  # type: ignore[attr-defined]
+            query = select(*columns)
+            if where is not None:
+                query = query.where(where)
+            old_rows = [dict(r._mapping) for r in session.execute(query, parameters or {})]
+        result = orm_state.invoke_statement()
+        if not old_rows:
+            return result
+        recorder = self.auditor.recorder
+        now = datetime.now(timezone.utc)
+        events: list[AuditEvent] = []
+        with recorder.guard(self.auditor, info.options.must_record):
+            if orm_state.is_delete:
+                for row in old_rows:
+                    events += recorder.change_events(info.options, "deleted", info.resource_id(row), row, {},
+                                                     occurred_at=now)
+            else:
+                keys = [tuple(r[k] for k in info.pk_keys) for r in old_rows]
+                new_by_pk = {
+                    tuple(r[k] for k in info.pk_keys): r
+                    for r in self._rows_by_pk(session, columns, pk_columns, keys)
+                }
+                for row in old_rows:
+                    new_row = new_by_pk.get(tuple(row[k] for k in info.pk_keys))
+                    if new_row is None:
+                        continue
+                    changed = [k for k in info.keys if new_row[k] != row[k]]
+                    label = info.options.label
+                    fields = set(changed) | ({label} if label and changed else set())
+                    events += recorder.change_events(
+                        info.options, "modified", info.resource_id(row),
+                        {k: row[k] for k in fields}, {k: new_row[k] for k in fields}, occurred_at=now,
+                    )
+        self.write(session, events)
+        return result
+
+    @staticmethod
+    def _rows_by_pk(
+        session: Session, columns: list[Any], pk_columns: list[Column[Any]], keys: Sequence[tuple[Any, ...]]
+    ) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        for start in range(0, len(keys), _IN_CLAUSE_CHUNK):
+            chunk = keys[start:start + _IN_CLAUSE_CHUNK]
+            if len(pk_columns) == 1:
+                clause = pk_columns[0].in_([k[0] for k in chunk])
+            else:
+                clause = tuple_(*pk_columns).in_(chunk)
+            rows += [dict(r._mapping) for r in session.execute(select(*columns).where(clause))]
+        return rows
+
+    # -- writing and after-commit signals ------------------------------------------------------------------
+
+    def write(self, session: Session, events: list[AuditEvent]) -> None:
+        if not events:
+            return
+        try:
+            insert_events(session.connection(), events, self.auditor.table)
+        except Exception as error:
+            raise AuditWriteError(
+                f"could not write {len(events)} audit event(s) ({events[0].event}, ...), so the change was not "
+                f"saved either: {type(error).__name__}: {error}"
+            ) from error
+        self.hold(session, events)
+
+    @staticmethod
+    def hold(session: Session, events: Iterable[AuditEvent]) -> None:
+        """Keep events until the outermost commit, tagged with the innermost transaction."""
+        transaction = session.get_nested_transaction() or session.get_transaction()
+        session.info.setdefault(PENDING_KEY, []).append((transaction, list(events)))
+
+    def after_commit(self, session: Session) -> None:
+        pending = session.info.pop(PENDING_KEY, None)
+        if not pending:
+            return
+        events = [e for _, batch in pending for e in batch]
+        try:
+            event_recorded.send(self.auditor, events=events)
+        except Exception as error:  # the commit is done; a receiver's bug must not look like a failed commit
+            self.auditor.recorder.errors.add(error)
+            logger.exception("an event_recorded receiver failed")
+
+    def after_soft_rollback(self, session: Session, previous_transaction: SessionTransaction) -> None:
+        pending = session.info.get(PENDING_KEY)
+        if not pending:
+            return
+        kept = [(t, batch) for t, batch in pending if not _within(t, previous_transaction)]
+        if kept:
+            session.info[PENDING_KEY] = kept
+        else:
+            session.info.pop(PENDING_KEY, None)
+
+
+def _within(transaction: SessionTransaction | None, ancestor: SessionTransaction) -> bool:
+    while transaction is not None:
+        if transaction is ancestor:
+            return True
+        transaction = transaction.parent
+    return False

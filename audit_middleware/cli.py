@@ -1,0 +1,122 @@
+"""The ``audit-middleware`` console command: export, purge (and more subcommands as they arrive).
+
+Every subcommand takes ``--database-url`` (or the ``AUDIT_DATABASE_URL`` environment variable), a SQLAlchemy
+URL of the database holding the audit tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from datetime import timezone
+from typing import Any, TextIO
+
+from .errors import InvalidFilterError
+from .export import iter_csv
+from .query import parse_query
+from .store import iter_events, retention_cutoff
+
+FILTER_OPTIONS = ("category", "actor", "actor_type", "resource_type", "resource_id", "since", "until", "workspace")
+
+
+def _store(url: str | None) -> Any:
+    if not url:
+        raise SystemExit("audit-middleware: give --database-url URL (or set AUDIT_DATABASE_URL)")
+    try:
+        from sqlalchemy import create_engine
+
+        from audit_middleware.adapters.sqlalchemy import SQLAlchemyStore
+    except ImportError:
+        raise SystemExit('audit-middleware: the command needs SQLAlchemy: pip install "audit-middleware[sqlalchemy]"') from None
+    return SQLAlchemyStore(create_engine(url))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="audit-middleware", description="Work with an audit trail's database.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_db(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--database-url", default=os.environ.get("AUDIT_DATABASE_URL"),
+                       help="SQLAlchemy URL of the audit database (default: $AUDIT_DATABASE_URL)")
+        return p
+
+    export = with_db(sub.add_parser("export", help="write events as CSV (newest first)"))
+    export.add_argument("--event", action="append", default=[], help="event name (repeatable)")
+    for name in FILTER_OPTIONS:
+        export.add_argument(f"--{name.replace('_', '-')}", dest=name)
+    export.add_argument("--output", "-o", help="file to write (default: standard output)")
+
+    purge = with_db(sub.add_parser("purge", help="delete events older than the retention"))
+    purge.add_argument("--retention-days", type=int, default=90)
+    purge.add_argument("--before", help="delete events before this ISO date instead")
+    purge.add_argument("--batch-size", type=int, default=1000)
+    purge.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    return parser
+
+
+def _export(args: argparse.Namespace, out: TextIO) -> int:
+    params: dict[str, list[str]] = {"event": args.event}
+    for name in FILTER_OPTIONS:
+        value = getattr(args, name)
+        if value is not None and name != "workspace":
+            params[name] = [value]
+    try:
+        query = parse_query(params)
+    except InvalidFilterError as error:
+        raise SystemExit(f"audit-middleware export: --{error.parameter.replace('_', '-')}: {error.message}") from None
+    if args.workspace is not None:
+        query = query.for_workspace(args.workspace)
+    store = _store(args.database_url)
+    if args.output:
+        with open(args.output, "w", newline="", encoding="utf-8") as handle:
+            return _write(handle, store, query)
+    return _write(out, store, query)
+
+
+def _write(handle: TextIO, store: Any, query: Any) -> int:
+    rows = -1
+    for chunk in iter_csv(iter_events(store, query)):
+        handle.write(chunk)
+        rows += 1
+    print(f"exported {rows} event(s)", file=sys.stderr)
+    return 0
+
+
+def _purge(args: argparse.Namespace) -> int:
+    if args.before:
+        from .query import parse_timestamp
+
+        try:
+            cutoff = parse_timestamp("before", args.before)
+        except InvalidFilterError as error:
+            raise SystemExit(f"audit-middleware purge: --before: {error.message}") from None
+    else:
+        if args.retention_days < 1:
+            raise SystemExit("audit-middleware purge: --retention-days must be at least 1")
+        cutoff = retention_cutoff(args.retention_days)
+    if not 1 <= args.batch_size <= 100_000:
+        raise SystemExit("audit-middleware purge: --batch-size must be between 1 and 100000")
+    store = _store(args.database_url)
+    if not args.yes:
+        answer = input(f"Delete every audit event before {cutoff.replace(tzinfo=timezone.utc).isoformat()}? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing deleted", file=sys.stderr)
+            return 1
+    removed = store.purge(cutoff, args.batch_size)
+    print(f"purged {removed} event(s) before {cutoff.isoformat()}Z", file=sys.stderr)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "export":
+        return _export(args, sys.stdout)
+    if args.command == "purge":
+        return _purge(args)
+    raise SystemExit(f"unknown command {args.command}")  # pragma: no cover - argparse refuses first
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

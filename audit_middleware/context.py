@@ -1,0 +1,195 @@
+"""What is true while an event is recorded: actor, request, workspace, and whether auditing is on.
+
+Everything lives in :mod:`contextvars`, so threads and asyncio tasks each see their own values. The public
+helpers are context managers that reset by token. Adapters bind a :class:`RequestScope` per request whose
+actor, request facts and workspace are computed lazily, only when an event is actually recorded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+from .actors import ANONYMOUS, Actor
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    """Facts about the request an event happened in."""
+
+    ip: str | None = None
+    user_agent: str | None = None
+    request_id: str | None = None
+    method: str | None = None
+    path: str | None = None
+
+    def as_dict(self) -> dict[str, str]:
+        return {k: v for k, v in (
+            ("ip", self.ip), ("user_agent", self.user_agent), ("request_id", self.request_id),
+            ("method", self.method), ("path", self.path),
+        ) if v is not None}
+
+
+_UNSET: Any = object()
+
+
+@dataclass(slots=True)
+class RequestScope:
+    """Lazily resolved facts of one request; each loader runs at most once, on first use."""
+
+    actor_loader: Callable[[], Actor | None] | None = None
+    request_loader: Callable[[], RequestContext | None] | None = None
+    workspace_loader: Callable[[], str | None] | None = None
+    _actor: Any = field(default=_UNSET)
+    _request: Any = field(default=_UNSET)
+    _workspace: Any = field(default=_UNSET)
+
+    def actor(self) -> Actor | None:
+        if self._actor is _UNSET:
+            self._actor = self.actor_loader() if self.actor_loader else None
+        return self._actor  # type: ignore[no-any-return]
+
+    def forget_actor(self) -> None:
+        """Resolve the actor again next time (the user may have logged in or out meanwhile)."""
+        self._actor = _UNSET
+
+    def request(self) -> RequestContext | None:
+        if self._request is _UNSET:
+            self._request = self.request_loader() if self.request_loader else None
+        return self._request  # type: ignore[no-any-return]
+
+    def workspace(self) -> str | None:
+        if self._workspace is _UNSET:
+            self._workspace = self.workspace_loader() if self.workspace_loader else None
+        return self._workspace  # type: ignore[no-any-return]
+
+
+_actor: ContextVar[Actor | None] = ContextVar("audit_actor", default=None)
+_workspace: ContextVar[str | None] = ContextVar("audit_workspace", default=None)
+_request: ContextVar[RequestContext | None] = ContextVar("audit_request", default=None)
+_scope: ContextVar[RequestScope | None] = ContextVar("audit_scope", default=None)
+_suspended: ContextVar[bool] = ContextVar("audit_suspended", default=False)
+_extra: ContextVar[dict[str, Any] | None] = ContextVar("audit_extra", default=None)
+
+
+@contextmanager
+def acting_as(actor: Actor) -> Iterator[Actor]:
+    """Attribute every event recorded inside the block to ``actor`` (jobs, commands, tests)."""
+    if not isinstance(actor, Actor):
+        raise TypeError(f"acting_as() needs an Actor, got {type(actor).__name__}: use Actor.user/token/system")
+    token = _actor.set(actor)
+    try:
+        yield actor
+    finally:
+        _actor.reset(token)
+
+
+@contextmanager
+def in_workspace(workspace_id: str | None) -> Iterator[None]:
+    """Scope every event recorded inside the block to a workspace (tenant)."""
+    token = _workspace.set(None if workspace_id is None else str(workspace_id))
+    try:
+        yield
+    finally:
+        _workspace.reset(token)
+
+
+@contextmanager
+def request_context(request: RequestContext) -> Iterator[None]:
+    """Attach request facts (IP, user agent, request id, ...) to events recorded inside the block."""
+    token = _request.set(request)
+    try:
+        yield
+    finally:
+        _request.reset(token)
+
+
+@contextmanager
+def suspend_auditing() -> Iterator[None]:
+    """Record nothing inside the block (data migrations, fixtures)."""
+    token = _suspended.set(True)
+    try:
+        yield
+    finally:
+        _suspended.reset(token)
+
+
+@contextmanager
+def extra_context(**values: Any) -> Iterator[None]:
+    """Add keys to the ``context`` of events recorded inside the block (for example ``reverted_event_id``)."""
+    merged = dict(_extra.get() or {})
+    merged.update(values)
+    token = _extra.set(merged)
+    try:
+        yield
+    finally:
+        _extra.reset(token)
+
+
+@contextmanager
+def request_scope(scope: RequestScope) -> Iterator[RequestScope]:
+    """Bind a lazily resolved request scope (used by the framework adapters)."""
+    token = _scope.set(scope)
+    try:
+        yield scope
+    finally:
+        _scope.reset(token)
+
+
+def bind_scope(scope: RequestScope | None) -> Any:
+    """Bind ``scope`` without a ``with`` block; returns the token for :func:`unbind_scope`."""
+    return _scope.set(scope)
+
+
+def unbind_scope(token: Any) -> None:
+    _scope.reset(token)
+
+
+def current_scope() -> RequestScope | None:
+    return _scope.get()
+
+
+def auditing_suspended() -> bool:
+    return _suspended.get()
+
+
+def current_actor() -> Actor:
+    """The explicit ``acting_as`` actor, else the request's actor, else anonymous."""
+    actor = _actor.get()
+    if actor is not None:
+        return actor
+    scope = _scope.get()
+    if scope is not None:
+        resolved = scope.actor()
+        if resolved is not None:
+            return resolved
+    return ANONYMOUS
+
+
+def current_workspace() -> str | None:
+    workspace = _workspace.get()
+    if workspace is not None:
+        return workspace
+    scope = _scope.get()
+    return scope.workspace() if scope is not None else None
+
+
+def current_request() -> RequestContext | None:
+    request = _request.get()
+    if request is not None:
+        return request
+    scope = _scope.get()
+    return scope.request() if scope is not None else None
+
+
+def current_context() -> dict[str, Any]:
+    """The ``context`` dict stored on an event: request facts plus any :func:`extra_context`."""
+    request = current_request()
+    context: dict[str, Any] = request.as_dict() if request is not None else {}
+    extra = _extra.get()
+    if extra:
+        context.update(extra)
+    return context

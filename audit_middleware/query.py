@@ -1,0 +1,257 @@
+"""Event filters, their validation from query strings, and keyset cursors.
+
+Every store answers an :class:`EventQuery` newest first, by ``(occurred_at, id)`` descending, in pages of
+1 to 500 rows; the next page starts after an opaque cursor (never OFFSET).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, time, timedelta
+from typing import Any
+
+from .actors import ACTOR_TYPES
+from .errors import InvalidFilterError
+from .events import AuditEvent, utc_iso, utc_naive
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 500
+MAX_FILTER_VALUES = 50
+MAX_TEXT = 200
+
+QUERY_PARAMETERS: tuple[str, ...] = (
+    "event", "category", "actor", "actor_type", "resource_type", "resource_id", "since", "until",
+    "limit", "cursor",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """Where a page ends: the last row's ``occurred_at`` (naive UTC) and ``id``."""
+
+    occurred_at: datetime
+    id: str
+
+    def encode(self) -> str:
+        raw = json.dumps([utc_iso(self.occurred_at), self.id], separators=(",", ":")).encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, text: str) -> Cursor:
+        try:
+            padded = text + "=" * (-len(text) % 4)
+            when, event_id = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+            if not isinstance(when, str) or not isinstance(event_id, str) or len(event_id) > 64:
+                raise ValueError
+            moment = datetime.fromisoformat(when.replace("Z", "+00:00"))
+        except (ValueError, TypeError, binascii.Error, UnicodeError):
+            raise InvalidFilterError("cursor", "not a cursor this server issued; start again from the first page") from None
+        return cls(utc_naive(moment), event_id)
+
+    @classmethod
+    def after(cls, event: AuditEvent) -> Cursor:
+        return cls(utc_naive(event.occurred_at), event.id)
+
+
+@dataclass(frozen=True, slots=True)
+class EventQuery:
+    """Filters over events; every field left empty matches everything.
+
+    ``actor`` matches an actor id or name exactly; ``since`` is inclusive and ``until`` exclusive.
+    ``workspace_id`` set to a value restricts to that workspace (the admin view always sets it from the
+    viewer, never from the query string).
+    """
+
+    events: tuple[str, ...] = ()
+    category: str | None = None
+    actor: str | None = None
+    actor_type: str | None = None
+    resource_type: str | None = None
+    resource_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    workspace_id: str | None = None
+    limit: int = DEFAULT_LIMIT
+    cursor: Cursor | None = None
+    _workspace_set: bool = field(default=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.limit <= MAX_LIMIT:
+            raise InvalidFilterError("limit", f"must be between 1 and {MAX_LIMIT}, got {self.limit}")
+        if self.actor_type is not None and self.actor_type not in ACTOR_TYPES:
+            raise InvalidFilterError("actor_type", f"must be one of {', '.join(ACTOR_TYPES)}")
+        if self.since is not None and self.until is not None and self.since >= self.until:
+            raise InvalidFilterError("until", "must be later than since")
+
+    def for_workspace(self, workspace_id: str | None) -> EventQuery:
+        """The same filters restricted to ``workspace_id`` (None: events without a workspace)."""
+        return replace(self, workspace_id=workspace_id, _workspace_set=True)
+
+    @property
+    def workspace_filtered(self) -> bool:
+        return self._workspace_set or self.workspace_id is not None
+
+    def with_cursor(self, cursor: Cursor | None) -> EventQuery:
+        return replace(self, cursor=cursor)
+
+    def matches(self, event: AuditEvent) -> bool:
+        """Whether ``event`` passes these filters (used by the in-memory store and by tests)."""
+        if self.events and event.event not in self.events:
+            return False
+        if self.category is not None and event.category != self.category:
+            return False
+        if self.actor is not None and self.actor not in (event.actor.id, event.actor.name):
+            return False
+        if self.actor_type is not None and event.actor.type != self.actor_type:
+            return False
+        if self.resource_type is not None and event.resource_type != self.resource_type:
+            return False
+        if self.resource_id is not None and event.resource_id != self.resource_id:
+            return False
+        when = utc_naive(event.occurred_at)
+        if self.since is not None and when < self.since:
+            return False
+        if self.until is not None and when >= self.until:
+            return False
+        if self.workspace_filtered and event.workspace_id != self.workspace_id:
+            return False
+        if self.cursor is not None and (when, event.id) >= (self.cursor.occurred_at, self.cursor.id):
+            return False
+        return True
+
+    def to_params(self) -> list[tuple[str, str]]:
+        """Query-string pairs that reproduce these filters (without cursor and workspace)."""
+        pairs: list[tuple[str, str]] = [("event", name) for name in self.events]
+        for key in ("category", "actor", "actor_type", "resource_type", "resource_id"):
+            value = getattr(self, key)
+            if value is not None:
+                pairs.append((key, value))
+        if self.since is not None:
+            pairs.append(("since", utc_iso(self.since)))
+        if self.until is not None:
+            pairs.append(("until", utc_iso(self.until)))
+        if self.limit != DEFAULT_LIMIT:
+            pairs.append(("limit", str(self.limit)))
+        return pairs
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of events, newest first, and the cursor of the next (older) page if there is one."""
+
+    events: list[AuditEvent]
+    next_cursor: str | None
+
+
+def parse_timestamp(parameter: str, text: str, *, end_of_day: bool = False) -> datetime:
+    """An ISO 8601 date or datetime as naive UTC; a bare date means its start (or, for ``until``, the next
+    day's start, so ``until=2026-11-25`` includes that whole day)."""
+    text = text.strip()
+    try:
+        if len(text) == 10:
+            day = date.fromisoformat(text)
+            if not 1970 <= day.year <= 9998:
+                raise InvalidFilterError(parameter, "must be a year between 1970 and 9998")
+            moment = datetime.combine(day, time.min)
+            return moment + timedelta(days=1) if end_of_day else moment
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace(" ", "T", 1))
+    except ValueError:
+        raise InvalidFilterError(
+            parameter, f"{text[:40]!r} is not an ISO 8601 date or datetime (e.g. 2026-11-25 or 2026-11-25T19:07:41Z)"
+        ) from None
+    if not 1970 <= moment.year <= 9998:
+        raise InvalidFilterError(parameter, "must be a year between 1970 and 9998")
+    return utc_naive(moment)
+
+
+def _single(params: Mapping[str, Sequence[str]], name: str) -> str | None:
+    values = [v for v in params.get(name, ()) if v != ""]
+    if not values:
+        return None
+    if len(values) > 1:
+        raise InvalidFilterError(name, "give it at most once")
+    value = values[0]
+    if len(value) > MAX_TEXT:
+        raise InvalidFilterError(name, f"longer than {MAX_TEXT} characters")
+    if "\x00" in value:
+        raise InvalidFilterError(name, "contains a NUL character")
+    return value
+
+
+def parse_query(
+    params: Mapping[str, Sequence[str]],
+    *,
+    known_events: Callable[[str], bool] | None = None,
+    default_limit: int = DEFAULT_LIMIT,
+) -> EventQuery:
+    """Build an :class:`EventQuery` from query-string values (each key mapped to its list of values).
+
+    Raises :class:`InvalidFilterError` naming the parameter for anything wrong. ``workspace`` is never taken
+    from here: the caller scopes the query to the viewer's workspace.
+    """
+    events: list[str] = []
+    for value in params.get("event", ()):
+        if value == "":
+            continue
+        if len(value) > MAX_TEXT or "\x00" in value:
+            raise InvalidFilterError("event", "not an event name")
+        if known_events is not None and not known_events(value):
+            raise InvalidFilterError("event", f"{value[:60]!r} is not an event in the catalog")
+        events.append(value)
+    if len(events) > MAX_FILTER_VALUES:
+        raise InvalidFilterError("event", f"at most {MAX_FILTER_VALUES} event names at once")
+    limit_text = _single(params, "limit")
+    limit = default_limit
+    if limit_text is not None:
+        try:
+            limit = int(limit_text)
+        except ValueError:
+            raise InvalidFilterError("limit", f"must be a whole number from 1 to {MAX_LIMIT}") from None
+        if not 1 <= limit <= MAX_LIMIT:
+            raise InvalidFilterError("limit", f"must be between 1 and {MAX_LIMIT}, got {limit}")
+    actor_type = _single(params, "actor_type")
+    if actor_type is not None and actor_type not in ACTOR_TYPES:
+        raise InvalidFilterError("actor_type", f"must be one of {', '.join(ACTOR_TYPES)}")
+    since_text = _single(params, "since")
+    until_text = _single(params, "until")
+    since = parse_timestamp("since", since_text) if since_text else None
+    until = parse_timestamp("until", until_text, end_of_day=True) if until_text else None
+    if since is not None and until is not None and since >= until:
+        raise InvalidFilterError("until", "must be later than since")
+    cursor_text = _single(params, "cursor")
+    return EventQuery(
+        events=tuple(dict.fromkeys(events)),
+        category=_single(params, "category"),
+        actor=_single(params, "actor"),
+        actor_type=actor_type,
+        resource_type=_single(params, "resource_type"),
+        resource_id=_single(params, "resource_id"),
+        since=since,
+        until=until,
+        limit=limit,
+        cursor=Cursor.decode(cursor_text) if cursor_text else None,
+    )
+
+
+def params_from_pairs(pairs: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    """Group ``(key, value)`` pairs into the mapping :func:`parse_query` takes."""
+    grouped: dict[str, list[str]] = {}
+    for key, value in pairs:
+        grouped.setdefault(key, []).append(value)
+    return grouped
+
+
+def page_from_rows(rows: list[AuditEvent], limit: int) -> Page:
+    """Turn ``limit + 1`` fetched rows into a page and its next cursor."""
+    if len(rows) > limit:
+        rows = rows[:limit]
+        return Page(rows, Cursor.after(rows[-1]).encode())
+    return Page(rows, None)
+
+
+def to_json_page(page: Page) -> dict[str, Any]:
+    return {"events": [e.to_json() for e in page.events], "next_cursor": page.next_cursor}

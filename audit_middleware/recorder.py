@@ -1,0 +1,142 @@
+"""Turning model changes and app verbs into events: the part of capture every adapter shares."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from .catalog import EventCatalog, EventDefinition
+from .config import AuditConfig, TrackingOptions
+from .context import current_actor, current_context, current_workspace
+from .diff import diff_values, snapshot, split_toggle
+from .events import AuditEvent
+from .ids import new_event_id
+from .signals import capture_failed
+from .values import json_safe
+
+logger = logging.getLogger("audit_middleware")
+
+
+@dataclass
+class CaptureErrors:
+    """How many times capture failed without failing the host's write, and the last error."""
+
+    count: int = 0
+    last: BaseException | None = None
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def add(self, error: BaseException) -> None:
+        with self._lock:
+            self.count += 1
+            self.last = error
+
+
+class Recorder:
+    """Builds events from the current context: actor, workspace and request facts.
+
+    Adapters own one Recorder and call :meth:`change_events` from their capture hooks and :meth:`event`
+    for app verbs.
+    """
+
+    def __init__(self, config: AuditConfig | None = None, catalog: EventCatalog | None = None) -> None:
+        self.config = config or AuditConfig()
+        self.catalog = catalog or EventCatalog()
+        self.errors = CaptureErrors()
+
+    def define_model(self, options: TrackingOptions) -> None:
+        for definition in self.catalog.define_resource(
+            options.resource, options.category, toggle=options.toggle is not None
+        ):
+            if options.must_record and not definition.must_record:
+                self.catalog.define(definition.name, definition.category, resource=options.resource,
+                                    action=definition.action, must_record=True)
+
+    def event(
+        self,
+        definition: EventDefinition,
+        *,
+        resource_type: str | None,
+        resource_id: Any,
+        resource_name: Any,
+        changes: dict[str, list[Any]] | None = None,
+        details: Mapping[str, Any] | None = None,
+        occurred_at: datetime | None = None,
+    ) -> AuditEvent:
+        return AuditEvent(
+            id=new_event_id(),
+            occurred_at=occurred_at or datetime.now(timezone.utc),
+            event=definition.name,
+            category=definition.category,
+            action=definition.action,
+            actor=current_actor(),
+            resource_type=resource_type,
+            resource_id=None if resource_id is None else str(resource_id),
+            resource_name=None if resource_name is None else str(resource_name),
+            workspace_id=current_workspace(),
+            changes=changes or {},
+            context=current_context(),
+            details=json_safe(dict(details)) if details else {},
+        )
+
+    def change_events(
+        self,
+        options: TrackingOptions,
+        kind: str,
+        resource_id: Any,
+        old: Mapping[str, Any],
+        new: Mapping[str, Any],
+        *,
+        occurred_at: datetime | None = None,
+    ) -> list[AuditEvent]:
+        """The events for one row: ``kind`` is ``created``, ``modified`` or ``deleted``.
+
+        For ``modified``, ``old`` and ``new`` hold only the changed fields; a change that turns out to be no
+        change yields no event. A toggle flip yields Enabled/Disabled, plus Modified for the other fields.
+        """
+        exclude = options.exclude
+        if exclude:
+            old = {k: v for k, v in old.items() if k not in exclude}
+            new = {k: v for k, v in new.items() if k not in exclude}
+        masking = self.config.masking
+        label_source = new if kind != "deleted" else old
+        name = label_source.get(options.label) if options.label else None
+        resource = options.resource
+        kwargs: dict[str, Any] = {
+            "resource_type": resource, "resource_id": resource_id, "resource_name": name,
+            "occurred_at": occurred_at,
+        }
+        get = self.catalog.get
+        if kind == "created":
+            return [self.event(get(f"{resource} Created"), changes=snapshot(new, masking, created=True), **kwargs)]
+        if kind == "deleted":
+            return [self.event(get(f"{resource} Deleted"), changes=snapshot(old, masking, created=False), **kwargs)]
+        changes = diff_values(old, new, masking)
+        if not changes:
+            return []
+        verb, toggled, others = split_toggle(changes, options.toggle)
+        events: list[AuditEvent] = []
+        if verb is not None:
+            events.append(self.event(get(f"{resource} {verb}"), changes=toggled, **kwargs))
+        if others:
+            events.append(self.event(get(f"{resource} Modified"), changes=others, **kwargs))
+        return events
+
+    @contextmanager
+    def guard(self, sender: Any, must_record: bool = False) -> Iterator[None]:
+        """Run capture code; unless ``must_record``, log and count an error instead of raising it, so the
+        host's write is never broken by the audit path."""
+        try:
+            yield
+        except Exception as error:
+            if must_record:
+                raise
+            self.errors.add(error)
+            logger.exception("audit-middleware could not capture an event; the write went ahead without it")
+            capture_failed.send(sender, error=error)

@@ -1,0 +1,99 @@
+"""The store protocol every backend implements, and the row mapping they share."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any, Protocol, runtime_checkable
+
+from .actors import Actor
+from .events import AuditEvent, utc_naive
+from .query import Cursor, EventQuery, Page
+from .values import dumps, loads
+
+EVENT_COLUMNS: tuple[str, ...] = (
+    "id", "occurred_at", "event", "category", "action", "actor_type", "actor_id", "actor_name",
+    "resource_type", "resource_id", "resource_name", "workspace_id", "changes", "context", "details",
+)
+
+
+@runtime_checkable
+class EventStore(Protocol):
+    """Where events live. Capture writes inside the host's transaction through the adapter; these methods
+    serve reading, exporting, purging and app verbs recorded outside any transaction."""
+
+    def append(self, events: Sequence[AuditEvent]) -> None:
+        """Write events in a transaction of their own."""
+
+    def query(self, query: EventQuery) -> Page:
+        """One page, newest first, after ``query.cursor``."""
+
+    def get(self, event_id: str) -> AuditEvent | None:
+        """One event by id."""
+
+    def purge(self, before: datetime, batch_size: int = 1000) -> int:
+        """Delete events that happened before ``before``, in batches; returns how many."""
+
+
+def event_to_row(event: AuditEvent) -> dict[str, Any]:
+    """The column values of an event (JSON fields encoded as text, time as naive UTC)."""
+    actor = event.actor
+    return {
+        "id": event.id,
+        "occurred_at": utc_naive(event.occurred_at),
+        "event": event.event,
+        "category": event.category,
+        "action": event.action,
+        "actor_type": actor.type,
+        "actor_id": actor.id,
+        "actor_name": actor.name,
+        "resource_type": event.resource_type,
+        "resource_id": event.resource_id,
+        "resource_name": event.resource_name,
+        "workspace_id": event.workspace_id,
+        "changes": dumps(event.changes) if event.changes else None,
+        "context": dumps(event.context) if event.context else None,
+        "details": dumps(event.details) if event.details else None,
+    }
+
+
+def event_from_row(row: Mapping[str, Any]) -> AuditEvent:
+    occurred_at = row["occurred_at"]
+    if isinstance(occurred_at, str):
+        occurred_at = datetime.fromisoformat(occurred_at)
+    return AuditEvent(
+        id=row["id"],
+        occurred_at=utc_naive(occurred_at).replace(tzinfo=timezone.utc),
+        event=row["event"],
+        category=row["category"],
+        action=row["action"],
+        actor=Actor(row["actor_type"], row["actor_id"], row["actor_name"]),
+        resource_type=row["resource_type"],
+        resource_id=row["resource_id"],
+        resource_name=row["resource_name"],
+        workspace_id=row["workspace_id"],
+        changes=loads(row["changes"]) or {},
+        context=loads(row["context"]) or {},
+        details=loads(row["details"]) or {},
+    )
+
+
+def iter_events(store: EventStore, query: EventQuery, batch_size: int = 500) -> Iterator[AuditEvent]:
+    """Every event matching ``query``, newest first, fetched page by page (constant memory)."""
+    query = EventQuery(**{**_fields(query), "limit": min(batch_size, 500)})
+    while True:
+        page = store.query(query)
+        yield from page.events
+        if page.next_cursor is None:
+            return
+        query = query.with_cursor(Cursor.after(page.events[-1]))
+
+
+def _fields(query: EventQuery) -> dict[str, Any]:
+    return {name: getattr(query, name) for name in query.__dataclass_fields__}
+
+
+def retention_cutoff(retention_days: int, now: datetime | None = None) -> datetime:
+    """The naive UTC moment before which events are out of retention."""
+    now = now or datetime.now(timezone.utc)
+    return utc_naive(now) - timedelta(days=retention_days)

@@ -1,0 +1,61 @@
+"""Turning any column value into a JSON-safe value, and encoding it compactly."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import decimal
+import enum
+import json
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+
+
+def json_safe(value: Any) -> Any:
+    """A JSON-representable equivalent of ``value``.
+
+    datetime/date/time become ISO 8601 strings (aware datetimes keep their offset), Decimal a string (no
+    precision lost), UUID a string, enums their value, bytes ``"base64:..."``, sets a sorted list, tuples a
+    list, mappings a dict with string keys; anything else unknown its ``str()``.
+    """
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            return str(value)
+        return value
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, enum.Enum):
+        return json_safe(value.value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return "base64:" + base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, (set, frozenset)):
+        items = [json_safe(v) for v in value]
+        try:
+            return sorted(items)
+        except TypeError:
+            return sorted(items, key=repr)
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    return str(value)
+
+
+def dumps(value: Any) -> str:
+    """Compact, key-sorted JSON of an already JSON-safe value."""
+    return _encoder.encode(value)
+
+
+def loads(text: str | bytes | None) -> Any:
+    if text is None or text == "":
+        return None
+    return json.loads(text)
