@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import timezone
 from typing import Any, TextIO
 
@@ -21,16 +22,20 @@ from .store import iter_events, retention_cutoff
 FILTER_OPTIONS = ("category", "actor", "actor_type", "resource_type", "resource_id", "since", "until", "workspace")
 
 
-def _store(url: str | None) -> Any:
+@contextmanager
+def open_store(url: str | None) -> Iterator[Any]:
+    """The SQLAlchemy store at ``url``, disposed of afterwards."""
     if not url:
         raise SystemExit("audit-middleware: give --database-url URL (or set AUDIT_DATABASE_URL)")
     try:
-        from sqlalchemy import create_engine
-
         from audit_middleware.adapters.sqlalchemy import SQLAlchemyStore
     except ImportError:
         raise SystemExit('audit-middleware: the command needs SQLAlchemy: pip install "audit-middleware[sqlalchemy]"') from None
-    return SQLAlchemyStore(create_engine(url))
+    store = SQLAlchemyStore.from_url(url)
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -68,11 +73,11 @@ def _export(args: argparse.Namespace, out: TextIO) -> int:
         raise SystemExit(f"audit-middleware export: --{error.parameter.replace('_', '-')}: {error.message}") from None
     if args.workspace is not None:
         query = query.for_workspace(args.workspace)
-    store = _store(args.database_url)
-    if args.output:
-        with open(args.output, "w", newline="", encoding="utf-8") as handle:
-            return _write(handle, store, query)
-    return _write(out, store, query)
+    with open_store(args.database_url) as store:
+        if args.output:
+            with open(args.output, "w", newline="", encoding="utf-8") as handle:
+                return _write(handle, store, query)
+        return _write(out, store, query)
 
 
 def _write(handle: TextIO, store: Any, query: Any) -> int:
@@ -98,13 +103,13 @@ def _purge(args: argparse.Namespace) -> int:
         cutoff = retention_cutoff(args.retention_days)
     if not 1 <= args.batch_size <= 100_000:
         raise SystemExit("audit-middleware purge: --batch-size must be between 1 and 100000")
-    store = _store(args.database_url)
     if not args.yes:
         answer = input(f"Delete every audit event before {cutoff.replace(tzinfo=timezone.utc).isoformat()}? [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
             print("nothing deleted", file=sys.stderr)
             return 1
-    removed = store.purge(cutoff, args.batch_size)
+    with open_store(args.database_url) as store:
+        removed = store.purge(cutoff, args.batch_size)
     print(f"purged {removed} event(s) before {cutoff.isoformat()}Z", file=sys.stderr)
     return 0
 

@@ -138,7 +138,10 @@ class SQLAlchemyAuditor:
         info = self.capture.info(state.mapper)
         if info is None:
             raise TypeError(f"{type(resource).__name__} is not audited (__audit__ = False)")
-        values = {k: state.dict.get(k) for k in info.pk_keys}
+        if state.identity is not None:
+            values = dict(zip(info.pk_keys, state.identity, strict=True))
+        else:
+            values = {k: getattr(resource, k) for k in info.pk_keys}
         label = info.options.label
         name = getattr(resource, label) if label else None
         return resource_type or info.options.resource, info.resource_id(values), name

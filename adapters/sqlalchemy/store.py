@@ -71,6 +71,20 @@ class SQLAlchemyStore:
     def __init__(self, engine: EngineSource, table: Table = audit_events) -> None:
         self._engine = engine
         self.table = table
+        self._owns_engine = False
+
+    @classmethod
+    def from_url(cls, url: str, table: Table = audit_events) -> SQLAlchemyStore:
+        """A store on its own engine; :meth:`close` disposes of it."""
+        from sqlalchemy import create_engine
+
+        store = cls(create_engine(url), table)
+        store._owns_engine = True
+        return store
+
+    def close(self) -> None:
+        if self._owns_engine:
+            self.engine.dispose()
 
     @property
     def engine(self) -> Engine:

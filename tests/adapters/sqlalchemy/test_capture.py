@@ -1,0 +1,256 @@
+"""Capture through session events, on SQLite, PostgreSQL and MariaDB."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import threading
+import uuid
+
+import pytest
+from sqlalchemy import delete, func, select, update
+
+from audit_middleware import Actor, RequestContext, acting_as, in_workspace, request_context, suspend_auditing
+from audit_middleware.diff import MASK
+from audit_middleware.testing import capture_events
+
+from .conftest import Tier
+
+ADA = Actor.user("7", "ada@example.com")
+
+
+def test_create_modify_delete_record_events_with_diffs_actor_workspace_and_request(app):
+    W = app.Warehouse
+    with acting_as(ADA), in_workspace("ws_1"), request_context(RequestContext(ip="203.0.113.9", request_id="r-1")):
+        with app.Session() as s:
+            w = W(name="Production BigQuery", slug="prod", schedule="hourly")
+            s.add(w)
+            s.commit()
+            w.schedule = "daily"
+            w.slug = "prod-bq"
+            s.commit()
+            s.delete(w)
+            s.commit()
+    created, modified, deleted = app.events()
+    assert created.event == "Warehouse Created" and created.category == "Warehouses" and created.action == "created"
+    assert created.changes["name"] == [None, "Production BigQuery"] and created.changes["enabled"] == [None, True]
+    assert created.resource_type == "Warehouse" and created.resource_id == str(w.id)
+    assert created.resource_name == "Production BigQuery"
+    assert created.actor == ADA and created.workspace_id == "ws_1"
+    assert created.context == {"ip": "203.0.113.9", "request_id": "r-1"}
+    assert modified.event == "Warehouse Modified"
+    assert modified.changes == {"schedule": ["hourly", "daily"], "slug": ["prod", "prod-bq"]}
+    assert deleted.event == "Warehouse Deleted"
+    assert deleted.changes["name"] == ["Production BigQuery", None]
+    assert deleted.changes["schedule"] == ["daily", None]
+    assert created.id < modified.id < deleted.id
+
+
+def test_toggle_flip_records_enabled_disabled_with_modified_beside_it(app):
+    with app.Session() as s:
+        w = app.Warehouse(name="wh")
+        s.add(w)
+        s.commit()
+        w.enabled = False
+        s.commit()
+        w.enabled = True
+        w.name = "wh2"
+        s.commit()
+    names = [(e.event, e.changes) for e in app.events()][1:]
+    assert names == [
+        ("Warehouse Disabled", {"enabled": [True, False]}),
+        ("Warehouse Enabled", {"enabled": [False, True]}),
+        ("Warehouse Modified", {"name": ["wh", "wh2"]}),
+    ]
+
+
+def test_model_options_rename_exclude_and_choose_the_toggle_and_label(app):
+    with app.Session() as s:
+        label = app.Label(title="pii", internal="x")
+        s.add(label)
+        s.commit()
+        label.internal = "changed"
+        s.commit()
+        label.visible = False
+        s.commit()
+        s.add(app.Note(body="not audited"))
+        s.commit()
+    events = app.events()
+    assert [e.event for e in events] == ["Tag Created", "Tag Disabled"]
+    assert all(e.category == "Tagging" and e.resource_name == "pii" for e in events)
+    assert "internal" not in events[0].changes
+
+
+def test_sensitive_fields_keep_the_fact_of_change_not_the_value(app):
+    with app.Session() as s:
+        w = app.Warehouse(name="wh", password="hunter2")
+        s.add(w)
+        s.commit()
+        w.password = "hunter3"
+        s.commit()
+    created, modified = app.events()
+    assert created.changes["password"] == [None, MASK]
+    assert modified.changes == {"password": [MASK, MASK]}
+    with app.engine.connect() as c:
+        stored = " ".join(str(v) for row in c.execute(select(app.auditor.table)) for v in row)
+    assert "hunter" not in stored
+
+
+def test_rolled_back_work_leaves_no_event_and_committed_work_keeps_every_one(app):
+    with capture_events() as committed:
+        with app.Session() as s:
+            s.add(app.Warehouse(name="kept"))
+            s.commit()
+            s.add(app.Warehouse(name="dropped"))
+            s.flush()
+            assert len(app.events()) == 1  # the flushed event is not visible outside the transaction
+            s.rollback()
+    assert [e.resource_name for e in app.events()] == ["kept"]
+    assert [e.resource_name for e in committed] == ["kept"]
+
+
+def test_a_flush_that_changes_nothing_records_nothing(app):
+    with app.Session() as s:
+        w = app.Warehouse(name="same")
+        s.add(w)
+        s.commit()
+        w.name = "same"
+        s.commit()
+        s.flush()
+        s.commit()
+    assert [e.event for e in app.events()] == ["Warehouse Created"]
+
+
+def test_rolled_back_savepoint_drops_only_its_own_events(app):
+    with capture_events() as committed:
+        with app.Session() as s:
+            s.add(app.Warehouse(name="outer"))
+            s.flush()
+            with s.begin_nested():
+                s.add(app.Warehouse(name="inner-kept"))
+            nested = s.begin_nested()
+            s.add(app.Warehouse(name="inner-dropped"))
+            s.flush()
+            nested.rollback()
+            s.commit()
+    assert sorted(e.resource_name for e in app.events()) == ["inner-kept", "outer"]
+    assert sorted(e.resource_name for e in committed) == ["inner-kept", "outer"]
+
+
+def test_bulk_update_and_delete_statements_record_one_event_per_row_with_old_values(app):
+    W = app.Warehouse
+    with app.Session() as s:
+        s.add_all([W(name=f"w{n}", schedule="hourly", enabled=True) for n in range(5)])
+        s.commit()
+    with app.Session() as s, acting_as(ADA):
+        s.execute(update(W).where(W.name.in_(["w0", "w1", "w2"])).values(enabled=False, schedule="daily"))
+        s.execute(delete(W).where(W.name == "w4"))
+        s.commit()
+    events = app.events()[5:]
+    disabled = [e for e in events if e.event == "Warehouse Disabled"]
+    modified = [e for e in events if e.event == "Warehouse Modified"]
+    deleted = [e for e in events if e.event == "Warehouse Deleted"]
+    assert sorted(e.resource_name for e in disabled) == ["w0", "w1", "w2"]
+    assert all(e.changes == {"enabled": [True, False]} for e in disabled)
+    assert all(e.changes == {"schedule": ["hourly", "daily"]} for e in modified) and len(modified) == 3
+    assert [e.resource_name for e in deleted] == ["w4"] and deleted[0].changes["schedule"] == ["hourly", None]
+    assert all(e.actor == ADA for e in events)
+
+
+def test_bulk_update_by_primary_key_and_rolled_back_bulk_statement(app):
+    W = app.Warehouse
+    with app.Session() as s:
+        s.add_all([W(id=n, name=f"w{n}") for n in (1, 2, 3)])
+        s.commit()
+    with app.Session() as s:
+        s.execute(update(W), [{"id": 1, "name": "one"}, {"id": 2, "name": "two"}])
+        s.commit()
+        s.execute(delete(W))
+        s.rollback()
+    assert [(e.event, e.changes) for e in app.events()[3:]] == [
+        ("Warehouse Modified", {"name": ["w1", "one"]}), ("Warehouse Modified", {"name": ["w2", "two"]}),
+    ]
+
+
+def test_composite_primary_keys_are_joined_in_the_resource_id(app):
+    with app.Session() as s:
+        s.add(app.Warehouse(id=9, name="w"))
+        s.flush()
+        s.add(app.Membership(user_id=3, warehouse_id=9, role="owner"))
+        s.commit()
+    assert app.events(event="Membership Created")[0].resource_id == "3/9"
+
+
+def test_values_that_are_not_json_by_nature_are_stored_and_read_back(app):
+    external = uuid.UUID("12345678-1234-5678-1234-567812345678")
+    text = "Zürich 東京 🚀 " + "x" * 20_000
+    with app.Session() as s:
+        s.add(app.Warehouse(name="ünïcødé", amount=decimal.Decimal("1234.500000"), external_id=external,
+                            blob=b"\x00\x01", tier=Tier.BUSINESS, notes=text, settings={"a": [1, 2]},
+                            created_at=dt.datetime(2026, 11, 25, 19, 7, 41, 123456)))
+        s.commit()
+    changes = app.events()[0].changes
+    assert changes["amount"] == [None, "1234.500000"]
+    assert changes["external_id"] == [None, str(external)]
+    assert changes["blob"] == [None, "base64:AAE="]
+    assert changes["tier"] == [None, "BUSINESS"] or changes["tier"] == [None, "business"]
+    assert changes["notes"] == [None, text]
+    assert changes["settings"] == [None, {"a": [1, 2]}]
+    assert changes["created_at"] == [None, "2026-11-25T19:07:41.123456"]
+    assert app.events()[0].resource_name == "ünïcødé"
+
+
+def test_concurrent_sessions_in_threads_get_exactly_their_events_and_actors(app):
+    threads, writes = 4, 10
+    errors = []
+
+    def worker(n: int) -> None:
+        try:
+            with acting_as(Actor.user(str(n), f"user{n}")):
+                for m in range(writes):
+                    with app.Session() as s:
+                        s.add(app.Warehouse(name=f"t{n}-{m}"))
+                        s.commit()
+        except Exception as error:  # reported below
+            errors.append(error)
+
+    pool = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    assert errors == []
+    events = app.events()
+    assert len(events) == threads * writes
+    assert len({e.id for e in events}) == threads * writes
+    for e in events:
+        assert e.resource_name.startswith(f"t{e.actor.id}-")
+
+
+def test_suspend_auditing_records_nothing(app):
+    with suspend_auditing(), app.Session() as s:
+        s.add(app.Warehouse(name="quiet"))
+        s.commit()
+    assert app.events() == []
+
+
+def test_audit_rows_commit_in_the_same_transaction_as_the_change(app):
+    with app.Session() as s:
+        s.add(app.Warehouse(name="a"))
+        s.commit()
+    with app.engine.connect() as c:
+        assert c.execute(select(func.count()).select_from(app.auditor.table)).scalar_one() == 1
+
+
+@pytest.mark.parametrize("kind", ["expired", "fresh"])
+def test_old_values_are_known_even_when_the_row_was_expired_by_a_commit(app, kind):
+    with app.Session() as s:
+        w = app.Warehouse(name="before")
+        s.add(w)
+        s.commit()
+        if kind == "fresh":
+            w = s.get(app.Warehouse, w.id)
+            assert w.name == "before"
+        w.name = "after"
+        s.commit()
+    assert app.events()[-1].changes == {"name": ["before", "after"]}

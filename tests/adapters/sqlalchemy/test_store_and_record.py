@@ -1,0 +1,134 @@
+"""Recording app verbs, querying, exporting and purging through the SQLAlchemy store, on every database."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from audit_middleware import Actor, EventQuery, InvalidFilterError, UnknownEventError, acting_as, in_workspace
+from audit_middleware.events import AuditEvent
+from audit_middleware.export import CSV_COLUMNS
+from audit_middleware.ids import new_event_id
+from audit_middleware.query import Cursor, parse_query
+from audit_middleware.testing import capture_events
+
+ADA = Actor.user("7", "ada@example.com")
+TOKEN = Actor.token("tok_12", "ci-deploy")
+
+
+def old_event(days_ago: float, name: str = "Warehouse Created", **kw) -> AuditEvent:
+    when = datetime.now(timezone.utc) - timedelta(days=days_ago)
+    return AuditEvent(new_event_id(), when, name, "Warehouses", "created", kw.pop("actor", ADA), **kw)
+
+
+def test_record_app_verbs_validated_against_the_catalog(app):
+    app.auditor.catalog.define("Warehouse Run Failed", "Warehouses", resource="Warehouse")
+    with app.Session() as s:
+        w = app.Warehouse(name="Prod")
+        s.add(w)
+        s.commit()
+        with acting_as(Actor.system("warehouse-scheduler")), capture_events() as seen:
+            event = app.auditor.record("Warehouse Run Failed", resource=w, details={"error": "timeout"})
+        assert [e.id for e in seen] == [event.id]
+        with pytest.raises(UnknownEventError, match="Did you mean 'Warehouse Run Failed'"):
+            app.auditor.record("Warehouse Run Fail", resource=w)
+    stored = app.auditor.store.get(event.id)
+    assert stored.event == "Warehouse Run Failed" and stored.action == "run_failed"
+    assert stored.resource_id == str(w.id) and stored.resource_name == "Prod"
+    assert stored.actor.type == "system" and stored.details == {"error": "timeout"}
+
+
+def test_record_with_a_session_stands_or_falls_with_its_transaction(app):
+    app.auditor.catalog.define("User Invite Sent", "Access Management")
+    with app.Session() as s:
+        app.auditor.record("User Invite Sent", session=s, resource_type="Invite", resource_id="1")
+        s.rollback()
+        app.auditor.record("User Invite Sent", session=s, resource_type="Invite", resource_id="2")
+        s.commit()
+    assert [e.resource_id for e in app.events(event="User Invite Sent")] == ["2"]
+
+
+def test_query_filters_and_keyset_pages_newest_first(app):
+    store = app.auditor.store
+    events = []
+    for n in range(30):
+        events.append(old_event(
+            1 + n / 100, name="Warehouse Created" if n % 2 else "Warehouse Deleted",
+            actor=ADA if n % 3 else TOKEN, resource_type="Warehouse", resource_id=str(n % 5),
+            workspace_id="ws_1" if n < 20 else "ws_2",
+        ))
+    store.append(events)
+    newest_first = sorted(events, key=lambda e: e.occurred_at, reverse=True)
+    q = EventQuery(limit=7)
+    seen = []
+    while True:
+        page = store.query(q)
+        seen += [e.id for e in page.events]
+        if page.next_cursor is None:
+            break
+        q = q.with_cursor(Cursor.decode(page.next_cursor))
+    assert seen == [e.id for e in newest_first]
+    for query in [
+        EventQuery(events=("Warehouse Deleted",)),
+        EventQuery(actor="ada@example.com"),
+        EventQuery(actor="tok_12"),
+        EventQuery(actor_type="token"),
+        EventQuery(resource_type="Warehouse", resource_id="3"),
+        EventQuery(category="Warehouses", limit=500),
+        EventQuery().for_workspace("ws_2"),
+        EventQuery(since=newest_first[10].occurred_at.replace(tzinfo=None),
+                   until=newest_first[3].occurred_at.replace(tzinfo=None)),
+    ]:
+        got = [e.id for e in store.query(EventQuery(**{**{f: getattr(query, f) for f in query.__dataclass_fields__},
+                                                       "limit": 500})).events]
+        assert got == [e.id for e in newest_first if query.matches(e)], query
+        assert got, query
+
+
+def test_events_in_one_flush_share_a_timestamp_and_still_page_without_gaps(app):
+    with app.Session() as s:
+        s.add_all([app.Warehouse(name=f"w{n}") for n in range(12)])
+        s.commit()
+    ids, q = [], EventQuery(limit=5)
+    while True:
+        page = app.auditor.query(q)
+        ids += [e.id for e in page.events]
+        if not page.next_cursor:
+            break
+        q = q.with_cursor(Cursor.decode(page.next_cursor))
+    assert len(ids) == 12 == len(set(ids))
+
+
+def test_bad_filter_values_give_a_clear_error_before_touching_the_database(app):
+    for params, parameter in [({"limit": ["1000"]}, "limit"), ({"since": ["last week"]}, "since"),
+                              ({"cursor": ["%%%"]}, "cursor")]:
+        with pytest.raises(InvalidFilterError) as info:
+            app.auditor.query(parse_query(params))
+        assert info.value.parameter == parameter
+
+
+def test_export_streams_the_filtered_set_as_csv(app):
+    app.auditor.store.append([old_event(1, workspace_id="ws_1", resource_name="=cmd|' /C calc'!A0"),
+                              old_event(2, workspace_id="ws_2")])
+    text = "".join(app.auditor.export_csv(EventQuery().for_workspace("ws_1")))
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert list(rows[0]) == list(CSV_COLUMNS) and len(rows) == 1
+    assert rows[0]["resource_name"].startswith("'=")
+
+
+def test_purge_deletes_only_events_older_than_the_retention_in_batches(app):
+    app.auditor.store.append([old_event(91 + n) for n in range(25)] + [old_event(89), old_event(1)])
+    assert app.auditor.purge(batch_size=10) == 25
+    assert len(app.events()) == 2
+    assert app.auditor.purge(retention_days=30) == 1
+
+
+def test_workspace_scoping_from_context(app):
+    with in_workspace("ws_9"), app.Session() as s:
+        s.add(app.Warehouse(name="tenant"))
+        s.commit()
+    assert app.auditor.query(EventQuery().for_workspace("ws_9")).events[0].resource_name == "tenant"
+    assert app.auditor.query(EventQuery().for_workspace("ws_other")).events == []

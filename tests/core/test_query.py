@@ -1,0 +1,84 @@
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from audit_middleware import Actor, EventQuery, InvalidFilterError
+from audit_middleware.events import AuditEvent
+from audit_middleware.ids import event_id_time, new_event_id
+from audit_middleware.query import Cursor, parse_query
+from audit_middleware.store import iter_events
+from audit_middleware.testing import MemoryStore
+
+
+def event(n: int, **kw) -> AuditEvent:
+    base = datetime(2026, 11, 1, tzinfo=timezone.utc)
+    return AuditEvent(new_event_id(), base + timedelta(minutes=n), kw.pop("name", "Source Created"), "Source",
+                      "created", kw.pop("actor", Actor.user("7", "ada@example.com")), **kw)
+
+
+def test_filters_parse_from_query_strings():
+    q = parse_query({"event": ["Source Created", "Source Deleted"], "actor": ["ada@example.com"],
+                     "actor_type": ["user"], "since": ["2026-11-01"], "until": ["2026-11-02T10:00:00+01:00"],
+                     "limit": ["20"], "resource_type": ["Source"], "resource_id": ["42"]})
+    assert q.events == ("Source Created", "Source Deleted")
+    assert q.since == datetime(2026, 11, 1)
+    assert q.until == datetime(2026, 11, 2, 9)
+    assert q.limit == 20 and q.resource_id == "42"
+
+
+def test_a_bare_until_date_includes_that_whole_day():
+    assert parse_query({"until": ["2026-11-25"]}).until == datetime(2026, 11, 26)
+
+
+@pytest.mark.parametrize("params, parameter", [
+    ({"limit": ["0"]}, "limit"), ({"limit": ["501"]}, "limit"), ({"limit": ["ten"]}, "limit"),
+    ({"since": ["yesterday"]}, "since"), ({"until": ["2026-13-01"]}, "until"),
+    ({"since": ["2026-11-02"], "until": ["2026-11-01"]}, "until"),
+    ({"cursor": ["garbage!!"]}, "cursor"), ({"cursor": ["e30"]}, "cursor"),
+    ({"actor_type": ["robot"]}, "actor_type"), ({"actor": ["a", "b"]}, "actor"),
+    ({"since": ["9999-12-31"]}, "since"), ({"resource_id": ["x" * 300]}, "resource_id"),
+])
+def test_bad_filter_values_name_the_parameter(params, parameter):
+    with pytest.raises(InvalidFilterError) as info:
+        parse_query(params)
+    assert info.value.parameter == parameter
+    assert parameter in str(info.value)
+
+
+def test_unknown_event_names_are_rejected_when_a_catalog_is_given():
+    with pytest.raises(InvalidFilterError, match="not an event in the catalog"):
+        parse_query({"event": ["Nope"]}, known_events=lambda name: name == "Source Created")
+
+
+def test_cursor_round_trips():
+    c = Cursor(datetime(2026, 11, 25, 19, 7, 41, 123456), new_event_id())
+    assert Cursor.decode(c.encode()) == c
+
+
+def test_event_query_validates_limit_directly():
+    with pytest.raises(InvalidFilterError):
+        EventQuery(limit=0)
+
+
+def test_ids_are_time_ordered_and_unique():
+    ids = [new_event_id() for _ in range(5000)]
+    assert ids == sorted(ids) and len(set(ids)) == 5000
+    assert abs(event_id_time(ids[0]) - datetime.now(timezone.utc)) < timedelta(seconds=5)
+
+
+def test_memory_store_pages_newest_first_with_keyset_cursor():
+    store = MemoryStore()
+    store.append([event(n) for n in range(25)])
+    first = store.query(EventQuery(limit=10))
+    assert [e.occurred_at.minute for e in first.events] == list(range(24, 14, -1))
+    second = store.query(EventQuery(limit=10, cursor=Cursor.decode(first.next_cursor)))
+    assert [e.occurred_at.minute for e in second.events] == list(range(14, 4, -1))
+    assert len(list(iter_events(store, EventQuery(), batch_size=7))) == 25
+
+
+def test_workspace_filter_distinguishes_none_from_unset():
+    store = MemoryStore()
+    store.append([event(1, workspace_id="ws_1"), event(2, workspace_id=None)])
+    assert len(store.query(EventQuery()).events) == 2
+    assert [e.workspace_id for e in store.query(EventQuery().for_workspace("ws_1")).events] == ["ws_1"]
+    assert [e.workspace_id for e in store.query(EventQuery().for_workspace(None)).events] == [None]
