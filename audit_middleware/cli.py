@@ -28,7 +28,7 @@ def open_store(url: str | None) -> Iterator[Any]:
     if not url:
         raise SystemExit("audit-middleware: give --database-url URL (or set AUDIT_DATABASE_URL)")
     try:
-        from audit_middleware.adapters.sqlalchemy import SQLAlchemyStore
+        from audit_middleware.adapters.sqlalchemy import SQLAlchemyStore  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
         raise SystemExit('audit-middleware: the command needs SQLAlchemy: pip install "audit-middleware[sqlalchemy]"') from None
     store = SQLAlchemyStore.from_url(url)
