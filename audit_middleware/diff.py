@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from .values import json_safe
@@ -19,11 +18,14 @@ DEFAULT_TOGGLE_FIELDS: tuple[str, ...] = ("enabled", "is_enabled", "active", "is
 Changes = dict[str, list[Any]]
 
 
-@dataclass(frozen=True, slots=True)
 class Masking:
     """Which field names are sensitive: an exact name, or a name ending in ``_<name>`` (``db_password``)."""
 
-    names: frozenset[str] = DEFAULT_MASKED_FIELDS
+    __slots__ = ("names", "_verdicts")
+
+    def __init__(self, names: frozenset[str] = DEFAULT_MASKED_FIELDS) -> None:
+        self.names = names
+        self._verdicts: dict[str, bool] = {}
 
     @classmethod
     def of(cls, names: Iterable[str] | None, extra: Iterable[str] = ()) -> Masking:
@@ -31,10 +33,18 @@ class Masking:
         return cls(base | frozenset(n.lower() for n in extra))
 
     def is_sensitive(self, field: str) -> bool:
-        lowered = field.lower()
-        if lowered in self.names:
-            return True
-        return any(lowered.endswith("_" + n) for n in self.names)
+        verdict = self._verdicts.get(field)
+        if verdict is None:
+            lowered = field.lower()
+            verdict = lowered in self.names or any(lowered.endswith("_" + n) for n in self.names)
+            self._verdicts[field] = verdict  # field names are few: remember each answer
+        return verdict
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Masking) and other.names == self.names
+
+    def __hash__(self) -> int:
+        return hash(self.names)
 
 
 def diff_values(

@@ -13,7 +13,7 @@ from audit_middleware.events import AuditEvent
 from audit_middleware.query import EventQuery, Page, page_from_rows
 from audit_middleware.store import event_from_row, event_to_row
 
-from .schema import NAME_LENGTH, audit_events
+from .schema import NAME_LENGTH, audit_events, tables_of
 
 EngineSource = Engine | Callable[[], Engine]
 
@@ -35,7 +35,17 @@ def rows_for(events: Sequence[AuditEvent]) -> list[dict[str, Any]]:
 def insert_events(connection: Connection, events: Sequence[AuditEvent], table: Table = audit_events) -> None:
     """Write events on ``connection``, in its current transaction, with one executemany."""
     if events:
-        connection.execute(insert(table), rows_for(events))
+        connection.execute(_insert_statement(table), rows_for(events))
+
+
+_INSERTS: dict[Table, Any] = {}
+
+
+def _insert_statement(table: Table) -> Any:
+    statement = _INSERTS.get(table)
+    if statement is None:
+        statement = _INSERTS[table] = insert(table)
+    return statement
 
 
 def filters_of(query: EventQuery, table: Table) -> list[ColumnElement[bool]]:
@@ -91,8 +101,9 @@ class SQLAlchemyStore:
         return self._engine if isinstance(self._engine, Engine) else self._engine()
 
     def create_tables(self) -> None:
+        tables = tables_of(self.table)
         assert self.table.metadata is not None
-        self.table.create(self.engine, checkfirst=True)
+        self.table.metadata.create_all(self.engine, [tables.events, tables.deliveries, tables.forwarding])
         # Indexes are created with the table; nothing else to do.
 
     def append(self, events: Sequence[AuditEvent]) -> None:

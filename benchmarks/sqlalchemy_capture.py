@@ -1,0 +1,208 @@
+"""Write overhead of auditing with SQLAlchemy: baseline vs audit-middleware vs SQLAlchemy-Continuum.
+
+    python benchmarks/sqlalchemy_capture.py --backend sqlite --backend postgresql --rounds 3
+
+Each (variant, round) runs in a fresh subprocess on a fresh database, variants interleaved in every round.
+Phases: create N rows one transaction each (as N web requests would), update two fields of each (load,
+change, commit), delete each, and create 10,000 rows in one transaction. Prints medians, ratios to the
+unaudited baseline measured in the same run, and milliseconds added per write.
+"""
+
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import uuid
+from datetime import datetime, timezone
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _workload import N_BATCH, N_WRITES, median, timed  # noqa: E402
+
+VARIANTS = ("baseline", "audit-middleware", "continuum")
+PHASES = ("create", "update", "delete", "batch")
+PG = os.environ.get("AUDIT_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432")
+MARIADB = os.environ.get("AUDIT_BENCH_MARIADB", "mysql+pymysql://root@127.0.0.1:3306")
+
+
+def fresh_database(backend: str, workdir: str) -> tuple[str, str | None]:
+    from sqlalchemy import create_engine, text
+
+    if backend == "sqlite":
+        return f"sqlite:///{workdir}/bench-{uuid.uuid4().hex[:8]}.sqlite3", None
+    name = f"audit_bench_{uuid.uuid4().hex[:10]}"
+    base, admin = (PG, "postgres") if backend == "postgresql" else (MARIADB, "test")
+    engine = create_engine(f"{base}/{admin}", isolation_level="AUTOCOMMIT")
+    with engine.connect() as c:
+        c.execute(text(f"CREATE DATABASE {name}"))
+    engine.dispose()
+    return f"{base}/{name}", name
+
+
+def drop_database(backend: str, name: str | None) -> None:
+    if name is None:
+        return
+    from sqlalchemy import create_engine, text
+
+    base, admin = (PG, "postgres") if backend == "postgresql" else (MARIADB, "test")
+    engine = create_engine(f"{base}/{admin}", isolation_level="AUTOCOMMIT")
+    with engine.connect() as c:
+        c.execute(text(f"DROP DATABASE IF EXISTS {name}"))
+    engine.dispose()
+
+
+def run_variant(variant: str, url: str, n: int, batch: int) -> dict[str, float]:
+    """Runs inside the subprocess: build the app for ``variant`` and time each phase."""
+    from sqlalchemy import JSON, String, create_engine, event
+    from sqlalchemy.orm import DeclarativeBase, Mapped, configure_mappers, mapped_column, sessionmaker
+
+    if variant == "continuum":
+        from sqlalchemy_continuum import make_versioned
+
+        make_versioned(user_cls=None)
+
+    class Base(DeclarativeBase):
+        pass
+
+    class Warehouse(Base):
+        __tablename__ = "warehouses"
+        if variant == "continuum":
+            __versioned__: dict[str, object] = {}
+        id: Mapped[int] = mapped_column(primary_key=True)
+        name: Mapped[str] = mapped_column(String(200))
+        slug: Mapped[str] = mapped_column(String(200))
+        enabled: Mapped[bool] = mapped_column(default=True)
+        schedule: Mapped[str] = mapped_column(String(50))
+        settings: Mapped[dict] = mapped_column(JSON)
+        owner_id: Mapped[int]
+        created_at: Mapped[datetime]
+        updated_at: Mapped[datetime]
+
+    configure_mappers()
+    engine = create_engine(url)
+    sql_count = [0]
+    event.listen(engine, "before_cursor_execute", lambda *a, **k: sql_count.__setitem__(0, sql_count[0] + 1))
+    Base.metadata.create_all(engine)
+    Session = sessionmaker(engine)
+    scope: list = []
+    if variant == "audit-middleware":
+        from audit_middleware import Actor, RequestContext, acting_as, request_context
+        from audit_middleware.adapters.sqlalchemy import track
+
+        auditor = track(Session)
+        auditor.create_tables()
+        scope = [acting_as(Actor.user("7", "ada@example.com")),
+                 request_context(RequestContext(ip="203.0.113.9", user_agent="bench/1.0", request_id="r-1",
+                                                method="POST", path="/warehouses"))]
+    for cm in scope:
+        cm.__enter__()
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+
+    def row(i: int) -> "Warehouse":
+        return Warehouse(name=f"Warehouse {i}", slug=f"warehouse-{i}", schedule="hourly",
+                         settings={"region": "eu", "retries": 3}, owner_id=7, created_at=now, updated_at=now)
+
+    ids: list[int] = []
+
+    def create() -> None:
+        for i in range(n):
+            with Session() as s:
+                w = row(i)
+                s.add(w)
+                s.commit()
+                ids.append(w.id)
+
+    def update() -> None:
+        for i, pk in enumerate(ids):
+            with Session() as s:
+                w = s.get(Warehouse, pk)
+                w.schedule = "daily"
+                w.name = f"Warehouse {i} (renamed)"
+                s.commit()
+
+    def delete() -> None:
+        for pk in ids:
+            with Session() as s:
+                s.delete(s.get(Warehouse, pk))
+                s.commit()
+
+    def batched() -> None:
+        with Session() as s:
+            s.add_all([row(i) for i in range(batch)])
+            s.commit()
+
+    result: dict[str, float] = {}
+    for phase, fn in (("create", create), ("update", update), ("delete", delete), ("batch", batched)):
+        before = sql_count[0]
+        result[phase] = timed(fn)
+        result[f"{phase}_sql"] = (sql_count[0] - before) / (batch if phase == "batch" else n)
+    if variant == "audit-middleware":
+        from sqlalchemy import func, select, text
+
+        with engine.connect() as c:
+            count = c.execute(select(func.count()).select_from(auditor.table)).scalar_one()
+            if url.startswith("postgresql"):
+                size = c.execute(text("SELECT pg_total_relation_size('audit_events')")).scalar_one()
+                result["bytes_per_event"] = size / count
+            elif url.startswith("sqlite"):
+                result["bytes_per_event"] = None  # type: ignore[assignment]
+    engine.dispose()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--backend", action="append", choices=("sqlite", "postgresql", "mariadb"))
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--n", type=int, default=N_WRITES)
+    parser.add_argument("--batch", type=int, default=N_BATCH)
+    parser.add_argument("--variant", action="append", choices=VARIANTS)
+    parser.add_argument("--child", nargs=2, metavar=("VARIANT", "URL"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(run_variant(args.child[0], args.child[1], args.n, args.batch)))
+        return
+    variants = args.variant or list(VARIANTS)
+    workdir = os.path.join(os.path.dirname(__file__), "out")
+    os.makedirs(workdir, exist_ok=True)
+    for backend in args.backend or ["sqlite"]:
+        results: dict[str, list[dict[str, float]]] = {v: [] for v in variants}
+        for r in range(args.rounds):
+            order = variants[r % len(variants):] + variants[:r % len(variants)]
+            for variant in order:
+                url, name = fresh_database(backend, workdir)
+                try:
+                    out = subprocess.run(
+                        [sys.executable, __file__, "--child", variant, url, "--n", str(args.n), "--batch",
+                         str(args.batch)], check=True, capture_output=True, text=True,
+                    ).stdout
+                finally:
+                    drop_database(backend, name)
+                results[variant].append(json.loads(out.strip().splitlines()[-1]))
+        report(backend, args, results)
+
+
+def report(backend: str, args: argparse.Namespace, results: dict[str, list[dict[str, float]]]) -> None:
+    base = {p: median([r[p] for r in results["baseline"]]) for p in PHASES} if "baseline" in results else None
+    print(f"\n### SQLAlchemy, {backend}: N={args.n} one transaction each, batch={args.batch}, "
+          f"{args.rounds} rounds, medians")
+    print("| variant | create | update | delete | batched create | SQL per write (c/u/d) | bytes/event |")
+    print("|---|---|---|---|---|---|---|")
+    for variant, runs in results.items():
+        cells = []
+        for p in PHASES:
+            m = median([r[p] for r in runs])
+            per = p == "batch" and args.batch or args.n
+            if base is not None and variant != "baseline":
+                added = (m - base[p]) / per * 1000
+                cells.append(f"{m / base[p]:.2f} (+{added:.3f} ms)")
+            else:
+                cells.append(f"{m:.2f} s ({m / per * 1000:.3f} ms/write)")
+        sql = "/".join(f"{median([r[p + '_sql'] for r in runs]):.1f}" for p in ("create", "update", "delete"))
+        size = runs[-1].get("bytes_per_event")
+        print(f"| {variant} | " + " | ".join(cells) + f" | {sql} | {'' if size is None else f'{size:.0f}'} |")
+
+
+if __name__ == "__main__":
+    main()
