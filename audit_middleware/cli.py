@@ -16,6 +16,7 @@ from typing import Any, TextIO
 
 from .errors import InvalidFilterError
 from .export import iter_csv
+from .forwarding import command as forward_command
 from .query import parse_query
 from .store import iter_events, retention_cutoff
 
@@ -58,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     purge.add_argument("--before", help="delete events before this ISO date instead")
     purge.add_argument("--batch-size", type=int, default=1000)
     purge.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+
+    forward_command.add_parser(sub, with_db)
     return parser
 
 
@@ -120,6 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _export(args, sys.stdout)
     if args.command == "purge":
         return _purge(args)
+    if args.command == "forward":
+        return forward_command.run(args)
     raise SystemExit(f"unknown command {args.command}")  # pragma: no cover - argparse refuses first
 
 

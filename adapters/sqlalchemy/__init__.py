@@ -13,12 +13,15 @@ except ImportError as error:  # pragma: no cover - exercised by the no-extras to
     ) from error
 
 from .auditor import SQLAlchemyAuditor, track
+from .outbox import DestinationState, SQLAlchemyOutbox
 from .schema import AuditTables, audit_events, define_tables, metadata
 from .store import SQLAlchemyStore
 
 __all__ = [
     "AuditTables",
+    "DestinationState",
     "SQLAlchemyAuditor",
+    "SQLAlchemyOutbox",
     "SQLAlchemyStore",
     "audit_events",
     "define_tables",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from sqlalchemy import Engine, Table, inspect
@@ -14,13 +14,15 @@ from audit_middleware.config import AuditConfig
 from audit_middleware.context import auditing_suspended
 from audit_middleware.events import AuditEvent
 from audit_middleware.export import iter_csv
+from audit_middleware.forwarding import Destination, Drainer, Forwarding, Relay
 from audit_middleware.query import EventQuery, Page
 from audit_middleware.recorder import Recorder
 from audit_middleware.signals import event_recorded
 from audit_middleware.store import iter_events, retention_cutoff
 
 from .capture import SessionCapture
-from .schema import audit_events
+from .outbox import SQLAlchemyOutbox
+from .schema import audit_events, tables_of
 from .store import EngineSource, SQLAlchemyStore, insert_events
 
 
@@ -48,11 +50,16 @@ class SQLAlchemyAuditor:
         config: AuditConfig | None = None,
         catalog: EventCatalog | None = None,
         table: Table = audit_events,
+        destinations: Forwarding | Iterable[Destination] | None = None,
     ) -> None:
         self.recorder = Recorder(config, catalog)
         self.table = table
         engine = bind if bind is not None else _engine_of(target)
         self._bind = engine
+        #: the transactional outbox when destinations are configured (see outbox.py), else None
+        self.outbox: SQLAlchemyOutbox | None = None
+        if destinations is not None:
+            self.outbox = SQLAlchemyOutbox(lambda: self.store.engine, destinations, tables_of(table))
         self.capture = SessionCapture(self)
         self.capture.listen(target)
         self.capture.discover()
@@ -121,7 +128,14 @@ class SQLAlchemyAuditor:
         )
         if session is not None:
             insert_events(session.connection(), [event], self.table)
+            if self.outbox is not None:
+                self.outbox.write(session.connection(), [event])
             self.capture.hold(session, [event])
+        elif self.outbox is not None:
+            with self.store.engine.begin() as connection:
+                insert_events(connection, [event], self.table)
+                self.outbox.write(connection, [event])
+            event_recorded.send(self, events=[event])
         else:
             self.store.append([event])
             event_recorded.send(self, events=[event])
@@ -145,6 +159,23 @@ class SQLAlchemyAuditor:
         label = info.options.label
         name = getattr(resource, label) if label else None
         return resource_type or info.options.resource, info.resource_id(values), name
+
+    # -- forwarding ---------------------------------------------------------------------------------------
+
+    def _outbox(self) -> SQLAlchemyOutbox:
+        if self.outbox is None:
+            raise RuntimeError("forwarding is not configured: pass track(Session, destinations=[...])")
+        return self.outbox
+
+    def relay(self, **options: Any) -> Relay:
+        """A :class:`~audit_middleware.forwarding.Relay` over this auditor's outbox (``batch``, ``lease``, ``poll``)."""
+        outbox = self._outbox()
+        return Relay(outbox, outbox.forwarding, **options)
+
+    def start_drainer(self, *, poll: float = 5.0, **options: Any) -> Drainer:
+        """Forward from a thread of this process, woken after each commit of events (for apps with no
+        worker running ``audit-middleware forward``). Never blocks a request; restarts in forked children."""
+        return Drainer(self.relay(**options), poll=poll).connect(self)
 
     # -- reading the trail -------------------------------------------------------------------------------
 
@@ -171,11 +202,14 @@ def track(
     bind: EngineSource | Callable[[], Engine] | None = None,
     config: AuditConfig | None = None,
     catalog: EventCatalog | None = None,
+    destinations: Forwarding | Iterable[Destination] | None = None,
     **config_options: Any,
 ) -> SQLAlchemyAuditor:
     """Audit every mapped model changed through ``target`` (a sessionmaker, scoped_session or Session class).
 
     ``bind`` is the engine holding the audit tables (found from the sessionmaker when it has one).
+    ``destinations`` (Segment, webhook, Slack destinations) turns on the forwarding outbox: each event
+    recorded in a workspace where a destination is On gets a delivery row in the same transaction.
     Keyword options such as ``retention_days=30`` or ``extra_masked_fields=["iban"]`` build the
     :class:`~audit_middleware.config.AuditConfig`.
     """
@@ -183,4 +217,4 @@ def track(
         raise TypeError("pass either config= or config keyword options, not both")
     if config is None:
         config = AuditConfig(**config_options)
-    return SQLAlchemyAuditor(target, bind=bind, config=config, catalog=catalog)
+    return SQLAlchemyAuditor(target, bind=bind, config=config, catalog=catalog, destinations=destinations)

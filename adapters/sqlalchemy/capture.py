@@ -292,7 +292,10 @@ class SessionCapture:
         if not events:
             return
         try:
-            insert_events(session.connection(), events, self.auditor.table)
+            connection = session.connection()
+            insert_events(connection, events, self.auditor.table)
+            if self.auditor.outbox is not None:  # delivery rows, same transaction (transactional outbox)
+                self.auditor.outbox.write(connection, events)
         except Exception as error:
             raise AuditWriteError(
                 f"could not write {len(events)} audit event(s) ({events[0].event}, ...), so the change was not "

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Column, DateTime, Index, MetaData, String, Table, Text
+from sqlalchemy import BigInteger, Boolean, Column, DateTime, Index, Integer, MetaData, String, Table, Text
 from sqlalchemy.dialects import mysql
 
 TIMESTAMP = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
@@ -20,6 +20,10 @@ NAME_LENGTH = 255
 @dataclass(frozen=True)
 class AuditTables:
     events: Table
+    #: the transactional outbox: one row per (event, destination) until it is sent (see outbox.py)
+    deliveries: Table
+    #: per workspace and destination: On/Off and delivery state (never secrets: they live in configuration)
+    forwarding: Table
 
 
 def define_tables(metadata: MetaData, prefix: str = "audit_") -> AuditTables:
@@ -52,7 +56,48 @@ def define_tables(metadata: MetaData, prefix: str = "audit_") -> AuditTables:
         Index(f"ix_{name}_ws_resource", "workspace_id", "resource_type", "resource_id", "occurred_at"),
         Index(f"ix_{name}_time", "occurred_at"),
     )
-    return AuditTables(events)
+    deliveries_name = f"{prefix}deliveries"
+    deliveries = Table(
+        deliveries_name,
+        metadata,
+        Column("id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True),
+        Column("event_id", String(36), nullable=False),
+        Column("destination", String(100), nullable=False),
+        Column("workspace_id", String(100), nullable=False),
+        Column("status", String(8), nullable=False),  # pending, paused (destination off) or dead
+        Column("due_at", TIMESTAMP, nullable=False),  # next attempt, or the end of the current lease
+        Column("attempts", Integer, nullable=False, default=0),
+        Column("lease_owner", String(32)),
+        Column("last_status", Integer),
+        Column("last_error", Text),
+        Column("created_at", TIMESTAMP, nullable=False),
+        # A claim walks this index in id order and stops after the batch, so with FOR UPDATE SKIP LOCKED
+        # it locks only the rows it takes.
+        Index(f"ix_{deliveries_name}_claim", "destination", "status", "id"),
+        Index(f"ix_{deliveries_name}_ws", "workspace_id", "destination", "status"),
+    )
+    forwarding_name = f"{prefix}forwarding"
+    forwarding = Table(
+        forwarding_name,
+        metadata,
+        Column("workspace_id", String(100), primary_key=True),  # "" for events without a workspace
+        Column("destination", String(100), primary_key=True),
+        Column("enabled", Boolean, nullable=False, default=False),
+        Column("disabled_reason", Text),
+        Column("last_success_at", TIMESTAMP),
+        Column("last_error_at", TIMESTAMP),
+        Column("last_error", Text),
+        Column("updated_at", TIMESTAMP, nullable=False),
+    )
+    return AuditTables(events, deliveries, forwarding)
+
+
+def tables_of(events: Table) -> AuditTables:
+    """The audit tables defined together with ``events`` (by :func:`define_tables`, same prefix)."""
+    assert events.metadata is not None
+    prefix = events.name[: -len("events")]
+    found = events.metadata.tables
+    return AuditTables(events, found[f"{prefix}deliveries"], found[f"{prefix}forwarding"])
 
 
 metadata = MetaData()

@@ -1,0 +1,276 @@
+"""The relay: claims due deliveries from an outbox store, sends them, records what happened.
+
+Any number of relays may run against one database; the store's claim makes sure two relays never hold the
+same delivery at once (``FOR UPDATE SKIP LOCKED`` or a lease UPDATE), and a lease that is not settled in
+time (the relay crashed) makes the delivery due again: at-least-once, with the event id as idempotency key.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import random
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ..events import AuditEvent
+from ..signals import delivery_failed, destination_disabled, event_recorded
+from .base import Destination
+from .delivery import BACKOFF_BASE, BACKOFF_CAP, Outcome, backoff
+from .outbox import Forwarding
+
+logger = logging.getLogger("audit_middleware.forwarding")
+
+DEFAULT_LEASE = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedDelivery:
+    id: int
+    event_id: str
+    destination: str
+    workspace_id: str
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """What to record for one claimed delivery: its outcome and, for a retry, the seconds until due."""
+
+    delivery: ClaimedDelivery
+    outcome: Outcome
+    delay: float = 0.0
+
+
+class OutboxStore(Protocol):
+    """The outbox operations a relay needs (SQLAlchemy: ``audit_middleware.adapters.sqlalchemy.SQLAlchemyOutbox``)."""
+
+    def claim(
+        self, destination: str, limit: int, lease: float, token: str
+    ) -> tuple[list[ClaimedDelivery], dict[str, AuditEvent]]:
+        """Lease up to ``limit`` due deliveries of ``destination`` for ``lease`` seconds under ``token``;
+        return them (oldest first, attempts already counted) and their events by id."""
+
+    def settle(self, token: str, settlements: Sequence[Settlement]) -> None:
+        """Record outcomes, for rows still leased under ``token`` only."""
+
+    def disable(self, destination: str, reason: str) -> None:
+        """Turn ``destination`` off in every workspace, pausing its pending deliveries, with ``reason``."""
+
+
+def load_object(spec: str) -> Any:
+    """``"package.module:attribute"`` imported (an attribute that is callable with no arguments is called)."""
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise ValueError(f"expected module:attribute (e.g. myapp.audit:DESTINATIONS), got {spec!r}")
+    module = importlib.import_module(module_name)
+    try:
+        value = getattr(module, attribute)
+    except AttributeError:
+        raise ValueError(f"{module_name} has no attribute {attribute!r}") from None
+    if callable(value) and not isinstance(value, (Forwarding, Destination)):
+        value = value()
+    return value
+
+
+def as_forwarding(value: Forwarding | Destination | Iterable[Destination]) -> Forwarding:
+    if isinstance(value, Forwarding):
+        return value
+    if isinstance(value, Destination):
+        return Forwarding([value])
+    return Forwarding(value)
+
+
+class Relay:
+    """Sends what an outbox store holds.
+
+    :param store: the outbox store.
+    :param destinations: the configured destinations (a :class:`Forwarding` or a list).
+    :param batch: the most deliveries claimed at once per destination.
+    :param lease: seconds a claim is held before another relay may take the deliveries again.
+    :param poll: seconds to sleep when nothing is due.
+    :param backoff_base: seconds; the retry delay ceiling doubles from it at each failed attempt.
+    :param backoff_cap: seconds; the highest retry delay ceiling.
+    """
+
+    def __init__(
+        self,
+        store: OutboxStore,
+        destinations: Forwarding | Iterable[Destination],
+        *,
+        batch: int = 100,
+        lease: float = DEFAULT_LEASE,
+        poll: float = 1.0,
+        rng: random.Random | None = None,
+        backoff_base: float = BACKOFF_BASE,
+        backoff_cap: float = BACKOFF_CAP,
+    ) -> None:
+        if not 1 <= batch <= 10_000:
+            raise ValueError(f"batch must be between 1 and 10000, got {batch}")
+        self.store = store
+        self.forwarding = as_forwarding(destinations)
+        self.batch = batch
+        self.lease = lease
+        self.poll = poll
+        self.rng = rng or random.Random()
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self._hold_until: dict[str, float] = {}
+        self.sent = 0
+        self.failed = 0
+
+    def run_once(self) -> int:
+        """One claim per destination; returns how many deliveries were settled."""
+        settled = 0
+        for destination in self.forwarding:
+            if self._hold_until.get(destination.name, 0.0) > time.monotonic():
+                continue
+            settled += self._run_destination(destination)
+        return settled
+
+    def _run_destination(self, destination: Destination) -> int:
+        token = uuid.uuid4().hex
+        limit = min(self.batch, destination.claim_size)
+        claimed, events = self.store.claim(destination.name, limit, self.lease, token)
+        if not claimed:
+            return 0
+        present = [d for d in claimed if d.event_id in events]
+        settlements = [
+            Settlement(d, Outcome("dead", None, "the event no longer exists (purged)"))
+            for d in claimed if d.event_id not in events
+        ]
+        outcomes: dict[str, Outcome] = {}
+        if present:
+            try:
+                outcomes = destination.deliver([events[d.event_id] for d in present])
+            except Exception as error:  # a destination's bug must not kill the relay
+                logger.exception("destination %s failed while sending", destination.name)
+                error_outcome = Outcome("retry", None, f"{type(error).__name__}: {error}")
+                outcomes = {d.event_id: error_outcome for d in present}
+        disabled: Outcome | None = None
+        for delivery in present:
+            outcome = outcomes.get(delivery.event_id) or Outcome("retry", None, "no outcome")
+            delay = 0.0
+            if outcome.kind == "retry":
+                delay = backoff(delivery.attempts, outcome.retry_after, rng=self.rng,
+                                base=self.backoff_base, cap=self.backoff_cap)
+                if outcome.retry_after:
+                    self._hold_until[destination.name] = time.monotonic() + outcome.retry_after
+            elif outcome.kind == "disable":
+                disabled = outcome
+            settlements.append(Settlement(delivery, outcome, delay))
+        self.store.settle(token, settlements)
+        self._report(destination, settlements)
+        if disabled is not None:
+            reason = f"{destination.title} answered {disabled.error}; turned off until an owner turns it on again"
+            self.store.disable(destination.name, reason)
+            logger.error("forwarding destination %s disabled: %s", destination.name, reason)
+            destination_disabled.send(self, destination=destination.name, reason=reason)
+        return len(settlements)
+
+    def _report(self, destination: Destination, settlements: Sequence[Settlement]) -> None:
+        failures: dict[tuple[str, str | None], list[str]] = {}
+        for s in settlements:
+            if s.outcome.kind == "sent":
+                self.sent += 1
+            else:
+                self.failed += 1
+                failures.setdefault((s.outcome.kind, s.outcome.error), []).append(s.delivery.event_id)
+        for (kind, error), event_ids in failures.items():
+            logger.warning("forwarding to %s: %d event(s) %s: %s", destination.name, len(event_ids),
+                           "dead" if kind == "dead" else "to retry", error)
+            delivery_failed.send(self, destination=destination.name, event_ids=event_ids,
+                                 error=error, dead=kind == "dead")
+
+    def drain(self, max_rounds: int = 1_000_000) -> int:
+        """Run until nothing is due now; returns how many deliveries were settled."""
+        total = 0
+        for _ in range(max_rounds):
+            done = self.run_once()
+            total += done
+            if not done:
+                break
+        return total
+
+    def run(self, stop: threading.Event | None = None) -> None:
+        """Run until ``stop`` is set: claim, send, settle; sleep ``poll`` seconds (with jitter) when idle.
+        Database errors (a lost connection, a deadlock) are logged and retried after a pause."""
+        stop = stop or threading.Event()
+        while not stop.is_set():
+            try:
+                done = self.run_once()
+            except Exception:
+                logger.exception("relay round failed; retrying in %.1fs", self.poll)
+                done = 0
+            if not done:
+                stop.wait(self.poll * (0.5 + self.rng.random()))
+
+
+class Drainer:
+    """An in-process relay thread for apps that run no worker.
+
+    ``Drainer(relay).connect()`` wakes it each time events are committed (``event_recorded`` is sent after
+    commit), so a request only sets a flag; the thread starts on first use and again in a forked child.
+    """
+
+    def __init__(self, relay: Relay, *, poll: float = 5.0) -> None:
+        self.relay = relay
+        self.poll = poll
+        self._init_state()
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._after_fork)
+
+    def _init_state(self) -> None:
+        self._pid = os.getpid()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def _after_fork(self) -> None:
+        # The parent's thread does not exist in the child and its pooled connections must not be shared.
+        self._init_state()
+        after_fork = getattr(self.relay.store, "after_fork", None)
+        if after_fork is not None:
+            after_fork()
+
+    def connect(self, sender: Any = None) -> Drainer:
+        """Wake on every commit of events (by ``sender`` only, if given)."""
+        if sender is None:
+            event_recorded.connect(self.wake, weak=False)
+        else:
+            event_recorded.connect(self.wake, sender=sender, weak=False)
+        return self
+
+    def disconnect(self) -> None:
+        event_recorded.disconnect(self.wake)
+
+    def wake(self, *_: Any, **__: Any) -> None:
+        if self._pid != os.getpid():
+            self._after_fork()
+        self._wake.set()
+        if self._thread is None or not self._thread.is_alive():
+            with self._lock:
+                if self._thread is None or not self._thread.is_alive():
+                    self._thread = threading.Thread(target=self._loop, name="audit-forwarding", daemon=True)
+                    self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                self.relay.drain()
+            except Exception:
+                logger.exception("in-process forwarding failed; trying again in %.1fs", self.poll)
+            self._wake.wait(self.poll)

@@ -1,0 +1,247 @@
+"""Forwarding through the transactional outbox, against real HTTP receivers on loopback, on every database."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from sqlalchemy import func, select
+
+from audit_middleware import Actor, acting_as, in_workspace
+from audit_middleware.forwarding import (
+    Relay,
+    SegmentDestination,
+    SlackDestination,
+    WebhookDestination,
+    verify,
+)
+from audit_middleware.signals import delivery_failed, destination_disabled
+
+from ...forwarding.receivers import SECRET, WRITE_KEY, Fault, Receiver
+from .conftest import make_app
+
+ADA = Actor.user("7", "ada@example.com")
+
+
+def destinations(receiver: Receiver, **options):
+    return [
+        SegmentDestination(WRITE_KEY, host=receiver.base, allow_private=True, timeout=2, **options),
+        WebhookDestination(receiver.base + "/hook", SECRET, allow_private=True, timeout=2),
+        SlackDestination(receiver.base + "/slack", rules=["* Disabled"], allow_private=True, timeout=2,
+                         min_interval=0.05, admin_url="https://app.example.com/admin/audit-trail/"),
+    ]
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver()
+    yield r
+    r.release.set()
+    r.stop()
+
+
+@pytest.fixture
+def fapp(database_url, receiver):
+    application = make_app(database_url, destinations=destinations(receiver))
+    outbox = application.auditor.outbox
+    for name in ("segment", "webhook", "slack"):
+        outbox.set_enabled("ws_1", name, True)
+    yield application
+    application.auditor.remove()
+    application.engine.dispose()
+
+
+def fast_relay(app, **options) -> Relay:
+    return app.auditor.relay(backoff_base=0.01, backoff_cap=0.05, **options)
+
+
+def add_warehouses(app, count: int, workspace: str = "ws_1") -> None:
+    with in_workspace(workspace), acting_as(ADA), app.Session() as s:
+        s.add_all([app.Warehouse(name=f"w{i}") for i in range(count)])
+        s.commit()
+
+
+def event_ids(app, **filters) -> list[str]:
+    return [e.id for e in app.events(**filters)]
+
+
+def deliveries(app) -> int:
+    table = app.auditor.outbox.tables.deliveries
+    with app.engine.connect() as c:
+        return int(c.execute(select(func.count()).select_from(table)).scalar_one())
+
+
+def test_a_committed_change_reaches_segment_webhook_and_slack_with_the_event_id_as_key(fapp, receiver):
+    with in_workspace("ws_1"), acting_as(ADA), fapp.Session() as s:
+        w = fapp.Warehouse(name="Production BigQuery", enabled=True)
+        s.add(w)
+        s.commit()
+        w.enabled = False
+        s.commit()
+    ids = event_ids(fapp)
+    assert deliveries(fapp) == 2 + 2 + 1  # Slack's rule takes only "* Disabled"
+    assert fast_relay(fapp).drain() == 5
+    assert receiver.segment_ids == [f"audit-{i}" for i in ids]
+    assert receiver.webhook_ids == ids
+    assert receiver.violations == []
+    (message,) = receiver.slack_messages
+    assert "Warehouse Disabled" in message["text"] and "ada@example.com" in message["text"]
+    assert f"#event-{ids[1]}" in json_text(message)
+    assert deliveries(fapp) == 0
+    states = {s.name: s for s in fapp.auditor.outbox.states("ws_1")}
+    assert states["segment"].enabled and states["segment"].backlog == 0
+    assert states["segment"].last_success_at is not None and states["segment"].last_error is None
+
+
+def json_text(value) -> str:
+    import json
+
+    return json.dumps(value)
+
+
+def test_rolled_back_events_are_never_forwarded(fapp, receiver):
+    with in_workspace("ws_1"), acting_as(ADA), fapp.Session() as s:
+        s.add(fapp.Warehouse(name="doomed"))
+        s.flush()
+        s.rollback()
+        s.add(fapp.Warehouse(name="kept"))
+        s.commit()
+    assert fast_relay(fapp).drain() == 2
+    (kept,) = fapp.events()
+    assert receiver.segment_ids == [f"audit-{kept.id}"] and receiver.webhook_ids == [kept.id]
+
+
+def test_only_workspaces_that_turned_a_destination_on_get_delivery_rows(fapp, receiver):
+    add_warehouses(fapp, 2, workspace="ws_other")
+    assert deliveries(fapp) == 0
+    fapp.auditor.outbox.set_enabled("ws_1", "webhook", False)
+    add_warehouses(fapp, 1)
+    assert deliveries(fapp) == 1  # segment only
+    fapp.auditor.outbox.set_enabled("ws_1", "segment", False)
+    state = {s.name: s for s in fapp.auditor.outbox.states("ws_1")}["segment"]
+    assert (state.enabled, state.backlog, state.paused) == (False, 0, 1)
+    assert fast_relay(fapp).drain() == 0  # paused: nothing is sent while Off
+    fapp.auditor.outbox.set_enabled("ws_1", "segment", True)
+    assert fast_relay(fapp).drain() == 1
+    assert len(receiver.segment_ids) == 1 and receiver.webhook_ids == []
+
+
+def test_app_verbs_recorded_outside_a_transaction_are_forwarded_too(fapp, receiver):
+    fapp.auditor.catalog.define("Warehouse Run Failed", "Warehouses", resource="Warehouse")
+    with in_workspace("ws_1"), acting_as(Actor.system("scheduler")):
+        event = fapp.auditor.record("Warehouse Run Failed", resource_type="Warehouse", resource_id=3)
+    fast_relay(fapp).drain()
+    assert receiver.segment_ids == [f"audit-{event.id}"]
+
+
+def test_a_destination_down_then_back_drains_its_backlog(fapp, receiver):
+    receiver.stop()  # connection refused
+    add_warehouses(fapp, 30)
+    relay = fast_relay(fapp)
+    relay.run_once()
+    state = {s.name: s for s in fapp.auditor.outbox.states("ws_1")}["segment"]
+    assert state.backlog == 30 and "Connection" in (state.last_error or "")
+    receiver.start()  # same port
+    deadline = time.monotonic() + 30
+    while deliveries(fapp) and time.monotonic() < deadline:
+        relay.drain()
+        time.sleep(0.05)
+    ids = event_ids(fapp)
+    assert sorted(receiver.segment_counts()) == sorted(f"audit-{i}" for i in ids)
+    assert set(receiver.webhook_counts()) == set(ids)
+    assert max(receiver.segment_counts().values()) == 1
+
+
+def test_retry_waits_for_retry_after_and_backs_off_from_one_second(fapp, receiver):
+    receiver.faults = lambda path, n, body: Fault(status=429, retry_after="3") if path == "/v1/batch" else None
+    add_warehouses(fapp, 3)
+    relay = fapp.auditor.relay()  # the real schedule: base 1 s, cap 10 min
+    before = time.time()
+    relay.run_once()
+    table = fapp.auditor.outbox.tables.deliveries
+    with fapp.engine.connect() as c:
+        rows = c.execute(select(table.c.due_at, table.c.attempts, table.c.last_status)
+                         .where(table.c.destination == "segment")).all()
+    from datetime import datetime, timezone
+
+    for due_at, attempts, status in rows:
+        wait = due_at.replace(tzinfo=timezone.utc).timestamp() - before
+        assert attempts == 1 and status == 429 and wait >= 2.9
+    relay.run_once()  # the relay holds Segment back until Retry-After has passed
+    assert receiver.segment_ids == [] and receiver.requests == 1 + 3  # one batch, three webhooks
+    assert datetime.now(timezone.utc).timestamp() - before < 3
+
+
+def test_a_4xx_is_dead_with_a_retry_button_and_signals_say_so(fapp, receiver):
+    failed = []
+    delivery_failed.connect(lambda sender, **kw: failed.append(kw), weak=False)
+    try:
+        receiver.faults = lambda path, n, body: Fault(status=400) if path == "/v1/batch" else None
+        add_warehouses(fapp, 2)
+        fast_relay(fapp).drain()
+    finally:
+        delivery_failed.receivers.clear()
+    outbox = fapp.auditor.outbox
+    dead = outbox.dead("ws_1")
+    assert [d["destination"] for d in dead] == ["segment", "segment"]
+    assert dead[0]["last_status"] == 400 and dead[0]["event"] == "Warehouse Created"
+    assert failed and failed[0]["dead"] is True and failed[0]["destination"] == "segment"
+    receiver.faults = None
+    assert outbox.retry("ws_1") == 2
+    fast_relay(fapp).drain()
+    assert len(receiver.segment_ids) == 2 and outbox.dead("ws_1") == []
+
+
+def test_410_and_slack_404_disable_the_destination_and_pause_its_backlog(fapp, receiver):
+    disabled = []
+    destination_disabled.connect(lambda sender, **kw: disabled.append(kw), weak=False)
+    try:
+        receiver.faults = lambda path, n, body: (Fault(status=410) if path == "/hook" else
+                                                 Fault(status=404) if path == "/slack" else None)
+        with in_workspace("ws_1"), acting_as(ADA), fapp.Session() as s:
+            w = fapp.Warehouse(name="x")
+            s.add(w)
+            s.commit()
+            w.enabled = False
+            s.commit()
+        fast_relay(fapp).drain()
+    finally:
+        destination_disabled.receivers.clear()
+    assert {d["destination"] for d in disabled} == {"webhook", "slack"}
+    states = {s.name: s for s in fapp.auditor.outbox.states("ws_1")}
+    assert not states["webhook"].enabled and "410" in states["webhook"].disabled_reason
+    assert not states["slack"].enabled and "404" in states["slack"].disabled_reason
+    assert states["webhook"].paused == 2 and states["segment"].enabled
+    add_warehouses(fapp, 1)  # no new rows for a disabled destination
+    assert states["webhook"].paused == {s.name: s for s in fapp.auditor.outbox.states("ws_1")}["webhook"].paused
+    receiver.faults = None
+    fapp.auditor.outbox.set_enabled("ws_1", "webhook", True)
+    fast_relay(fapp).drain()
+    assert len(receiver.webhook_ids) == 2
+
+
+def test_a_segment_item_over_32kb_is_refused_when_recorded(fapp, receiver):
+    fapp.auditor.catalog.define("Warehouse Exported", "Warehouses", resource="Warehouse")
+    with in_workspace("ws_1"), fapp.Session() as s:
+        big = fapp.auditor.record("Warehouse Exported", resource_type="Warehouse", resource_id=1,
+                                  details={"blob": "x" * 40_000}, session=s)
+        s.commit()
+    (dead,) = fapp.auditor.outbox.dead("ws_1", "segment")
+    assert dead["event_id"] == big.id and "32768" in dead["last_error"] and dead["attempts"] == 0
+    fast_relay(fapp).drain()
+    assert receiver.segment_ids == [] and receiver.webhook_ids == [big.id]
+
+
+def test_webhook_requests_verify_with_the_helper(fapp, receiver):
+    seen = []
+    original = receiver.webhook
+
+    def capture(body, raw, request):
+        seen.append((raw, dict(request.headers)))
+        return original(body, raw, request)
+
+    receiver.webhook = capture
+    add_warehouses(fapp, 1)
+    fast_relay(fapp).drain()
+    raw, headers = seen[0]
+    assert verify(raw, headers, SECRET)["data"]["event"] == "Warehouse Created"
