@@ -47,7 +47,7 @@ class Recorder:
 
     def __init__(self, config: AuditConfig | None = None, catalog: EventCatalog | None = None) -> None:
         self.config = config or AuditConfig()
-        self.catalog = catalog or EventCatalog()
+        self.catalog = catalog if catalog is not None else EventCatalog()  # an empty catalog is falsy
         self.errors = CaptureErrors()
 
     def define_model(self, options: TrackingOptions) -> None:
