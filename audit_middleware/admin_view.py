@@ -92,6 +92,7 @@ class AdminRequest:
     retention_days: int
     retention_start: datetime
     now: datetime
+    default_limit: int = DEFAULT_LIMIT
 
     @property
     def export_query(self) -> EventQuery:
@@ -152,7 +153,7 @@ class FilterForm:
     resource_id: str
     since: str
     until: str
-    limit: str
+    limit: str  # empty when it is the default page size
     event_groups: tuple[tuple[str, tuple[EventOption, ...]], ...]
     categories: tuple[str, ...]
     actor_types: tuple[str, ...]
@@ -240,7 +241,7 @@ def parse_request(
     query = query.for_workspace(viewer.workspace_id) if viewer.scoped else replace(query, workspace_id=None)
     pairs = tuple((key, value) for key in FILTER_KEYS for value in params.get(key, ()) if value != "")
     cursor = _first(params, "cursor") or None
-    return AdminRequest(query, pairs, newer, cursor, empty, retention_days, cutoff, moment)
+    return AdminRequest(query, pairs, newer, cursor, empty, retention_days, cutoff, moment, default_limit)
 
 
 # -- display -------------------------------------------------------------------------------------------------
@@ -300,7 +301,7 @@ def event_row(event: AuditEvent) -> EventRow:
     )
 
 
-def _form(request: AdminRequest, catalog: EventCatalog) -> FilterForm:
+def _form(request: AdminRequest, catalog: EventCatalog, default_limit: int) -> FilterForm:
     params: dict[str, list[str]] = {}
     for key, value in request.pairs:
         params.setdefault(key, []).append(value)
@@ -320,7 +321,7 @@ def _form(request: AdminRequest, catalog: EventCatalog) -> FilterForm:
         resource_id=_first(params, "resource_id"),
         since=_first(params, "since"),
         until=_first(params, "until"),
-        limit=str(limit),
+        limit="" if limit == default_limit else str(limit),
         event_groups=groups,
         categories=tuple(catalog.categories()),
         actor_types=ACTOR_TYPES,
@@ -332,12 +333,11 @@ def _link(pairs: Sequence[tuple[str, str]]) -> str:
     return urlencode(list(pairs))
 
 
-def build_page(
-    store: EventStore, catalog: EventCatalog, request: AdminRequest, *, default_limit: int = DEFAULT_LIMIT
-) -> AdminPage:
+def build_page(store: EventStore, catalog: EventCatalog, request: AdminRequest) -> AdminPage:
     """Run the request's query and build the events page."""
     page = Page([], None) if request.empty else store.query(request.query)
     base = list(request.pairs)
+    default_limit = request.default_limit
     if request.query.limit != default_limit:
         base.append(("limit", str(request.query.limit)))
     older = None
@@ -361,7 +361,7 @@ def build_page(
     json_pairs = [*base, ("cursor", request.cursor)] if request.cursor else base
     return AdminPage(
         rows=tuple(event_row(e) for e in page.events),
-        form=_form(request, catalog),
+        form=_form(request, catalog, default_limit),
         filtered=bool(request.pairs),
         older=older,
         newer=newer,
