@@ -1,0 +1,5 @@
+import pytest
+
+pytest.importorskip("flask")
+pytest.importorskip("flask_sqlalchemy")
+pytest.importorskip("flask_login")

@@ -1,0 +1,153 @@
+"""Capture through HTTP routes of a real Flask app: the right events, the right actor, the request's facts."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from audit_middleware.adapters.flask import AuditTrail, client_ip
+from flask import Flask
+
+from audit_middleware.testing import capture_events
+
+from .conftest import TOKEN_SECRET, make_app
+
+
+def test_crud_by_a_logged_in_user_records_created_modified_disabled_deleted_as_that_user(flask_app):
+    client = flask_app.client("ada@a.example")
+    warehouse_id = client.post("/warehouses", data={"name": "Production BigQuery", "schedule": "hourly"}).json["id"]
+    client.post(f"/warehouses/{warehouse_id}", data={"schedule": "daily", "enabled": "false"})
+    client.post(f"/warehouses/{warehouse_id}/delete")
+
+    events = list(reversed(flask_app.events()))
+    assert [e.event for e in events] == [
+        "Warehouse Created", "Warehouse Disabled", "Warehouse Modified", "Warehouse Deleted",
+    ]
+    for event in events:
+        assert (event.actor.type, event.actor.id, event.actor.name) == ("user", "1", "ada@a.example")
+        assert event.workspace_id == "ws_a"
+        assert event.resource_type == "Warehouse" and event.resource_id == str(warehouse_id)
+        assert event.resource_name == "Production BigQuery"
+    assert events[1].changes == {"enabled": [True, False]}
+    assert events[2].changes == {"schedule": ["hourly", "daily"]}
+    assert events[0].context["method"] == "POST" and events[0].context["path"] == "/warehouses"
+
+
+def test_a_bearer_token_is_the_actor_and_its_secret_is_stored_nowhere(flask_app):
+    client = flask_app.client()
+    response = client.post("/warehouses", data={"name": "Token-made"},
+                           headers={"Authorization": f"Bearer {TOKEN_SECRET}"})
+    assert response.status_code == 201
+    (event,) = flask_app.events()
+    assert (event.actor.type, event.actor.id, event.actor.name) == ("token", "tok_12", "ci-deploy (...a1b2)")
+    assert event.workspace_id == "ws_a"
+    with flask_app.app.app_context():
+        csv_text = "".join(flask_app.audit.auditor.export_csv())
+    assert TOKEN_SECRET not in csv_text and TOKEN_SECRET not in repr(event.to_json())
+
+
+def test_an_unknown_token_and_no_login_record_an_anonymous_actor(flask_app):
+    client = flask_app.client()
+    client.post("/warehouses", data={"name": "Nobody's"}, headers={"Authorization": "Bearer sk_live_wrong"})
+    client.post("/warehouses", data={"name": "Nobody's either"})
+    assert [(e.actor.type, e.actor.id, e.actor.name) for e in flask_app.events()] == [("anonymous", None, None)] * 2
+
+
+def test_logged_in_user_wins_over_a_token_and_logout_falls_back_to_anonymous(flask_app):
+    client = flask_app.client("bob@a.example")
+    client.post("/warehouses", data={"name": "one"}, headers={"Authorization": f"Bearer {TOKEN_SECRET}"})
+    client.post("/logout")
+    client.post("/warehouses", data={"name": "two"})
+    assert [e.actor.type for e in reversed(flask_app.events())] == ["user", "anonymous"]
+
+
+def test_a_handler_that_raises_after_writing_records_nothing(flask_app):
+    flask_app.app.config["PROPAGATE_EXCEPTIONS"] = False
+    client = flask_app.client("ada@a.example")
+    warehouse_id = client.post("/warehouses", data={"name": "Stable"}).json["id"]
+    with capture_events() as committed:
+        response = client.post(f"/warehouses/{warehouse_id}/broken")
+    assert response.status_code == 500
+    assert committed == []
+    assert [e.event for e in flask_app.events()] == ["Warehouse Created"]
+    with flask_app.app.app_context():
+        assert flask_app.db.session.get(flask_app.Warehouse, warehouse_id).name == "Stable"
+
+
+def test_record_delegates_to_the_auditor_with_the_request_actor_and_signals_after_commit(flask_app):
+    client = flask_app.client("ada@a.example")
+    warehouse_id = client.post("/warehouses", data={"name": "Nightly"}).json["id"]
+    with capture_events() as committed:
+        client.post(f"/warehouses/{warehouse_id}/run-failed", data={"error": "quota exceeded"})
+    assert committed.names() == ["Warehouse Run Failed"]
+    (event,) = flask_app.events(events=("Warehouse Run Failed",))
+    assert event.details == {"error": "quota exceeded"}
+    assert event.actor.name == "ada@a.example" and event.resource_name == "Nightly"
+
+
+def test_a_request_that_changes_nothing_loads_no_user_and_runs_no_query(flask_app):
+    client = flask_app.client("ada@a.example")
+    client.post("/warehouses", data={"name": "warm-up"})  # the extension has done real work in this app
+    flask_app.statements.clear()
+    for name in flask_app.calls:
+        flask_app.calls[name] = 0
+    for _ in range(3):
+        assert client.get("/hello", headers={"Authorization": f"Bearer {TOKEN_SECRET}"}).data == b"hello"
+    assert flask_app.statements == []
+    assert flask_app.calls == {"user_loader": 0, "token_loader": 0, "workspace": 0}
+
+
+def test_request_facts_honour_the_trusted_proxy_count_and_the_request_id_header(database_url):
+    flask_app = make_app(database_url, AUDIT_TRAIL_TRUSTED_PROXIES=1)
+    try:
+        client = flask_app.client("ada@a.example")
+        client.post(
+            "/warehouses", data={"name": "proxied"},
+            headers={"X-Forwarded-For": "6.6.6.6, 203.0.113.9", "X-Request-ID": "req-42", "User-Agent": "curl/8.5"},
+        )
+        client.post("/warehouses", data={"name": "odd id"}, headers={"X-Request-ID": "bad id <script>"})
+        second, first = flask_app.events()
+        assert first.context["ip"] == "203.0.113.9"
+        assert first.context["request_id"] == "req-42" and first.context["user_agent"] == "curl/8.5"
+        assert second.context["ip"] == "127.0.0.1"
+        assert len(second.context["request_id"]) == 32 and "<" not in second.context["request_id"]
+    finally:
+        from .conftest import dispose
+
+        dispose(flask_app)
+
+
+def test_client_ip_ignores_forwarded_addresses_unless_proxies_are_trusted():
+    assert client_ip("10.0.0.2", "6.6.6.6", 0) == "10.0.0.2"
+    assert client_ip("10.0.0.2", "6.6.6.6, 198.51.100.7", 1) == "198.51.100.7"
+    assert client_ip("10.0.0.2", "198.51.100.7, 10.0.0.9", 2) == "198.51.100.7"
+    assert client_ip("10.0.0.2", "198.51.100.7", 2) == "10.0.0.2"  # fewer hops than proxies: spoofable
+    assert client_ip("10.0.0.2", "not-an-ip", 1) == "10.0.0.2"
+
+
+def test_init_app_twice_on_one_app_is_refused_and_a_missing_db_is_explained():
+    app = Flask(__name__)
+    with pytest.raises(RuntimeError, match="AuditTrail needs the app's Flask-SQLAlchemy db"):
+        AuditTrail(app)
+    from flask_sqlalchemy import SQLAlchemy
+
+    db = SQLAlchemy()
+    app = Flask(__name__)
+    app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite://"
+    db.init_app(app)
+    audit = AuditTrail(app, db)
+    assert app.extensions["audit_middleware"] is audit
+    assert app.config["AUDIT_TRAIL_URL_PREFIX"] == "/admin/audit-trail"
+    with pytest.raises(RuntimeError, match="already registered"):
+        audit.init_app(app)
+    audit.auditor.remove()
+
+
+def test_importing_the_adapter_without_flask_says_how_to_install_it():
+    code = (
+        "import sys; sys.modules['flask'] = None\n"
+        "try:\n    import audit_middleware.adapters.flask\nexcept ImportError as e:\n    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert 'pip install "audit-middleware[flask]"' in out
