@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import textwrap
+import threading
 import time
+import uuid
 
 import pytest
 from sqlalchemy import func, select
@@ -245,3 +248,50 @@ def test_webhook_requests_verify_with_the_helper(fapp, receiver):
     fast_relay(fapp).drain()
     raw, headers = seen[0]
     assert verify(raw, headers, SECRET)["data"]["event"] == "Warehouse Created"
+
+
+def test_the_in_process_drainer_sends_after_commit_and_never_holds_up_the_committing_thread(fapp, receiver):
+    arrived = threading.Event()
+    receiver.release.clear()
+
+    def hold(path, number, body):
+        arrived.set()
+        return Fault(hang=30, process_first=True)  # the receiver keeps the drainer waiting
+
+    receiver.faults = hold
+    drainer = fapp.auditor.start_drainer(poll=0.1, backoff_base=0.01, backoff_cap=0.05)
+    try:
+        add_warehouses(fapp, 1)  # returns although the only delivery attempt so far is stuck
+        assert arrived.wait(10)
+        add_warehouses(fapp, 1)  # and again while the drainer is still stuck
+        receiver.faults = None
+        receiver.release.set()
+        deadline = time.monotonic() + 20
+        while len(set(receiver.segment_ids)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert set(receiver.segment_ids) == {f"audit-{i}" for i in event_ids(fapp)}
+    finally:
+        drainer.disconnect()
+        drainer.stop()
+
+
+def test_forward_command_once_sends_what_is_due_and_exits(fapp, receiver, database_url, tmp_path, monkeypatch,
+                                                        capsys):
+    from audit_middleware.cli import main
+
+    module = f"relay_config_{uuid.uuid4().hex}"
+    (tmp_path / f"{module}.py").write_text(textwrap.dedent(f"""
+        from audit_middleware.forwarding import SegmentDestination
+        def destinations():
+            return [SegmentDestination({WRITE_KEY!r}, host={receiver.base!r}, allow_private=True)]
+    """))
+    monkeypatch.chdir(tmp_path)
+    add_warehouses(fapp, 3)
+    assert main(["forward", "--database-url", database_url, "--config", f"{module}:destinations", "--once",
+                 "--quiet"]) == 0
+    assert "forwarded 3 delivery(ies)" in capsys.readouterr().err
+    assert sorted(receiver.segment_ids) == sorted(f"audit-{i}" for i in event_ids(fapp))
+    with pytest.raises(SystemExit, match="give --config module:attribute"):
+        main(["forward", "--database-url", database_url])
+    with pytest.raises(SystemExit, match="has no attribute 'NOPE'"):
+        main(["forward", "--database-url", database_url, "--config", f"{module}:NOPE"])
