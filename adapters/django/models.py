@@ -1,0 +1,72 @@
+"""The audit event table (``audit_events``, the same columns as the SQLAlchemy adapter's table)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import models
+
+from audit_middleware.store import event_from_row
+
+NAME_LENGTH = 255
+
+
+class AuditEventManager(models.Manager["AuditEvent"]):
+    def get_queryset(self) -> models.QuerySet[AuditEvent]:
+        # Events of the current transaction wait in a buffer until it commits; reading through the model
+        # writes them first, so a transaction (or a test wrapped in one) sees its own events.
+        from .capture import flush_all_pending
+
+        flush_all_pending()
+        return super().get_queryset()
+
+
+class AuditEvent(models.Model):
+    """One recorded event. Read it as a core event with :meth:`to_event`; never written through the ORM by
+    the adapter (capture inserts rows with one executemany)."""
+
+    id = models.CharField(max_length=36, primary_key=True)
+    occurred_at = models.DateTimeField()
+    event = models.CharField(max_length=200)
+    category = models.CharField(max_length=100)
+    action = models.CharField(max_length=100)
+    actor_type = models.CharField(max_length=16)
+    actor_id = models.CharField(max_length=NAME_LENGTH, null=True, blank=True)
+    actor_name = models.CharField(max_length=NAME_LENGTH, null=True, blank=True)
+    resource_type = models.CharField(max_length=100, null=True, blank=True)
+    resource_id = models.CharField(max_length=NAME_LENGTH, null=True, blank=True)
+    resource_name = models.CharField(max_length=NAME_LENGTH, null=True, blank=True)
+    workspace_id = models.CharField(max_length=100, null=True, blank=True)
+    changes = models.TextField(null=True, blank=True)
+    context = models.TextField(null=True, blank=True)
+    details = models.TextField(null=True, blank=True)
+
+    objects = AuditEventManager()
+
+    __audit__ = False
+
+    class Meta:
+        db_table = "audit_events"
+        ordering = ("-occurred_at", "-id")
+        verbose_name = "audit event"
+        verbose_name_plural = "audit events"
+        # Every admin filter leads with the workspace and ends with time, so the first page of newest
+        # events is an index range scan whatever the filter.
+        indexes = [
+            models.Index(fields=["workspace_id", "occurred_at", "id"], name="audit_ev_ws_time"),
+            models.Index(fields=["workspace_id", "actor_id", "occurred_at"], name="audit_ev_ws_actor"),
+            models.Index(fields=["workspace_id", "actor_name", "occurred_at"], name="audit_ev_ws_actor_name"),
+            models.Index(fields=["workspace_id", "event", "occurred_at"], name="audit_ev_ws_event"),
+            models.Index(fields=["workspace_id", "resource_type", "resource_id", "occurred_at"],
+                         name="audit_ev_ws_resource"),
+            models.Index(fields=["occurred_at"], name="audit_ev_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event} ({self.resource_type} {self.resource_id})"
+
+    def to_event(self) -> Any:
+        """This row as an :class:`audit_middleware.AuditEvent`."""
+        from audit_middleware.store import EVENT_COLUMNS
+
+        return event_from_row({name: getattr(self, name) for name in EVENT_COLUMNS})

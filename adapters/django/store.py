@@ -1,0 +1,132 @@
+"""The core's :class:`~audit_middleware.store.EventStore` on the Django ORM, and the raw insert capture uses."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from django.conf import settings
+from django.db import connections, router, transaction
+from django.db.models import Q
+
+from audit_middleware.events import AuditEvent
+from audit_middleware.query import EventQuery, Page, page_from_rows
+from audit_middleware.store import EVENT_COLUMNS, event_from_row, event_to_row
+
+from .models import NAME_LENGTH
+from .models import AuditEvent as AuditEventRow
+
+_CAPPED = ("actor_id", "actor_name", "resource_id", "resource_name")
+
+
+def db_time(moment: datetime) -> datetime:
+    """A naive-UTC moment as the DateTimeField expects it (aware UTC when ``USE_TZ``)."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
+    return moment.replace(tzinfo=timezone.utc) if settings.USE_TZ else moment
+
+
+_SQL: dict[str, str] = {}
+
+
+def _insert_sql(connection: Any) -> str:
+    sql = _SQL.get(connection.vendor)
+    if sql is None:
+        table = connection.ops.quote_name(AuditEventRow._meta.db_table)
+        columns = ", ".join(connection.ops.quote_name(c) for c in EVENT_COLUMNS)
+        marks = ", ".join(["%s"] * len(EVENT_COLUMNS))
+        # Identifiers are the model's own, quoted by the backend; every value is a bound parameter.
+        sql = _SQL[connection.vendor] = f"INSERT INTO {table} ({columns}) VALUES ({marks})"  # noqa: S608
+    return sql
+
+
+def insert_events(connection: Any, events: Sequence[AuditEvent]) -> None:
+    """Write events on ``connection`` in its current transaction with one executemany (no model instances:
+    this is the per-save hot path)."""
+    if not events:
+        return
+    adapt = connection.ops.adapt_datetimefield_value
+    rows = []
+    for event in events:
+        row = event_to_row(event)
+        row["occurred_at"] = adapt(db_time(row["occurred_at"]))
+        for key in _CAPPED:
+            value = row[key]
+            if value is not None and len(value) > NAME_LENGTH:
+                row[key] = value[:NAME_LENGTH]
+        rows.append([row[c] for c in EVENT_COLUMNS])
+    with connection.cursor() as cursor:
+        cursor.executemany(_insert_sql(connection), rows)
+
+
+def filters_of(query: EventQuery) -> Q:
+    q = Q()
+    if query.workspace_filtered:
+        q &= Q(workspace_id__isnull=True) if query.workspace_id is None else Q(workspace_id=query.workspace_id)
+    if query.events:
+        q &= Q(event=query.events[0]) if len(query.events) == 1 else Q(event__in=query.events)
+    if query.category is not None:
+        q &= Q(category=query.category)
+    if query.actor is not None:
+        q &= Q(actor_id=query.actor) | Q(actor_name=query.actor)
+    if query.actor_type is not None:
+        q &= Q(actor_type=query.actor_type)
+    if query.resource_type is not None:
+        q &= Q(resource_type=query.resource_type)
+    if query.resource_id is not None:
+        q &= Q(resource_id=query.resource_id)
+    if query.since is not None:
+        q &= Q(occurred_at__gte=db_time(query.since))
+    if query.until is not None:
+        q &= Q(occurred_at__lt=db_time(query.until))
+    if query.cursor is not None:
+        at = db_time(query.cursor.occurred_at)
+        q &= Q(occurred_at__lt=at) | Q(occurred_at=at, id__lt=query.cursor.id)
+    return q
+
+
+class DjangoStore:
+    """:class:`~audit_middleware.store.EventStore` over the ``audit_events`` table of database ``using``."""
+
+    def __init__(self, using: str | None = None) -> None:
+        self.using = using or router.db_for_write(AuditEventRow)
+
+    def _rows(self) -> Any:
+        return AuditEventRow.objects.using(self.using)
+
+    def append(self, events: Sequence[AuditEvent]) -> None:
+        with transaction.atomic(using=self.using):
+            insert_events(connections[self.using], events)
+
+    def query(self, query: EventQuery) -> Page:
+        rows = (
+            self._rows().filter(filters_of(query)).order_by("-occurred_at", "-id")
+            .values(*EVENT_COLUMNS)[: query.limit + 1]
+        )
+        return page_from_rows([event_from_row(r) for r in rows], query.limit)
+
+    def get(self, event_id: str) -> AuditEvent | None:
+        row = self._rows().filter(id=event_id).values(*EVENT_COLUMNS).first()
+        return event_from_row(row) if row is not None else None
+
+    def count(self, query: EventQuery | None = None) -> int:
+        rows = self._rows()
+        return int((rows.filter(filters_of(query)) if query is not None else rows).count())
+
+    def purge(self, before: datetime, batch_size: int = 1000) -> int:
+        """Delete events older than ``before`` in batches, each in its own transaction (no long locks)."""
+        removed = 0
+        cutoff = db_time(before)
+        while True:
+            with transaction.atomic(using=self.using):
+                ids = list(
+                    self._rows().filter(occurred_at__lt=cutoff).order_by("occurred_at")
+                    .values_list("id", flat=True)[:batch_size]
+                )
+                if not ids:
+                    return removed
+                self._rows().filter(id__in=ids).delete()
+            removed += len(ids)
+            if len(ids) < batch_size:
+                return removed

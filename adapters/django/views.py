@@ -1,0 +1,140 @@
+"""The admin views: routing and rendering only; the logic is in :mod:`audit_middleware.admin_view`.
+
+Access: ``AUDIT_TRAIL["CAN_VIEW"](request)``, by default ``request.user.has_perm(
+"audit_middleware.view_auditevent")``. With ``WORKSPACE_LOADER`` set, a viewer only ever sees the events of
+the workspace that loader returns for their request. Templates are ``audit_middleware/events.html``,
+``base.html`` and ``error.html`` (override them in the project's templates).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+
+from django.db import router
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBase,
+    JsonResponse,
+    StreamingHttpResponse,
+)
+from django.shortcuts import render
+from django.views.decorators.http import require_GET
+
+from audit_middleware.admin_view import (
+    STYLESHEET,
+    AdminRequest,
+    Viewer,
+    build_page,
+    csv_body,
+    csv_filename,
+    error_body,
+    json_body,
+    parse_request,
+)
+from audit_middleware.errors import InvalidFilterError
+
+from . import conf
+from .auditor import get_auditor
+from .models import AuditEvent
+from .store import DjangoStore
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
+VIEW_PERMISSION = "audit_middleware.view_auditevent"
+
+
+def can_view(request: HttpRequest) -> bool:
+    check = conf.can_view()
+    if check is not None:
+        return bool(check(request))
+    user = getattr(request, "user", None)
+    return bool(user is not None and user.is_authenticated and user.has_perm(VIEW_PERMISSION))
+
+
+def _viewer(request: HttpRequest) -> Viewer:
+    loader = conf.workspace_loader()
+    if loader is None:
+        return Viewer.unscoped()
+    workspace = loader(request)
+    return Viewer(None if workspace is None else str(workspace), True)
+
+
+def _error(request: HttpRequest, status: int, title: str, message: str, parameter: str | None = None
+           ) -> HttpResponse:
+    if request.path.endswith(".json"):
+        return JsonResponse({"error": {"parameter": parameter, "message": message}}, status=status)
+    if request.path.endswith(".csv"):
+        return HttpResponse(f"{title}: {message}\n", status=status, content_type="text/plain; charset=utf-8")
+    return render(request, "audit_middleware/error.html",
+                  {"status": status, "title": title, "message": message, "parameter": parameter}, status=status)
+
+
+def _secure(response: HttpResponseBase, cache: bool = False) -> HttpResponseBase:
+    response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    if not cache:
+        response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+def audit_view(view: Callable[[HttpRequest, AdminRequest], HttpResponseBase]) -> Callable[..., HttpResponseBase]:
+    """Access check, filter validation (400 naming the filter) and security headers around a view."""
+
+    @require_GET
+    @wraps(view)
+    def wrapper(request: HttpRequest) -> HttpResponseBase:
+        if not can_view(request):
+            return _secure(_error(request, 403, "Access denied",
+                                  "Only the workspace's owners can see its audit trail."))
+        auditor = get_auditor()
+        try:
+            admin = parse_request(
+                dict(request.GET.lists()), catalog=auditor.catalog, viewer=_viewer(request),
+                retention_days=auditor.config.retention_days,
+            )
+        except InvalidFilterError as error:
+            if request.path.endswith(".json"):
+                return _secure(JsonResponse(error_body(error), status=400))
+            return _secure(_error(request, 400, "Invalid filter", f"{error.parameter}: {error.message}",
+                                  error.parameter))
+        return _secure(view(request, admin))
+
+    return wrapper
+
+
+def _store() -> DjangoStore:
+    return DjangoStore(router.db_for_read(AuditEvent))
+
+
+@audit_view
+def index(request: HttpRequest, admin: AdminRequest) -> HttpResponse:
+    page = build_page(_store(), get_auditor().catalog, admin)
+    return render(request, "audit_middleware/events.html", {"page": page, "form": page.form})
+
+
+@audit_view
+def events_json(request: HttpRequest, admin: AdminRequest) -> JsonResponse:
+    return JsonResponse(json_body(_store(), admin))
+
+
+@audit_view
+def export_csv(request: HttpRequest, admin: AdminRequest) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(csv_body(_store(), admin), content_type="text/csv; charset=utf-8")
+    response.headers["Content-Disposition"] = f'attachment; filename="{csv_filename(admin)}"'
+    return response
+
+
+@require_GET
+def stylesheet(request: HttpRequest) -> HttpResponseBase:
+    """The shared stylesheet, served from the package (no collectstatic needed)."""
+    response = HttpResponse(STYLESHEET.read_bytes(), content_type="text/css; charset=utf-8")
+    response.headers["Cache-Control"] = "public, max-age=3600"
+    return _secure(response, cache=True)
+
+

@@ -1,0 +1,87 @@
+"""Settings of the Django test project. The database comes from the environment:
+
+``AUDIT_DJANGO_DB`` (sqlite, postgresql or mariadb) and ``AUDIT_DJANGO_DB_URL`` (a URL such as
+``postgresql+psycopg://postgres@127.0.0.1:5432/name``, ``mysql+pymysql://root@127.0.0.1:3306/name`` or
+``sqlite:////tmp/file.sqlite3``; default: a SQLite file in the temp directory).
+"""
+
+import os
+import tempfile
+from urllib.parse import parse_qs, unquote, urlsplit
+
+BACKEND = os.environ.get("AUDIT_DJANGO_DB", "sqlite")
+URL = os.environ.get("AUDIT_DJANGO_DB_URL") or (
+    f"sqlite:///{tempfile.gettempdir()}/audit-django-{os.getpid()}.sqlite3"
+)
+
+
+def _database(url: str) -> dict:
+    parts = urlsplit(url)
+    scheme = parts.scheme.split("+")[0]
+    if scheme == "sqlite":
+        return {"ENGINE": "django.db.backends.sqlite3", "NAME": unquote(parts.path[1:]),
+                "TEST": {"NAME": unquote(parts.path[1:])}}
+    common = {
+        "NAME": parts.path.lstrip("/"), "USER": unquote(parts.username or ""),
+        "PASSWORD": unquote(parts.password or ""), "HOST": parts.hostname or "", "PORT": str(parts.port or ""),
+    }
+    if scheme.startswith("postgres"):
+        return {"ENGINE": "django.db.backends.postgresql", **common}
+    if scheme in ("mysql", "mariadb"):
+        import pymysql
+
+        pymysql.install_as_MySQLdb()
+        charset = parse_qs(parts.query).get("charset", ["utf8mb4"])[0]
+        return {"ENGINE": "django.db.backends.mysql", **common, "OPTIONS": {"charset": charset}}
+    raise ValueError(f"AUDIT_DJANGO_DB_URL: unsupported scheme {parts.scheme!r}")
+
+
+DATABASES = {"default": _database(URL)}
+SECRET_KEY = "audit-middleware-tests-only"
+DEBUG = False
+ALLOWED_HOSTS = ["*"]
+USE_TZ = True
+TIME_ZONE = "UTC"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+ROOT_URLCONF = "testapp.urls"
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "audit_middleware.adapters.django",
+    "testapp",
+]
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "audit_middleware.adapters.django.middleware.AuditMiddleware",
+]
+TEMPLATES = [{
+    "BACKEND": "django.template.backends.django.DjangoTemplates",
+    "DIRS": [],
+    "APP_DIRS": True,
+    "OPTIONS": {"context_processors": [
+        "django.template.context_processors.request",
+        "django.contrib.auth.context_processors.auth",
+        "django.contrib.messages.context_processors.messages",
+    ]},
+}]
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.TokenAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+}
+AUDIT_TRAIL = {
+    "TOKEN_LOADER": "testapp.auth.load_token",
+    "WORKSPACE_LOADER": "testapp.auth.workspace_of",
+    "TRUSTED_PROXIES": 1,
+    "EXTRA_MASKED_FIELDS": ["iban"],
+}

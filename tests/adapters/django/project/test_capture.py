@@ -1,0 +1,323 @@
+"""Capture on the Django ORM: saves, deletes, toggles, m2m, bulk operations and transactions."""
+
+import pytest
+from audit_middleware.adapters.django import get_auditor, record
+from audit_middleware.adapters.django.models import AuditEvent
+from django.db import connection, transaction
+from django.db.models import F
+from django.test.utils import CaptureQueriesContext
+from testapp.models import Ignored, Item, Source, Tag, Warehouse
+
+from audit_middleware import Actor, acting_as, in_workspace, suspend_auditing
+from audit_middleware.testing import capture_events
+
+from .conftest import events, names
+
+
+def test_create_modify_delete_record_events_with_diffs():
+    """A model's create, change and delete each record one event with the field diff."""
+    w = Warehouse.objects.create(name="Production", capacity="10.50")
+    w.name = "Prod BigQuery"
+    w.save()
+    pk = w.pk
+    w.delete()
+    created, modified, deleted = events()
+    assert [created.event, modified.event, deleted.event] == [
+        "Warehouse Created", "Warehouse Modified", "Warehouse Deleted"]
+    assert created.category == "Warehouses" and created.resource_id == str(pk)
+    assert created.changes["name"] == [None, "Production"] and created.changes["capacity"] == [None, "10.50"]
+    assert modified.changes == {"name": ["Production", "Prod BigQuery"]}
+    assert modified.resource_name == "Prod BigQuery"
+    assert deleted.changes["name"] == ["Prod BigQuery", None] and deleted.resource_id == str(pk)
+
+
+def test_save_without_change_records_nothing_and_text_values_are_not_changes():
+    """Saving an unchanged row, or assigning "3" to a field that holds 3, records no Modified event."""
+    w = Warehouse.objects.create(name="A", capacity=3)
+    w = Warehouse.objects.get(pk=w.pk)
+    w.save()
+    w.capacity = "3.00"
+    w.save()
+    assert names() == ["Warehouse Created"]
+
+
+def test_toggle_flip_gives_enabled_disabled_and_other_fields_a_modified():
+    """Flipping the toggle field records Disabled/Enabled; other fields changed with it give Modified."""
+    w = Warehouse.objects.create(name="A")
+    w.enabled = False
+    w.save()
+    w.enabled = True
+    w.notes = "back on"
+    w.save()
+    got = events()
+    assert [e.event for e in got] == ["Warehouse Created", "Warehouse Disabled", "Warehouse Enabled",
+                                      "Warehouse Modified"]
+    assert got[1].changes == {"enabled": [True, False]}
+    assert got[3].changes == {"notes": ["", "back on"]}
+
+
+def test_audit_options_rename_resource_custom_toggle_and_exclude():
+    """__audit__ renames the resource, picks the toggle and leaves out excluded fields."""
+    s = Source.objects.create(title="Site", sync_cursor="c1")
+    s.is_live = True
+    s.sync_cursor = "c2"
+    s.save()
+    s.sync_cursor = "c3"
+    s.save()
+    got = events()
+    assert [e.event for e in got] == ["Data Source Created", "Data Source Enabled"]
+    assert got[0].category == "Sources" and "sync_cursor" not in got[0].changes
+    assert got[1].resource_name == "Site"
+
+
+def test_sensitive_fields_are_masked():
+    """write_key (default list) and iban (EXTRA_MASKED_FIELDS) keep only the fact that they changed."""
+    w = Warehouse.objects.create(name="A", write_key="sk_live_123")
+    w.write_key = "sk_live_456"
+    w.save()
+    Item.objects.create(name="i", iban="DE89370400440532013000")
+    got = events()
+    assert got[0].changes["write_key"] == [None, "[masked]"]
+    assert got[1].changes == {"write_key": ["[masked]", "[masked]"]}
+    assert got[2].changes["iban"] == [None, "[masked]"]
+    assert "sk_live" not in str(list(AuditEvent.objects.values_list("changes", flat=True)))
+
+
+def test_opted_out_and_bookkeeping_models_are_not_audited():
+    """__audit__ = False models, sessions, content types and the audit table itself record nothing."""
+    from django.contrib.contenttypes.models import ContentType
+    from django.contrib.sessions.backends.db import SessionStore
+
+    Ignored.objects.create(name="x")
+    SessionStore().create()
+    ContentType.objects.get_for_model(Ignored)
+    assert names() == []
+    assert "Ignored Created" not in get_auditor().catalog
+
+
+def test_saving_a_loaded_row_costs_no_extra_select():
+    """Old values come from the snapshot taken when the row was loaded: save = UPDATE + event INSERT."""
+    w = Warehouse.objects.create(name="A")
+    w = Warehouse.objects.get(pk=w.pk)
+    w.name = "B"
+    with CaptureQueriesContext(connection) as queries:
+        w.save()
+    sql = [q["sql"].lstrip().upper() for q in queries.captured_queries]
+    assert not any(s.startswith("SELECT") for s in sql), sql
+    assert sum("INSERT INTO" in s and "AUDIT_EVENTS" in s for s in sql) == 1
+    assert names()[-1] == "Warehouse Modified"
+
+
+def test_instance_never_loaded_gets_its_old_values_with_one_select():
+    """Saving Warehouse(pk=..., ...) built by hand still diffs against what the database held."""
+    w = Warehouse.objects.create(name="A", kind="redshift")
+    again = Warehouse(pk=w.pk, name="B", kind="redshift", enabled=True, write_key="", capacity=0, notes="")
+    again.save()
+    assert events()[-1].changes == {"name": ["A", "B"]}
+
+
+def test_deferred_field_set_then_saved_diffs_against_the_database():
+    """A field deferred at load and then assigned is diffed against its stored value."""
+    w = Warehouse.objects.create(name="A", notes="old")
+    w = Warehouse.objects.defer("notes").get(pk=w.pk)
+    w.notes = "new"
+    w.save()
+    assert events()[-1].changes == {"notes": ["old", "new"]}
+
+
+def test_update_fields_limits_the_diff_to_the_saved_fields():
+    """save(update_fields=[...]) records only the fields written."""
+    w = Warehouse.objects.create(name="A")
+    w.name = "B"
+    w.notes = "not saved"
+    w.save(update_fields=["name"])
+    assert events()[-1].changes == {"name": ["A", "B"]}
+
+
+def test_refresh_from_db_resets_the_snapshot():
+    """After refresh_from_db, a change made elsewhere is not reported as this instance's change."""
+    w = Warehouse.objects.create(name="A")
+    Warehouse.objects.filter(pk=w.pk).update(name="B")
+    w.refresh_from_db()
+    w.notes = "n"
+    w.save()
+    assert events()[-1].changes == {"notes": ["", "n"]}
+
+
+def test_m2m_add_remove_clear_and_reverse_record_owner_modified():
+    """Many-to-many changes from either side record "<Owner> Modified" with the old and new id lists."""
+    item = Item.objects.create(name="i")
+    a, b, c = (Tag.objects.create(name=n) for n in "abc")
+    item.tags.add(a, b)
+    item.tags.remove(a)
+    c.items.add(item)
+    item.tags.clear()
+    got = [e for e in events() if e.event == "Item Modified"]
+    assert [e.changes for e in got] == [
+        {"tags": [[], sorted([a.pk, b.pk])]},
+        {"tags": [sorted([a.pk, b.pk]), [b.pk]]},
+        {"tags": [[b.pk], sorted([b.pk, c.pk])]},
+        {"tags": [sorted([b.pk, c.pk]), []]},
+    ]
+    assert all(e.resource_id == str(item.pk) and e.resource_name == "i" for e in got)
+
+
+def test_queryset_update_records_one_event_per_row_with_diffs():
+    """QuerySet.update() (F expressions included) records Modified per affected row."""
+    w1 = Warehouse.objects.create(name="A", capacity=1)
+    w2 = Warehouse.objects.create(name="B", capacity=2)
+    Warehouse.objects.create(name="C", capacity=3, kind="other")
+    assert Warehouse.objects.filter(kind="bigquery").update(capacity=F("capacity") + 10) == 2
+    got = [e for e in events() if e.event == "Warehouse Modified"]
+    assert sorted((e.resource_id, e.changes["capacity"][1], e.resource_name) for e in got) == sorted(
+        [(str(w1.pk), "11.00", "A"), (str(w2.pk), "12.00", "B")])
+    Warehouse.objects.filter(kind="other").update(enabled=False)
+    assert names()[-1] == "Warehouse Disabled"
+
+
+def test_bulk_create_and_bulk_update_record_per_row():
+    """bulk_create records Created per object (with its id); bulk_update records what changed per row."""
+    objs = Warehouse.objects.bulk_create([Warehouse(name=f"w{i}") for i in range(3)])
+    created = [e for e in events() if e.event == "Warehouse Created"]
+    assert len(created) == 3
+    assert sorted(e.resource_id for e in created) == sorted(str(o.pk) for o in objs)
+    objs[0].name = "renamed"
+    objs[1].enabled = False
+    Warehouse.objects.bulk_update(objs, ["name", "enabled"])
+    tail = events()[3:]
+    assert sorted((e.event, e.resource_id) for e in tail) == sorted(
+        [("Warehouse Modified", str(objs[0].pk)), ("Warehouse Disabled", str(objs[1].pk))])
+
+
+def test_bulk_update_of_instances_built_by_hand_reads_old_values_once():
+    """Instances not loaded from the database get their old values from one SELECT per chunk."""
+    w = Warehouse.objects.create(name="A")
+    other = Warehouse(pk=w.pk, name="B")
+    Warehouse.objects.bulk_update([other], ["name"])
+    assert events()[-1].changes == {"name": ["A", "B"]}
+
+
+def test_queryset_delete_records_per_row_including_cascades():
+    """QuerySet.delete() records Deleted for every row, and for rows removed by cascade."""
+    w = Warehouse.objects.create(name="A")
+    Item.objects.create(name="i1", warehouse=w)
+    Item.objects.create(name="i2", warehouse=w)
+    Warehouse.objects.filter(pk=w.pk).delete()
+    deleted = [e for e in events() if e.action == "deleted"]
+    assert sorted(e.event for e in deleted) == ["Item Deleted", "Item Deleted", "Warehouse Deleted"]
+    assert {e.resource_name for e in deleted} == {"A", "i1", "i2"}
+
+
+def test_rolled_back_atomic_block_leaves_no_event():
+    """An exception inside transaction.atomic() rolls back the change and its events alike."""
+    with pytest.raises(RuntimeError), transaction.atomic():
+        Warehouse.objects.create(name="A")
+        Warehouse.objects.update(name="B")
+        raise RuntimeError
+    assert names() == [] and not Warehouse.objects.exists()
+
+
+def test_rolled_back_savepoint_drops_only_its_events():
+    """A nested atomic block that rolls back drops its events; the outer block's events are kept."""
+    with transaction.atomic():
+        Warehouse.objects.create(name="kept")
+        try:
+            with transaction.atomic():
+                Warehouse.objects.create(name="dropped")
+                raise ValueError
+        except ValueError:
+            pass
+        with transaction.atomic():
+            Warehouse.objects.create(name="also kept")
+    assert sorted(e.resource_name for e in events()) == ["also kept", "kept"]
+
+
+def test_reading_inside_a_transaction_sees_its_own_events_and_rollback_still_applies():
+    """Events wait for the commit, but a read of the audit table inside the transaction sees them; a later
+    savepoint rollback does not lose the events recorded before it."""
+    with transaction.atomic():
+        Warehouse.objects.create(name="A")
+        assert names() == ["Warehouse Created"]
+        try:
+            with transaction.atomic():
+                Warehouse.objects.create(name="B")
+                assert len(names()) == 2
+                raise ValueError
+        except ValueError:
+            pass
+        Warehouse.objects.create(name="C")
+    assert sorted(e.resource_name for e in events()) == ["A", "C"]
+
+
+def test_event_recorded_signal_fires_after_commit_only():
+    """event_recorded is sent once the transaction commits, never for a rolled-back one."""
+    with capture_events() as seen:
+        with transaction.atomic():
+            Warehouse.objects.create(name="A")
+            assert seen.names() == []
+        with pytest.raises(RuntimeError), transaction.atomic():
+            Warehouse.objects.create(name="B")
+            raise RuntimeError
+    assert seen.names() == ["Warehouse Created"]
+
+
+def test_many_saves_in_one_transaction_write_their_events_in_one_statement():
+    """Inside a transaction, events are buffered and inserted with one executemany at the commit."""
+    with CaptureQueriesContext(connection) as queries, transaction.atomic():
+        for i in range(5):
+            Warehouse.objects.create(name=f"w{i}")
+    inserts = [q for q in queries.captured_queries if "audit_events" in q["sql"]]
+    assert len(inserts) == 1, [q["sql"][:80] for q in inserts]
+    assert len(names()) == 5
+
+
+def test_acting_as_workspace_and_suspend():
+    """acting_as names the actor of commands and jobs, in_workspace scopes, suspend_auditing silences."""
+    with acting_as(Actor.system("nightly-sync")), in_workspace("ws_9"):
+        Warehouse.objects.create(name="A")
+    with suspend_auditing():
+        Warehouse.objects.create(name="B")
+    (event,) = events()
+    assert event.actor == Actor.system("nightly-sync") and event.workspace_id == "ws_9"
+
+
+def test_record_app_verb_and_unknown_name():
+    """record() writes an app-defined event; an unknown name raises with a suggestion."""
+    from audit_middleware.errors import UnknownEventError
+
+    get_auditor().catalog.define("Warehouse Run Failed", "Warehouses", resource="Warehouse")
+    w = Warehouse.objects.create(name="A")
+    record("Warehouse Run Failed", w, details={"error": "quota"})
+    last = events()[-1]
+    assert (last.event, last.resource_id, last.resource_name, last.details) == (
+        "Warehouse Run Failed", str(w.pk), "A", {"error": "quota"})
+    with pytest.raises(UnknownEventError, match="Warehouse Run Failed"):
+        record("Warehouse Run Fialed", w)
+
+
+def test_uninstall_and_reinstall_are_clean_and_idempotent():
+    """uninstall() removes every hook (no event, patches gone); install() twice patches once."""
+    from django.db.models.query import QuerySet
+
+    auditor = get_auditor()
+    auditor.uninstall()
+    try:
+        assert not hasattr(QuerySet.__dict__["update"], "__wrapped__")
+        Warehouse.objects.create(name="A")
+        Warehouse.objects.update(name="B")
+        assert names() == []
+    finally:
+        auditor.install()
+        auditor.install()
+    wrapped = QuerySet.__dict__["update"]
+    assert hasattr(wrapped, "__wrapped__") and not hasattr(wrapped.__wrapped__, "__wrapped__")
+    Warehouse.objects.create(name="C")
+    assert names() == ["Warehouse Created"]
+
+
+def test_autocommit_save_commits_row_and_event_together():
+    """Outside any atomic block the save runs in the adapter's own transaction: row and event together."""
+    assert connection.get_autocommit() and not connection.in_atomic_block
+    w = Warehouse.objects.create(name="A")
+    assert connection.get_autocommit() and not connection.in_atomic_block
+    assert events()[0].resource_id == str(w.pk)
