@@ -23,6 +23,8 @@ class Command(BaseCommand):
         parser.add_argument("--retention-days", type=int, default=None)
         parser.add_argument("--batch-size", type=int, default=None)
         parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+        parser.add_argument("--noinput", "--no-input", action="store_false", dest="interactive",
+                            help="never prompt: refuse unless --yes is given")
         parser.add_argument("--database", default=None, help="database alias holding the audit table")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -41,7 +43,7 @@ class Command(BaseCommand):
         if not 1 <= batch_size <= 100_000:
             raise CommandError("--batch-size must be between 1 and 100000")
         if not options["yes"]:
-            if not options.get("interactive", True):
+            if not options["interactive"]:
                 raise CommandError("refusing to purge without --yes")
             when = cutoff.replace(tzinfo=timezone.utc).isoformat()
             answer = input(f"Delete every audit event before {when}? [y/N] ")
