@@ -11,7 +11,6 @@ claim's token, so a relay whose lease expired cannot overwrite the relay that to
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -20,33 +19,18 @@ from sqlalchemy.exc import IntegrityError
 
 from audit_middleware.events import AuditEvent
 from audit_middleware.forwarding import ClaimedDelivery, Destination, Forwarding, Settlement, workspace_key
+from audit_middleware.forwarding.page import DestinationState
 from audit_middleware.forwarding.relay import as_forwarding
 from audit_middleware.store import event_from_row
 
 from .schema import AuditTables
+from .store import insert_events
 
 EngineSource = Engine | Any
 
 
 def _now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
-
-
-@dataclass(frozen=True, slots=True)
-class DestinationState:
-    """What the Forwarding page shows for one destination in one workspace."""
-
-    name: str
-    kind: str
-    title: str
-    enabled: bool
-    disabled_reason: str | None
-    backlog: int
-    paused: int
-    dead: int
-    last_success_at: datetime | None
-    last_error_at: datetime | None
-    last_error: str | None
 
 
 class SQLAlchemyOutbox:
@@ -280,6 +264,16 @@ class SQLAlchemyOutbox:
             return int(connection.execute(
                 update(d).where(*clauses).values(status="pending", due_at=_now(), attempts=0, lease_owner=None)
             ).rowcount)
+
+    def send_test(self, event: AuditEvent, destination: str) -> None:
+        """Record ``event`` with one delivery to ``destination`` only (the page's "Send test event")."""
+        self.forwarding.get(destination)
+        now = _now()
+        with self.engine.begin() as connection:
+            insert_events(connection, [event], self.tables.events)
+            connection.execute(insert(self.tables.deliveries).values(
+                event_id=event.id, destination=destination, workspace_id=workspace_key(event.workspace_id),
+                status="pending", due_at=now, attempts=0, created_at=now))
 
     def counts(self) -> dict[str, int]:
         """Delivery rows by status, over every workspace (for tests, monitoring and benchmarks)."""

@@ -295,3 +295,35 @@ def test_forward_command_once_sends_what_is_due_and_exits(fapp, receiver, databa
         main(["forward", "--database-url", database_url])
     with pytest.raises(SystemExit, match="has no attribute 'NOPE'"):
         main(["forward", "--database-url", database_url, "--config", f"{module}:NOPE"])
+
+
+def test_the_forwarding_page_logic_toggles_retries_and_sends_a_test_event(fapp, receiver):
+    from audit_middleware.errors import InvalidFilterError
+    from audit_middleware.forwarding.page import TEST_EVENT, apply_forwarding_form, build_forwarding_page
+
+    outbox = fapp.auditor.outbox
+    page = build_forwarding_page(outbox, "ws_2")
+    assert [(d.name, d.enabled) for d in page.destinations] == [("segment", False), ("webhook", False),
+                                                                 ("slack", False)]
+    message = apply_forwarding_form(outbox, "ws_2", {"action": ["save"], "destination": ["webhook"],
+                                                     "enabled": ["on"]})
+    assert message == "Saved: forwarding to webhook is On."
+    receiver.faults = lambda path, n, body: Fault(status=422)
+    add_warehouses(fapp, 1, workspace="ws_2")
+    fast_relay(fapp).drain()
+    page = build_forwarding_page(outbox, "ws_2")
+    (dead,) = page.dead
+    assert dead.destination == "webhook" and dead.answer.startswith("HTTP 422")
+    assert {d.name: d.dead for d in page.destinations}["webhook"] == 1
+    receiver.faults = None
+    assert apply_forwarding_form(outbox, "ws_2", {"action": ["retry"], "delivery": [str(dead.id)]}) == (
+        "1 dead delivery queued again.")
+    apply_forwarding_form(outbox, "ws_2", {"action": ["test"], "destination": ["segment"]})
+    fast_relay(fapp).drain()
+    test_events = fapp.events(event=TEST_EVENT)
+    assert len(test_events) == 1 and receiver.segment_ids == [f"audit-{test_events[0].id}"]
+    assert len(receiver.webhook_ids) == 1 and build_forwarding_page(outbox, "ws_2").dead == ()
+    with pytest.raises(InvalidFilterError, match="no destination named 'nope'"):
+        apply_forwarding_form(outbox, "ws_2", {"action": ["save"], "destination": ["nope"]})
+    with pytest.raises(InvalidFilterError, match="expected save, retry or test"):
+        apply_forwarding_form(outbox, "ws_2", {"action": ["drop"]})
