@@ -44,6 +44,7 @@ USE_TZ = True
 TIME_ZONE = "UTC"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 ROOT_URLCONF = "testapp.urls"
+STATIC_URL = "/static/"
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
