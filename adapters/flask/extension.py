@@ -35,6 +35,8 @@ CONFIG_DEFAULTS: dict[str, Any] = {
     "AUDIT_TRAIL_REQUEST_ID_HEADER": "X-Request-ID",
     "AUDIT_TRAIL_SESSION_USER_KEY": "user_id",
     "AUDIT_TRAIL_USER_NAME_ATTRIBUTES": ("email", "username", "name"),
+    "AUDIT_TRAIL_DESTINATIONS": None,
+    "AUDIT_TRAIL_FORWARD_IN_PROCESS": False,
 }
 
 
@@ -84,6 +86,11 @@ class AuditTrail:
         Session key holding the logged-in user's id, for apps without Flask-Login.
     ``AUDIT_TRAIL_USER_NAME_ATTRIBUTES`` (``("email", "username", "name")``)
         User attributes tried, in order, for the actor's display name.
+    ``AUDIT_TRAIL_DESTINATIONS`` (None)
+        Forwarding destinations (``SegmentDestination``, ``WebhookDestination``, ``SlackDestination``); each
+        workspace turns them On on the Forwarding page. Relays: ``audit-middleware forward``.
+    ``AUDIT_TRAIL_FORWARD_IN_PROCESS`` (False)
+        Forward from a thread of the app process, woken after each commit, for apps that run no relay.
 
     The capture settings (toggle and masked fields) are read from the first app the extension is
     initialised on. The extension is stored in ``app.extensions["audit_middleware"]``.
@@ -161,10 +168,14 @@ class AuditTrail:
                 if table is None:
                     table = define_tables(db.metadata).events
                 self._auditor = SQLAlchemyAuditor(
-                    db.session, bind=lambda: db.engine, config=config, catalog=self.catalog, table=table
+                    db.session, bind=lambda: db.engine, config=config, catalog=self.catalog, table=table,
+                    destinations=app.config["AUDIT_TRAIL_DESTINATIONS"],
                 )
             else:
-                self._auditor = SQLAlchemyAuditor(self.session, bind=self.bind, config=config, catalog=self.catalog)
+                self._auditor = SQLAlchemyAuditor(self.session, bind=self.bind, config=config, catalog=self.catalog,
+                                                  destinations=app.config["AUDIT_TRAIL_DESTINATIONS"])
+            if app.config["AUDIT_TRAIL_FORWARD_IN_PROCESS"] and self._auditor.outbox is not None:
+                self.drainer = self._auditor.start_drainer()
 
     @property
     def auditor(self) -> SQLAlchemyAuditor:

@@ -25,6 +25,7 @@ from audit_middleware.admin_view import (
 from audit_middleware.errors import InvalidFilterError
 
 from .csrf import csrf_token, validate_csrf
+from .forwarding import add_forwarding_routes
 
 if TYPE_CHECKING:
     from .extension import AuditTrail
@@ -118,4 +119,5 @@ def make_blueprint(audit: AuditTrail) -> Blueprint:
         response.headers["Content-Disposition"] = f'attachment; filename="{csv_filename(admin)}"'
         return response
 
+    add_forwarding_routes(blueprint, audit)
     return blueprint
