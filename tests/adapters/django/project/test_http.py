@@ -113,6 +113,28 @@ def test_failed_transaction_in_a_view_records_nothing():
     assert names() == ["Warehouse Created"]
 
 
+def test_atomic_requests_writes_a_views_events_together_at_commit_and_drops_them_on_error():
+    """Under ATOMIC_REQUESTS the view's events are written with one INSERT when its transaction commits,
+    and an exception in the view rolls back its rows and their events alike."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    connection.settings_dict["ATOMIC_REQUESTS"] = True
+    try:
+        with CaptureQueriesContext(connection) as queries:
+            assert Client().post("/warehouses/many", {"name": "ok"}).status_code == 200
+        inserts = [q for q in queries.captured_queries if "audit_events" in q["sql"]]
+        assert len(inserts) == 1 and names() == ["Warehouse Created"] * 3
+        client = Client(raise_request_exception=False)
+        assert client.post("/warehouses/many", {"name": "bad", "explode": "1"}).status_code == 500
+    finally:
+        connection.settings_dict["ATOMIC_REQUESTS"] = False
+    assert len(names()) == 3 and not Warehouse.objects.filter(name__startswith="bad").exists()
+    assert Client(raise_request_exception=False).post(
+        "/warehouses/many", {"name": "autocommit", "explode": "1"}).status_code == 500
+    assert len(names()) == 6  # without ATOMIC_REQUESTS each save committed with its own event
+
+
 def test_middleware_is_sync_and_async_capable():
     """The middleware declares both modes and marks itself a coroutine function in an async chain."""
     from asgiref.sync import iscoroutinefunction

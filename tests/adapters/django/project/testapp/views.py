@@ -58,3 +58,13 @@ async def async_create(request):
     warehouse.capacity = 5
     await warehouse.asave()
     return JsonResponse({"id": warehouse.pk})
+
+
+@csrf_exempt
+def create_many(request):
+    """Creates three warehouses, then fails when asked to (after the saves)."""
+    for n in range(3):
+        Warehouse.objects.create(name=f"{request.POST['name']} {n}")
+    if request.POST.get("explode"):
+        raise RuntimeError("after the saves")
+    return JsonResponse({"ok": True})
