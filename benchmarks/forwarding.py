@@ -93,9 +93,10 @@ def destinations(kind: str, base: str) -> list[Any]:
 
 
 def make_app(url: str, kind: str, base: str) -> Any:
-    from audit_middleware.adapters.sqlalchemy import track
     from sqlalchemy import String, create_engine
     from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+
+    from audit_middleware.adapters.sqlalchemy import track
 
     class Base(DeclarativeBase):
         pass

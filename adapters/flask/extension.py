@@ -6,11 +6,11 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from audit_middleware.adapters.sqlalchemy import SQLAlchemyAuditor, SQLAlchemyStore
-from audit_middleware.adapters.sqlalchemy.schema import define_tables
 from flask import Flask, current_app, g, request
 
 from audit_middleware.actors import Actor
+from audit_middleware.adapters.sqlalchemy import SQLAlchemyAuditor, SQLAlchemyStore
+from audit_middleware.adapters.sqlalchemy.schema import define_tables
 from audit_middleware.catalog import EventCatalog
 from audit_middleware.config import DEFAULT_RETENTION_DAYS, AuditConfig
 from audit_middleware.context import RequestContext, RequestScope, bind_scope, unbind_scope

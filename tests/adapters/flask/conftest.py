@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from audit_middleware.adapters.flask import AuditTrail
 from flask import Flask, abort, g, request
 from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
 from flask_sqlalchemy import SQLAlchemy
@@ -17,6 +16,7 @@ from sqlalchemy import String, event, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from audit_middleware import Actor, suspend_auditing
+from audit_middleware.adapters.flask import AuditTrail
 
 TOKEN_SECRET = "sk_live_4f9c2e7d1b8a6350a1b2"
 

@@ -6,9 +6,9 @@ import subprocess
 import sys
 
 import pytest
-from audit_middleware.adapters.flask import AuditTrail, client_ip
 from flask import Flask
 
+from audit_middleware.adapters.flask import AuditTrail, client_ip
 from audit_middleware.testing import capture_events
 
 from .conftest import TOKEN_SECRET, make_app

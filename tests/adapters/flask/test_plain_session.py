@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from audit_middleware.adapters.flask import AuditTrail
 from flask import Flask, request, session
 from sqlalchemy import String, create_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, scoped_session, sessionmaker
 
 from audit_middleware import Actor
+from audit_middleware.adapters.flask import AuditTrail
 
 
 class Base(DeclarativeBase):

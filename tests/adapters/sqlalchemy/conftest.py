@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from audit_middleware.adapters.sqlalchemy import SQLAlchemyAuditor, track
 from sqlalchemy import JSON, Enum, ForeignKey, LargeBinary, Numeric, String, Text, Uuid, create_engine, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+
+from audit_middleware.adapters.sqlalchemy import SQLAlchemyAuditor, track
 
 
 class Tier(enum.Enum):

@@ -59,8 +59,9 @@ def test_purge_removes_events_past_the_retention(app, database_url):
 def test_console_script_is_installed(tmp_path):
     script = Path(sys.executable).with_name("audit-middleware")
     url = f"sqlite:///{tmp_path}/empty.sqlite3"
-    from audit_middleware.adapters.sqlalchemy import SQLAlchemyStore
     from sqlalchemy import create_engine
+
+    from audit_middleware.adapters.sqlalchemy import SQLAlchemyStore
 
     SQLAlchemyStore(create_engine(url)).create_tables()
     result = subprocess.run([str(script), "export", "--database-url", url], capture_output=True, text=True,

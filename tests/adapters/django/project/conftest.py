@@ -8,12 +8,12 @@ import pytest
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "audit_django_settings")
 django.setup()
 
-from audit_middleware.adapters.django.models import AuditEvent  # noqa: E402
 from django.contrib.auth.models import User  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connections  # noqa: E402
 
 from audit_middleware import suspend_auditing  # noqa: E402
+from audit_middleware.adapters.django.models import AuditEvent  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -1,14 +1,14 @@
 """Capture on the Django ORM: saves, deletes, toggles, m2m, bulk operations and transactions."""
 
 import pytest
-from audit_middleware.adapters.django import get_auditor, record
-from audit_middleware.adapters.django.models import AuditEvent
 from django.db import connection, transaction
 from django.db.models import F
 from django.test.utils import CaptureQueriesContext
 from testapp.models import Ignored, Item, Source, Tag, Warehouse
 
 from audit_middleware import Actor, acting_as, in_workspace, suspend_auditing
+from audit_middleware.adapters.django import get_auditor, record
+from audit_middleware.adapters.django.models import AuditEvent
 from audit_middleware.testing import capture_events
 
 from .conftest import events, names

@@ -6,8 +6,6 @@ import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from audit_middleware.adapters.django import get_store
-from audit_middleware.adapters.django.models import AuditEvent
 from django.contrib.auth.models import Permission, User
 from django.core.management import call_command
 from django.core.management.base import CommandError
@@ -17,6 +15,8 @@ from rest_framework.authtoken.models import Token
 from testapp.models import ApiToken, Membership, Warehouse
 
 from audit_middleware import Actor, acting_as, in_workspace
+from audit_middleware.adapters.django import get_store
+from audit_middleware.adapters.django.models import AuditEvent
 
 from .conftest import events, names
 
@@ -138,6 +138,7 @@ def test_atomic_requests_writes_a_views_events_together_at_commit_and_drops_them
 def test_middleware_is_sync_and_async_capable():
     """The middleware declares both modes and marks itself a coroutine function in an async chain."""
     from asgiref.sync import iscoroutinefunction
+
     from audit_middleware.adapters.django.middleware import AuditMiddleware
 
     async def async_view(request):
