@@ -16,8 +16,10 @@ class Base(DeclarativeBase):
     pass
 
 
-class Source(Base):
-    __tablename__ = "sources"
+class PlainSessionPipeline(Base):
+    # A name no other test uses: auditors discover every mapped class in the process.
+    __tablename__ = "pipelines"
+    __audit__ = {"resource": "Pipeline"}
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(100))
     enabled: Mapped[bool] = mapped_column(default=True)
@@ -47,14 +49,14 @@ def test_a_plain_scoped_session_is_audited_and_the_session_user_key_names_the_ac
 
         @app.post("/sources")
         def create() -> Any:
-            source = Source(name=request.form["name"])
+            source = PlainSessionPipeline(name=request.form["name"])
             Session.add(source)
             Session.commit()
             return {"id": source.id}
 
         @app.post("/sources/<int:source_id>/disable")
         def disable(source_id: int) -> str:
-            Session.get(Source, source_id).enabled = False
+            Session.get(PlainSessionPipeline, source_id).enabled = False
             Session.commit()
             return "ok"
 
@@ -68,7 +70,7 @@ def test_a_plain_scoped_session_is_audited_and_the_session_user_key_names_the_ac
         client.post(f"/sources/{source_id}/disable")
         assert loaded == ["7", "7"]  # once per request that records an event, not for the login request
         body = client.get("/admin/audit-trail/events.json").json
-        assert [e["event"] for e in body["events"]] == ["Source Disabled", "Source Created"]
+        assert [e["event"] for e in body["events"]] == ["Pipeline Disabled", "Pipeline Created"]
         assert {e["actor"]["name"] for e in body["events"]} == {"user7@example.com"}
         assert app.test_client().get("/admin/audit-trail/").status_code == 403
     finally:
