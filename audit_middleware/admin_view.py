@@ -24,9 +24,9 @@ from .catalog import EventCatalog
 from .diff import MASK
 from .errors import InvalidFilterError
 from .events import AuditEvent, utc_iso, utc_naive
-from .export import export_filename, iter_csv
+from .export import export_csv, export_filename, iter_csv
 from .query import DEFAULT_LIMIT, Cursor, EventQuery, Page, parse_query, to_json_page
-from .store import EventStore, iter_events, retention_cutoff
+from .store import EventStore, retention_cutoff
 from .values import dumps
 
 __all__ = [
@@ -387,7 +387,7 @@ def csv_body(store: EventStore, request: AdminRequest) -> Iterator[str]:
     """The CSV of every event matching the request's filters (all pages), streamed row by row."""
     if request.empty:
         return iter_csv(())
-    return iter_csv(iter_events(store, request.export_query))
+    return export_csv(store, request.export_query)
 
 
 def csv_filename(request: AdminRequest) -> str:

@@ -15,10 +15,10 @@ from datetime import timezone
 from typing import Any, TextIO
 
 from .errors import InvalidFilterError
-from .export import iter_csv
+from .export import CsvExport
 from .forwarding import command as forward_command
 from .query import parse_query
-from .store import iter_events, retention_cutoff
+from .store import retention_cutoff
 
 FILTER_OPTIONS = ("category", "actor", "actor_type", "resource_type", "resource_id", "since", "until", "workspace")
 
@@ -84,11 +84,10 @@ def _export(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _write(handle: TextIO, store: Any, query: Any) -> int:
-    rows = -1
-    for chunk in iter_csv(iter_events(store, query)):
+    export = CsvExport(store, query)
+    for chunk in export:
         handle.write(chunk)
-        rows += 1
-    print(f"exported {rows} event(s)", file=sys.stderr)
+    print(f"exported {export.rows} event(s)", file=sys.stderr)
     return 0
 
 

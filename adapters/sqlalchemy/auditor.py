@@ -13,7 +13,7 @@ from audit_middleware.catalog import EventCatalog
 from audit_middleware.config import AuditConfig
 from audit_middleware.context import auditing_suspended
 from audit_middleware.events import AuditEvent
-from audit_middleware.export import iter_csv
+from audit_middleware.export import export_csv
 from audit_middleware.forwarding import Destination, Drainer, Forwarding, Relay
 from audit_middleware.query import EventQuery, Page
 from audit_middleware.recorder import Recorder
@@ -188,7 +188,7 @@ class SQLAlchemyAuditor:
 
     def export_csv(self, query: EventQuery | None = None, **filters: Any) -> Iterator[str]:
         """The CSV of every matching event, one row at a time."""
-        return iter_csv(self.iter_events(query, **filters))
+        return export_csv(self.store, query if query is not None else EventQuery(**filters))
 
     def purge(self, *, retention_days: int | None = None, batch_size: int | None = None) -> int:
         """Delete events older than the retention (90 days unless configured); returns how many."""

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -10,7 +11,7 @@ from sqlalchemy import Connection, Engine, Table, and_, delete, insert, or_, sel
 from sqlalchemy.sql.elements import ColumnElement
 
 from audit_middleware.events import AuditEvent
-from audit_middleware.query import EventQuery, Page, page_from_rows
+from audit_middleware.query import Cursor, EventQuery, Page, page_from_rows
 from audit_middleware.store import event_from_row, event_to_row
 
 from .schema import NAME_LENGTH, audit_events, tables_of
@@ -121,6 +122,25 @@ class SQLAlchemyStore:
         with self.engine.connect() as connection:
             rows = [event_from_row(row._mapping) for row in connection.execute(statement)]
         return page_from_rows(rows, query.limit)
+
+    def iter_stored_rows(self, query: EventQuery, batch_size: int = 2000) -> Iterator[Mapping[str, Any]]:
+        """Every matching row as stored (newest first), fetched in keyset batches: what CSV export reads."""
+        c = self.table.c
+        cursor = query.cursor
+        while True:
+            statement = (
+                select(self.table)
+                .where(*filters_of(replace(query, cursor=cursor), self.table))
+                .order_by(c.occurred_at.desc(), c.id.desc())
+                .limit(batch_size)
+            )
+            with self.engine.connect() as connection:
+                rows = connection.execute(statement).mappings().all()
+            yield from rows
+            if len(rows) < batch_size:
+                return
+            last = rows[-1]
+            cursor = Cursor(last["occurred_at"], last["id"])
 
     def get(self, event_id: str) -> AuditEvent | None:
         with self.engine.connect() as connection:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import datetime, timedelta, timezone
 from urllib.parse import parse_qs
 
@@ -65,7 +67,7 @@ def test_nothing_older_than_the_retention_window_is_shown_or_exported():
     store.append([event(1, days_ago=1), event(2, days_ago=89), event(3, days_ago=91)])
     admin = request({"since": ["2000-01-01"]})
     assert [e["resource"]["id"] for e in json_body(store, admin)["events"]] == ["1", "2"]
-    assert len(list(csv_body(store, admin))) == 3  # header + 2
+    assert len(list(csv.reader(io.StringIO("".join(csv_body(store, admin)))))) == 3  # header + 2
     ancient = request({"since": ["2000-01-01"], "until": ["2001-01-01"]})
     assert ancient.empty and json_body(store, ancient) == {"events": [], "next_cursor": None}
     assert build_page(store, catalog(), ancient).out_of_retention
