@@ -69,10 +69,10 @@ def ensure_database(backend: str, n: int, fresh: bool) -> str:
 
 
 def generate(store, n: int) -> None:
+    from audit_middleware.actors import Actor
     from audit_middleware.adapters.sqlalchemy.store import insert_events
     from audit_middleware.events import AuditEvent
     from audit_middleware.ids import new_event_id
-    from audit_middleware.actors import Actor
 
     rng = random.Random(42)
     now = datetime.now(timezone.utc)
