@@ -16,7 +16,7 @@ from audit_middleware.config import DEFAULT_RETENTION_DAYS, AuditConfig
 from audit_middleware.context import RequestContext, RequestScope, bind_scope, unbind_scope
 from audit_middleware.diff import DEFAULT_TOGGLE_FIELDS
 from audit_middleware.events import AuditEvent
-from audit_middleware.query import DEFAULT_LIMIT, EventQuery, Page
+from audit_middleware.query import DEFAULT_LIMIT, MAX_LIMIT, EventQuery, Page
 
 from .request import TokenLoader, UserLoader, request_facts, resolve_actor
 from .views import make_blueprint
@@ -143,9 +143,13 @@ class AuditTrail:
                     "AuditTrail needs the app's Flask-SQLAlchemy db (AuditTrail(app, db)) or a SQLAlchemy "
                     "session factory (AuditTrail(app, session=Session, bind=engine))"
                 )
+        page_size = int(app.config["AUDIT_TRAIL_PAGE_SIZE"])
+        if not 1 <= page_size <= MAX_LIMIT:
+            raise ValueError(f"AUDIT_TRAIL_PAGE_SIZE must be between 1 and {MAX_LIMIT}, got {page_size}")
         self._make_auditor(app)
         app.extensions[EXTENSION_KEY] = self
-        app.before_request(self._bind_request)
+        # First in line, so writes made by the app's own before_request hooks know their actor too.
+        app.before_request_funcs.setdefault(None, []).insert(0, self._bind_request)
         app.teardown_request(self._unbind_request)
         prefix = app.config["AUDIT_TRAIL_URL_PREFIX"]
         if prefix:

@@ -142,6 +142,11 @@ def test_init_app_twice_on_one_app_is_refused_and_a_missing_db_is_explained():
     with pytest.raises(RuntimeError, match="already registered"):
         audit.init_app(app)
     audit.auditor.remove()
+    oversized = Flask(__name__)
+    oversized.config.update(SQLALCHEMY_DATABASE_URI="sqlite://", AUDIT_TRAIL_PAGE_SIZE=1000)
+    db.init_app(oversized)
+    with pytest.raises(ValueError, match="AUDIT_TRAIL_PAGE_SIZE must be between 1 and 500"):
+        AuditTrail(oversized, db)
 
 
 def test_importing_the_adapter_without_flask_says_how_to_install_it():
@@ -151,3 +156,23 @@ def test_importing_the_adapter_without_flask_says_how_to_install_it():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert 'pip install "audit-middleware[flask]"' in out
+
+
+def test_the_request_scope_is_bound_before_the_apps_own_before_request_hooks():
+    from flask_sqlalchemy import SQLAlchemy
+
+    from audit_middleware.context import current_request
+
+    app = Flask(__name__)
+    app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite://"
+    seen: list[object] = []
+    app.before_request(lambda: seen.append(current_request()))
+    app.get("/")(lambda: "ok")
+    db = SQLAlchemy()
+    db.init_app(app)
+    audit = AuditTrail(app, db)
+    try:
+        app.test_client().get("/", headers={"X-Request-ID": "early-1"})
+        assert seen[0] is not None and seen[0].request_id == "early-1"
+    finally:
+        audit.auditor.remove()
