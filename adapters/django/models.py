@@ -70,3 +70,56 @@ class AuditEvent(models.Model):
         from audit_middleware.store import EVENT_COLUMNS
 
         return event_from_row({name: getattr(self, name) for name in EVENT_COLUMNS})
+
+
+class AuditDelivery(models.Model):
+    """The forwarding outbox: one row per (event, destination) until it is sent (see ``outbox.py``).
+    ``status`` is ``pending``, ``paused`` (the destination is Off) or ``dead``; ``due_at`` is the next attempt,
+    or the end of the current relay's lease."""
+
+    id = models.BigAutoField(primary_key=True)
+    event_id = models.CharField(max_length=36)
+    destination = models.CharField(max_length=100)
+    workspace_id = models.CharField(max_length=100)
+    status = models.CharField(max_length=8)
+    due_at = models.DateTimeField()
+    attempts = models.IntegerField(default=0)
+    lease_owner = models.CharField(max_length=32, null=True, blank=True)
+    last_status = models.IntegerField(null=True, blank=True)
+    last_error = models.TextField(null=True, blank=True)
+    created_at = models.DateTimeField()
+
+    __audit__ = False
+
+    class Meta:
+        db_table = "audit_deliveries"
+        verbose_name = "audit delivery"
+        verbose_name_plural = "audit deliveries"
+        indexes = [
+            # A claim walks this index in id order and stops after the batch, so FOR UPDATE SKIP LOCKED
+            # locks only the rows it takes.
+            models.Index(fields=["destination", "status", "id"], name="audit_dl_claim"),
+            models.Index(fields=["workspace_id", "destination", "status"], name="audit_dl_ws"),
+            models.Index(fields=["lease_owner"], name="audit_dl_lease"),
+        ]
+
+
+class AuditForwarding(models.Model):
+    """Per workspace (``""`` for events without one) and destination: On/Off and delivery state. Never
+    secrets: destinations come from ``AUDIT_TRAIL["DESTINATIONS"]``."""
+
+    workspace_id = models.CharField(max_length=100)
+    destination = models.CharField(max_length=100)
+    enabled = models.BooleanField(default=False)
+    disabled_reason = models.TextField(null=True, blank=True)
+    last_success_at = models.DateTimeField(null=True, blank=True)
+    last_error_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(null=True, blank=True)
+    updated_at = models.DateTimeField()
+
+    __audit__ = False
+
+    class Meta:
+        db_table = "audit_forwarding"
+        verbose_name = "audit forwarding setting"
+        constraints = [models.UniqueConstraint(fields=["workspace_id", "destination"], name="audit_fw_unique")]

@@ -41,9 +41,9 @@ def _insert_sql(connection: Any) -> str:
     return sql
 
 
-def insert_events(connection: Any, events: Sequence[AuditEvent]) -> None:
+def insert_events(connection: Any, events: Sequence[AuditEvent], *, forward: bool = True) -> None:
     """Write events on ``connection`` in its current transaction with one executemany (no model instances:
-    this is the per-save hot path)."""
+    this is the per-save hot path), and their forwarding delivery rows when destinations are configured."""
     if not events:
         return
     adapt = connection.ops.adapt_datetimefield_value
@@ -58,6 +58,12 @@ def insert_events(connection: Any, events: Sequence[AuditEvent]) -> None:
         rows.append([row[c] for c in EVENT_COLUMNS])
     with connection.cursor() as cursor:
         cursor.executemany(_insert_sql(connection), rows)
+    if forward:  # the transactional outbox: delivery rows in the same transaction as the events
+        from .outbox import get_outbox
+
+        outbox = get_outbox(connection.alias)
+        if outbox is not None:
+            outbox.write(connection, events)
 
 
 def filters_of(query: EventQuery) -> Q:

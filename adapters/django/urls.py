@@ -1,13 +1,14 @@
 """``path("admin/audit-trail/", include("audit_middleware.adapters.django.urls"))``.
 
-Names in the ``audit_middleware`` namespace: ``index``, ``events_json``, ``export_csv``, ``stylesheet``.
+Names in the ``audit_middleware`` namespace: ``index``, ``events_json``, ``export_csv``, ``stylesheet``,
+``forwarding``.
 """
 
 from __future__ import annotations
 
 from django.urls import path
 
-from . import views
+from . import forwarding_views, views
 
 app_name = "audit_middleware"
 
@@ -16,4 +17,5 @@ urlpatterns = [
     path("events.json", views.events_json, name="events_json"),
     path("export.csv", views.export_csv, name="export_csv"),
     path("static/admin.css", views.stylesheet, name="stylesheet"),
+    path("forwarding", forwarding_views.forwarding, name="forwarding"),
 ]

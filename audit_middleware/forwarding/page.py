@@ -38,6 +38,17 @@ class DestinationState:
     last_error_at: datetime | None
     last_error: str | None
 
+    @property
+    def last_success_text(self) -> str:
+        return utc_iso(self.last_success_at) if self.last_success_at is not None else "never"
+
+    @property
+    def last_error_text(self) -> str:
+        if not self.last_error:
+            return "none"
+        when = utc_iso(self.last_error_at) if self.last_error_at is not None else ""
+        return f"{when}: {self.last_error}" if when else self.last_error
+
 
 class ForwardingControl(Protocol):
     """What the page needs from an outbox (``SQLAlchemyOutbox`` implements it)."""
