@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .values import json_safe
+from .values import PLAIN_TYPES, json_safe
 
 MASK = "[masked]"
 
@@ -69,11 +69,15 @@ def snapshot(values: Mapping[str, Any], masking: Masking, *, created: bool) -> C
     """The diff of a created row (``[None, value]``) or a deleted one (``[value, None]``); None fields of a
     created row are left out."""
     changes: Changes = {}
+    verdicts = masking._verdicts
     for name, value in values.items():
-        safe = json_safe(value)
+        safe = value if type(value) in PLAIN_TYPES else json_safe(value)
         if created and safe is None:
             continue
-        if masking.is_sensitive(name):
+        sensitive = verdicts.get(name)
+        if sensitive is None:
+            sensitive = masking.is_sensitive(name)
+        if sensitive:
             safe = MASK
         changes[name] = [None, safe] if created else [safe, None]
     return changes

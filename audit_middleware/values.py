@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from typing import Any
 
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+PLAIN_TYPES: frozenset[type] = frozenset({str, int, bool, type(None)})
+"""Types that are JSON as they are: callers on hot paths test ``type(v) in PLAIN_TYPES`` before calling."""
 
 
 def json_safe(value: Any) -> Any:
@@ -21,7 +23,7 @@ def json_safe(value: Any) -> Any:
     precision lost), UUID a string, enums their value, bytes ``"base64:..."``, sets a sorted list, tuples a
     list, mappings a dict with string keys; anything else unknown its ``str()``.
     """
-    if value is None or isinstance(value, (bool, int, str)):
+    if type(value) in PLAIN_TYPES or isinstance(value, (bool, int, str)):
         return value
     if isinstance(value, float):
         if value != value or value in (float("inf"), float("-inf")):
