@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 import threading
 import time
 import uuid
+import warnings
 
 import pytest
 from sqlalchemy import func, select
@@ -327,3 +329,34 @@ def test_the_forwarding_page_logic_toggles_retries_and_sends_a_test_event(fapp, 
         apply_forwarding_form(outbox, "ws_2", {"action": ["save"], "destination": ["nope"]})
     with pytest.raises(InvalidFilterError, match="expected save, retry or test"):
         apply_forwarding_form(outbox, "ws_2", {"action": ["drop"]})
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_the_drainer_restarts_in_a_forked_child_with_its_own_connections(fapp, receiver):
+    drainer = fapp.auditor.start_drainer(poll=0.1, backoff_base=0.01, backoff_cap=0.05)
+    try:
+        add_warehouses(fapp, 1)  # the parent's drainer thread is running now
+        deadline = time.monotonic() + 10
+        while not receiver.segment_ids and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(receiver.segment_ids) == 1
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork() of a multi-threaded process
+            pid = os.fork()
+        if pid == 0:  # the child: record, and let the child's own drainer thread send it
+            code = 1
+            try:
+                add_warehouses(fapp, 1)
+                end = time.monotonic() + 15
+                while deliveries(fapp) and time.monotonic() < end:
+                    time.sleep(0.05)
+                code = 0 if deliveries(fapp) == 0 else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert sorted(receiver.segment_ids) == sorted(f"audit-{i}" for i in event_ids(fapp))
+        assert len(receiver.segment_ids) == 2
+    finally:
+        drainer.disconnect()
+        drainer.stop()
