@@ -110,11 +110,13 @@ def first_pages(url: str, runs: int) -> dict[str, dict[str, float]]:
     rng = random.Random(7)
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     results: dict[str, dict[str, float]] = {}
-    def by_actor() -> EventQuery:
+    def by_actor(with_event: bool = True) -> EventQuery:
         a = rng.randrange(1, ACTORS)
+        actor = f"user{a}@example.com" if a % 10 else f"tok_{a}"
+        if not with_event:
+            return EventQuery(actor=actor, limit=50).for_workspace(f"ws_{a % WORKSPACES}")
         return EventQuery(
-            actor=f"user{a}@example.com" if a % 10 else f"tok_{a}",
-            events=(rng.choice(NAMES),), since=now - timedelta(days=30), limit=50,
+            actor=actor, events=(rng.choice(NAMES),), since=now - timedelta(days=30), limit=50,
         ).for_workspace(f"ws_{a % WORKSPACES}")
 
     shapes = {
@@ -122,6 +124,7 @@ def first_pages(url: str, runs: int) -> dict[str, dict[str, float]]:
         "resource": lambda: EventQuery(
             resource_type="Warehouse", resource_id=str(rng.randrange(RESOURCES)), limit=50,
         ).for_workspace(f"ws_{rng.randrange(WORKSPACES)}"),
+        "actor only": lambda: by_actor(with_event=False),
         "workspace, no filter": lambda: EventQuery(limit=50).for_workspace(f"ws_{rng.randrange(WORKSPACES)}"),
     }
     for label, make in shapes.items():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -11,7 +10,7 @@ from sqlalchemy import Connection, Engine, Table, and_, delete, insert, or_, sel
 from sqlalchemy.sql.elements import ColumnElement
 
 from audit_middleware.events import AuditEvent
-from audit_middleware.query import Cursor, EventQuery, Page, page_from_rows
+from audit_middleware.query import EventQuery, Page, page_from_rows
 from audit_middleware.store import event_from_row, event_to_row
 
 from .schema import NAME_LENGTH, audit_events, tables_of
@@ -124,23 +123,18 @@ class SQLAlchemyStore:
         return page_from_rows(rows, query.limit)
 
     def iter_stored_rows(self, query: EventQuery, batch_size: int = 2000) -> Iterator[Mapping[str, Any]]:
-        """Every matching row as stored (newest first), fetched in keyset batches: what CSV export reads."""
+        """Every matching row as stored, newest first: what CSV export reads. One query streamed with a
+        server-side cursor (``batch_size`` rows in memory at a time), so the export is one consistent
+        snapshot on PostgreSQL and MariaDB."""
         c = self.table.c
-        cursor = query.cursor
-        while True:
-            statement = (
-                select(self.table)
-                .where(*filters_of(replace(query, cursor=cursor), self.table))
-                .order_by(c.occurred_at.desc(), c.id.desc())
-                .limit(batch_size)
-            )
-            with self.engine.connect() as connection:
-                rows = connection.execute(statement).mappings().all()
-            yield from rows
-            if len(rows) < batch_size:
-                return
-            last = rows[-1]
-            cursor = Cursor(last["occurred_at"], last["id"])
+        statement = (
+            select(self.table)
+            .where(*filters_of(query, self.table))
+            .order_by(c.occurred_at.desc(), c.id.desc())
+        )
+        with self.engine.connect() as connection:
+            result = connection.execution_options(stream_results=True, yield_per=batch_size).execute(statement)
+            yield from result.mappings()
 
     def get(self, event_id: str) -> AuditEvent | None:
         with self.engine.connect() as connection:
