@@ -8,9 +8,10 @@ For each database:
   --batch 100``) drain them to a local Segment-like receiver and, separately, to a webhook receiver (one
   request per event). Events/s counts from the receiver's first request to its last. The baseline, measured
   in the same run, is one process POSTing the same requests straight to the receiver with no database.
-* delay: a writer commits 200 events/s (one per transaction) for D seconds while one relay (poll 1 s, the
-  default) forwards them; p50/p99 of receiver arrival time minus commit time. The same with the in-process
-  drainer (woken after each commit).
+* delay: a writer commits 200 events/s (one per transaction) for D seconds while one relay (``--poll 1``, the
+  default, then ``--poll 0.1``) forwards them; p50/p99 of receiver arrival time minus commit time. The same
+  with the in-process drainer (woken after each commit). The rate actually achieved is printed: on a busy
+  machine the writer may not keep up.
 """
 
 
@@ -29,6 +30,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(__file__))
+from _workload import median  # noqa: E402
 from sqlalchemy_capture import drop_database, fresh_database  # noqa: E402
 
 WRITE_KEY = "wk_bench"
@@ -185,8 +187,8 @@ def throughput(backend: str, kind: str, n: int, relay_count: int, receiver: Rece
         drop_database(backend, name)
 
 
-def delays(backend: str, rate: int, seconds: float, receiver: Receiver, workdir: str, drainer: bool
-           ) -> tuple[float, float, int]:
+def delays(backend: str, rate: int, seconds: float, receiver: Receiver, workdir: str, drainer: bool,
+           poll: float = 1.0) -> tuple[float, float, int]:
     from audit_middleware import in_workspace
     from audit_middleware.signals import event_recorded
 
@@ -207,7 +209,7 @@ def delays(backend: str, rate: int, seconds: float, receiver: Receiver, workdir:
         if drainer:
             handle = auditor.start_drainer(poll=1.0)
         else:
-            processes = relays(url, workdir, 1, "--batch", "100")
+            processes = relays(url, workdir, 1, "--batch", "100", "--poll", str(poll))
             time.sleep(2)  # let the relay start before the clock runs
         total = int(rate * seconds)
         start = time.perf_counter()
@@ -244,6 +246,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=20_000, help="events drained in the throughput runs")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of the steady-rate run")
     parser.add_argument("--rate", type=int, default=200, help="events/s of the steady-rate run")
+    parser.add_argument("--rounds", type=int, default=3, help="throughput runs per figure (the median is shown)")
     args = parser.parse_args()
     receiver = Receiver()
     workdir = tempfile.mkdtemp(prefix="audit-bench-")
@@ -255,18 +258,19 @@ def main() -> None:
                                 WebhookDestination({receiver.base + "/hook"!r}, {SECRET!r}, allow_private=True)]
             """))
         for kind in ("segment", "webhook"):
-            base_rate = baseline(kind, receiver.base, min(args.events, 5000), receiver)
+            n = args.events if kind == "segment" else min(args.events, 5000)
+            base_rate = median([baseline(kind, receiver.base, n, receiver) for _ in range(args.rounds)])
             print(f"baseline {kind}: direct POSTs, no database: {base_rate:,.0f} events/s", flush=True)
             for backend in args.backend or ["sqlite"]:
                 for count in (1, 4):
-                    n = args.events if kind == "segment" else min(args.events, 5000)
-                    rate = throughput(backend, kind, n, count, receiver, workdir)
+                    rate = median([throughput(backend, kind, n, count, receiver, workdir)
+                                   for _ in range(args.rounds)])
                     print(f"{backend:10} {kind:7} {count} relay(s): {rate:8,.0f} events/s "
-                          f"({rate / base_rate:.2f}x baseline; {n} events)", flush=True)
+                          f"({rate / base_rate:.2f}x baseline; {n} events, median of {args.rounds})", flush=True)
         for backend in args.backend or ["sqlite"]:
-            for drainer in (False, True):
-                p50, p99, achieved = delays(backend, args.rate, args.seconds, receiver, workdir, drainer)
-                how = "in-process drainer" if drainer else "1 relay, poll 1 s"
+            for drainer, poll in ((False, 1.0), (False, 0.1), (True, 1.0)):
+                p50, p99, achieved = delays(backend, args.rate, args.seconds, receiver, workdir, drainer, poll)
+                how = "in-process drainer" if drainer else f"1 relay, --poll {poll:g}"
                 print(f"{backend:10} delay at {achieved} events/s ({how}): p50 {p50:.0f} ms, p99 {p99:.0f} ms",
                       flush=True)
     finally:
