@@ -170,7 +170,7 @@ class Relay:
             reason = f"{destination.title} answered {disabled.error}; turned off until an owner turns it on again"
             self.store.disable(destination.name, reason)
             logger.error("forwarding destination %s disabled: %s", destination.name, reason)
-            destination_disabled.send(self, destination=destination.name, reason=reason)
+            self._signal(destination_disabled, destination=destination.name, reason=reason)
         return len(settlements)
 
     def _report(self, destination: Destination, settlements: Sequence[Settlement]) -> None:
@@ -184,8 +184,14 @@ class Relay:
         for (kind, error), event_ids in failures.items():
             logger.warning("forwarding to %s: %d event(s) %s: %s", destination.name, len(event_ids),
                            "dead" if kind == "dead" else "to retry", error)
-            delivery_failed.send(self, destination=destination.name, event_ids=event_ids,
-                                 error=error, dead=kind == "dead")
+            self._signal(delivery_failed, destination=destination.name, event_ids=event_ids, error=error,
+                         dead=kind == "dead")
+
+    def _signal(self, signal: Any, **kwargs: Any) -> None:
+        try:
+            signal.send(self, **kwargs)
+        except Exception:  # an app's receiver (paging someone) must not stop the forwarding
+            logger.exception("a %s receiver failed", signal.name)
 
     def drain(self, max_rounds: int = 1_000_000) -> int:
         """Run until nothing is due now; returns how many deliveries were settled."""
