@@ -346,22 +346,28 @@ class DjangoCapture:
             return wrapped(*args, **kwargs)
         using = kwargs.get("using") or (args[3] if len(args) > 3 else None) or router.db_for_write(
             type(obj), instance=obj)
-        with self.auditor.recorder.guard(self.auditor, info.options.must_record):
+        d = obj.__dict__
+        if d.get(info.pk) is not None:
             old = snapshot_of(obj)
-            pk = obj.__dict__.get(info.pk)
-            if pk is not None:
-                # Old values this instance does not know: it was never loaded, or a deferred field was set.
-                unknown = [a for a in info.attnames if a in obj.__dict__ and (old is None or a not in old)]
-                if unknown and not (old is None and obj._state.adding and obj._meta.pk.has_default()):
-                    row = (type(obj)._base_manager.using(using).filter(pk=pk).values(*unknown).first())
-                    if old is None:
-                        old = obj.__dict__[OLD] = {}
-                    if row is not None:
-                        old.update(row)
+            # Old values this instance does not know: it was never loaded, or a deferred field was set.
+            if old is None or len(old) < len(info.attnames):
+                self._load_unknown(info, obj, old, using)
         if connections[using].in_atomic_block:
             return wrapped(*args, **kwargs)
         with transaction.atomic(using=using, savepoint=False):
             return wrapped(*args, **kwargs)
+
+    def _load_unknown(self, info: ModelInfo, obj: Any, old: dict[str, Any] | None, using: str) -> None:
+        d = obj.__dict__
+        unknown = [a for a in info.attnames if a in d and (old is None or a not in old)]
+        if not unknown or (old is None and obj._state.adding and obj._meta.pk.has_default()):
+            return
+        with self.auditor.recorder.guard(self.auditor, info.options.must_record):
+            row = type(obj)._base_manager.using(using).filter(pk=d[info.pk]).values(*unknown).first()
+            if old is None:
+                old = d[OLD] = {}
+            if row is not None:
+                old.update(row)
 
     # -- receivers ---------------------------------------------------------------------------------------
 

@@ -27,27 +27,37 @@ def db_time(moment: datetime) -> datetime:
     return moment.replace(tzinfo=timezone.utc) if settings.USE_TZ else moment
 
 
-_SQL: dict[str, str] = {}
+_SQL: dict[tuple[str, int], str] = {}
 
 
-def _insert_sql(connection: Any) -> str:
-    sql = _SQL.get(connection.vendor)
+def _insert_sql(connection: Any, rows: int) -> str:
+    key = (connection.vendor, rows)
+    sql = _SQL.get(key)
     if sql is None:
         table = connection.ops.quote_name(AuditEventRow._meta.db_table)
         columns = ", ".join(connection.ops.quote_name(c) for c in EVENT_COLUMNS)
-        marks = ", ".join(["%s"] * len(EVENT_COLUMNS))
+        marks = "(" + ", ".join(["%s"] * len(EVENT_COLUMNS)) + ")"
         # Identifiers are the model's own, quoted by the backend; every value is a bound parameter.
-        sql = _SQL[connection.vendor] = f"INSERT INTO {table} ({columns}) VALUES ({marks})"  # noqa: S608
+        sql = f"INSERT INTO {table} ({columns}) VALUES " + ", ".join([marks] * rows)  # noqa: S608
+        if len(_SQL) < 64:
+            _SQL[key] = sql
     return sql
 
 
+def _rows_per_statement(connection: Any) -> int:
+    # SQLite binds at most 999 parameters per statement in older builds; the others take thousands.
+    return 60 if connection.vendor == "sqlite" else 500
+
+
 def insert_events(connection: Any, events: Sequence[AuditEvent], *, forward: bool = True) -> None:
-    """Write events on ``connection`` in its current transaction with one executemany (no model instances:
-    this is the per-save hot path), and their forwarding delivery rows when destinations are configured."""
+    """Write events on ``connection`` in its current transaction: one multi-row INSERT per 500 events (60 on
+    SQLite; a single statement is one round trip, where executemany costs a pipeline or one per row; no model
+    instances are built: this is the per-save hot path), and their forwarding delivery rows when destinations
+    are configured."""
     if not events:
         return
     adapt = connection.ops.adapt_datetimefield_value
-    rows = []
+    params: list[Any] = []
     for event in events:
         row = event_to_row(event)
         row["occurred_at"] = adapt(db_time(row["occurred_at"]))
@@ -55,9 +65,13 @@ def insert_events(connection: Any, events: Sequence[AuditEvent], *, forward: boo
             value = row[key]
             if value is not None and len(value) > NAME_LENGTH:
                 row[key] = value[:NAME_LENGTH]
-        rows.append([row[c] for c in EVENT_COLUMNS])
+        params.extend(row[c] for c in EVENT_COLUMNS)
+    width = len(EVENT_COLUMNS)
+    step = _rows_per_statement(connection)
     with connection.cursor() as cursor:
-        cursor.executemany(_insert_sql(connection), rows)
+        for start in range(0, len(events), step):
+            chunk = params[start * width:(start + step) * width]
+            cursor.execute(_insert_sql(connection, len(chunk) // width), chunk)
     if forward:  # the transactional outbox: delivery rows in the same transaction as the events
         from .outbox import get_outbox
 
