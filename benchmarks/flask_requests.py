@@ -28,7 +28,7 @@ import flask_login
 from flask import Flask, request
 from flask_login import LoginManager, UserMixin, login_user
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import String
+from sqlalchemy import String, event
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -133,14 +133,15 @@ def environ(method: str, path: str, query: str, cookie: str) -> dict[str, Any]:
     }
 
 
-def run(app: Any, cookie: str, route: str, count: int, offset: int) -> float:
-    """Requests per second for ``count`` requests to ``route``."""
+def run(app: Any, cookie: str, route: str, count: int, offset: int) -> tuple[float, float]:
+    """Requests per second for ``count`` requests to ``route``, and the process's CPU microseconds per
+    request (the app's own work, which other processes on the machine disturb far less than wall time)."""
     statuses: list[str] = []
 
     def start_response(status: str, headers: Any, exc_info: Any = None) -> None:
         statuses.append(status)
 
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for n in range(count):
         if route == "hello":
             env = environ("GET", "/hello", "", cookie)
@@ -150,11 +151,11 @@ def run(app: Any, cookie: str, route: str, count: int, offset: int) -> float:
         b"".join(body)
         if hasattr(body, "close"):
             body.close()
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     bad = [s for s in statuses if not s.startswith("200")]
     if bad:
         raise SystemExit(f"{route}: unexpected status {bad[0]}")
-    return count / elapsed
+    return count / elapsed, cpu / count * 1e6
 
 
 def hook_cost(app: Any, count: int = 200_000) -> float:
@@ -186,23 +187,40 @@ def main() -> None:
         drops.append(drop)
         apps[variant] = build_app(url, audited=variant == "with", login_required=not args.no_login_required)
     results: dict[tuple[str, str], list[float]] = {}
+    cpu: dict[tuple[str, str], list[float]] = {}
+    statements: dict[tuple[str, str], int] = {}
     try:
         for variant in VARIANTS:  # warm-up: imports, first connections, statement caches
             app, _, cookie = apps[variant]
             run(app, cookie, "hello", 200, 0)
-            run(app, cookie, "update", 50, 10**6)
+            run(app, cookie, "update", 50, 10**6)  # (and one more update below, counting statements)
         for round_no in range(args.rounds):
             order = VARIANTS if round_no % 2 == 0 else tuple(reversed(VARIANTS))
             for route, count in (("hello", args.hello), ("update", args.updates)):
                 for variant in order:
                     app, _, cookie = apps[variant]
-                    rps = run(app, cookie, route, count, round_no * count)
+                    rps, cpu_us = run(app, cookie, route, count, round_no * count)
                     results.setdefault((variant, route), []).append(rps)
+                    cpu.setdefault((variant, route), []).append(cpu_us)
+        for variant in VARIANTS:  # SQL statements per request, counted on one more request of each route
+            app, db, cookie = apps[variant]
+            with app.app_context():
+                engine = db.engine
+            for route in ("hello", "update"):
+                seen: list[str] = []
+
+                def count_statement(*_: Any, seen: list[str] = seen) -> None:
+                    seen.append("x")
+
+                event.listen(engine, "before_cursor_execute", count_statement)
+                run(app, cookie, route, 1, 10**7)
+                event.remove(engine, "before_cursor_execute", count_statement)
+                statements[(variant, route)] = len(seen)
         app, db, _ = apps["with"]
         with app.app_context():
             recorded = app.extensions["audit_middleware"].store.count()
         hooks_us = hook_cost(app)
-        expected = args.rounds * args.updates + 50 + 2  # + the seed's User Created and Warehouse Created
+        expected = args.rounds * args.updates + 50 + 1 + 2  # + the counted one + the seed's 2 Created
     finally:
         for variant in VARIANTS:
             app, db, _ = apps[variant]
@@ -231,6 +249,11 @@ def main() -> None:
             added_us = (1 / with_ - 1 / without) * 1e6
             print(f"{route:<8} {statistic:<9} {without:>16.0f} {with_:>14.0f} {with_ / without:>13.3f} "
                   f"{added_us:>15.0f} us")
+    print(f"{'route':<8} {'CPU us/request without':>23} {'with':>6} {'added':>7}   {'SQL statements without':>22} {'with':>5}")
+    for route in ("hello", "update"):
+        without_cpu, with_cpu = median(cpu[("without", route)]), median(cpu[("with", route)])
+        print(f"{route:<8} {without_cpu:>23.0f} {with_cpu:>6.0f} {with_cpu - without_cpu:>7.0f}   "
+              f"{statements[('without', route)]:>22} {statements[('with', route)]:>5}")
     print("per round (req/s):")
     for (variant, route), values in sorted(results.items()):
         print(f"  {route:<7} {variant:<8} " + " ".join(f"{v:.0f}" for v in values))
