@@ -27,11 +27,12 @@ TokenLoader = Callable[[str], "Actor | None"]
 def client_ip(remote_addr: str | None, forwarded_for: str | None, trusted_proxies: int) -> str | None:
     """The client's address: with ``trusted_proxies`` = N, the N-th address from the right of
     X-Forwarded-For (what the outermost trusted proxy saw); anything a client could forge is ignored."""
+    if trusted_proxies <= 0 or not forwarded_for:
+        return remote_addr  # the socket's peer, as the WSGI server saw it
     candidate = remote_addr
-    if trusted_proxies > 0 and forwarded_for:
-        hops = [hop.strip() for hop in forwarded_for.split(",")]
-        if len(hops) >= trusted_proxies:
-            candidate = hops[-trusted_proxies]
+    hops = [hop.strip() for hop in forwarded_for.split(",")]
+    if len(hops) >= trusted_proxies:
+        candidate = hops[-trusted_proxies]
     if candidate is None:
         return None
     try:
