@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import timezone
+from datetime import datetime, timezone
 from typing import Any, TextIO
 
 from .errors import InvalidFilterError
@@ -24,15 +24,15 @@ FILTER_OPTIONS = ("category", "actor", "actor_type", "resource_type", "resource_
 
 
 @contextmanager
-def open_store(url: str | None) -> Iterator[Any]:
-    """The SQLAlchemy store at ``url``, disposed of afterwards."""
+def open_store(url: str | None, signer: Any = None) -> Iterator[Any]:
+    """The SQLAlchemy store at ``url`` (signing with ``signer`` when given), disposed of afterwards."""
     if not url:
         raise SystemExit("audit-middleware: give --database-url URL (or set AUDIT_DATABASE_URL)")
     try:
         from audit_middleware.adapters.sqlalchemy import SQLAlchemyStore  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
         raise SystemExit('audit-middleware: the command needs SQLAlchemy: pip install "audit-middleware[sqlalchemy]"') from None
-    store = SQLAlchemyStore.from_url(url)
+    store = SQLAlchemyStore.from_url(url, signer=signer)
     try:
         yield store
     finally:
@@ -61,6 +61,19 @@ def _parser() -> argparse.ArgumentParser:
     purge.add_argument("--yes", action="store_true", help="do not ask for confirmation")
 
     forward_command.add_parser(sub, with_db)
+
+    integrity_parsers = {}
+    for name, text in (("verify", "check that no event was changed, deleted or inserted out of band"),
+                       ("seal", "write sealed digests of the events old enough (verify and purge do it too)")):
+        p = integrity_parsers[name] = with_db(sub.add_parser(name, help=text))
+        p.add_argument("--seal-delay", type=float, default=300.0, metavar="SECONDS",
+                       help="seal only events older than this (longer than any write transaction; default 300)")
+        p.add_argument("--signing-key-env", default="AUDIT_SIGNING_KEY", metavar="NAME",
+                       help="environment variable holding the signing key (default AUDIT_SIGNING_KEY)")
+    integrity_parsers["verify"].add_argument("--no-seal", action="store_true",
+                                             help="only read: do not seal before verifying")
+    integrity_parsers["verify"].add_argument("--all", action="store_true",
+                                             help="list every problem, not only the first")
     return parser
 
 
@@ -116,12 +129,38 @@ def _purge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _integrity(args: argparse.Namespace) -> int:
+    """``verify``: exit 0 and a summary when the trail is intact, else exit 1 naming the first problem."""
+    from datetime import timedelta
+
+    from .integrity import Signer
+
+    key = os.environ.get(args.signing_key_env) or None
+    with open_store(args.database_url, Signer(key)) as store:
+        try:
+            integrity = store.integrity()
+        except RuntimeError as error:
+            raise SystemExit(f"audit-middleware {args.command}: {error}") from None
+        delay = timedelta(seconds=args.seal_delay)
+        if args.command == "seal":
+            print(f"wrote {integrity.seal(delay=delay)} digest(s)", file=sys.stderr)
+            return 0
+        report = integrity.verify(seal_first=not args.no_seal, delay=delay)
+    if args.all:
+        for problem in sorted(report.problems, key=lambda p: (p.occurred_at or datetime.min, p.event_id or "")):
+            print(problem)
+    print(report.summary())
+    return 0 if report.ok else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "export":
         return _export(args, sys.stdout)
     if args.command == "purge":
         return _purge(args)
+    if args.command in ("verify", "seal"):
+        return _integrity(args)
     if args.command == "forward":
         return forward_command.run(args)
     raise SystemExit(f"unknown command {args.command}")  # pragma: no cover - argparse refuses first

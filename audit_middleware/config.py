@@ -22,6 +22,8 @@ class AuditConfig:
     :param toggle_fields: boolean field names that turn a flip into Enabled/Disabled events.
     :param trusted_proxies: how many reverse proxies in front of the app append to X-Forwarded-For.
     :param purge_batch_size: rows deleted per statement when purging.
+    :param signing_key: the key of the row and digest hashes (tamper evidence); default
+        ``$AUDIT_SIGNING_KEY``, else unkeyed SHA-256. Keep it out of the database.
     """
 
     retention_days: int = DEFAULT_RETENTION_DAYS
@@ -30,6 +32,7 @@ class AuditConfig:
     toggle_fields: tuple[str, ...] = DEFAULT_TOGGLE_FIELDS
     trusted_proxies: int = 0
     purge_batch_size: int = 1000
+    signing_key: str | bytes | None = field(default=None, repr=False)
     masking: Masking = field(init=False)
 
     def __post_init__(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Engine, Table, inspect
@@ -15,15 +16,17 @@ from audit_middleware.context import auditing_suspended
 from audit_middleware.events import AuditEvent
 from audit_middleware.export import export_csv
 from audit_middleware.forwarding import Destination, Drainer, Forwarding, Relay
+from audit_middleware.integrity import Signer, VerifyReport
 from audit_middleware.query import EventQuery, Page
 from audit_middleware.recorder import Recorder
 from audit_middleware.signals import event_recorded
 from audit_middleware.store import iter_events, retention_cutoff
 
 from .capture import SessionCapture
+from .integrity import DEFAULT_SEAL_DELAY
 from .outbox import SQLAlchemyOutbox
 from .schema import audit_events, tables_of
-from .store import EngineSource, SQLAlchemyStore, insert_events
+from .store import EngineSource, SQLAlchemyStore, insert_events, set_signer
 
 
 def _engine_of(target: Any) -> Engine | None:
@@ -60,6 +63,10 @@ class SQLAlchemyAuditor:
         self.outbox: SQLAlchemyOutbox | None = None
         if destinations is not None:
             self.outbox = SQLAlchemyOutbox(lambda: self.store.engine, destinations, tables_of(table))
+        #: signs every row inserted into ``table`` (see :mod:`audit_middleware.integrity`)
+        self.signer = Signer.from_config(self.config.signing_key)
+        set_signer(table, self.signer)
+        self.target = target
         self.capture = SessionCapture(self)
         self.capture.listen(target)
         self.capture.discover()
@@ -194,6 +201,20 @@ class SQLAlchemyAuditor:
         """Delete events older than the retention (90 days unless configured); returns how many."""
         days = retention_days if retention_days is not None else self.config.retention_days
         return self.store.purge(retention_cutoff(days), batch_size or self.config.purge_batch_size)
+
+    # -- tamper evidence and revert -------------------------------------------------------------------------
+
+    def seal(self, *, delay: timedelta = DEFAULT_SEAL_DELAY) -> int:
+        """Write sealed digests for every event older than ``delay``; returns how many digests."""
+        integrity = self.store.integrity()
+        assert integrity is not None
+        return integrity.seal(delay=delay)
+
+    def verify(self, *, seal_first: bool = True, delay: timedelta = DEFAULT_SEAL_DELAY) -> VerifyReport:
+        """Check the trail: every row hash, every digest chain, every sealed range (see README)."""
+        integrity = self.store.integrity()
+        assert integrity is not None
+        return integrity.verify(seal_first=seal_first, delay=delay)
 
 
 def track(

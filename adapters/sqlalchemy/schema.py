@@ -24,6 +24,8 @@ class AuditTables:
     deliveries: Table
     #: per workspace and destination: On/Off and delivery state (never secrets: they live in configuration)
     forwarding: Table
+    #: sealed digests chaining each workspace's row hashes (tamper evidence, see integrity.py)
+    digests: Table | None = None
 
 
 def define_tables(metadata: MetaData, prefix: str = "audit_") -> AuditTables:
@@ -47,6 +49,8 @@ def define_tables(metadata: MetaData, prefix: str = "audit_") -> AuditTables:
         Column("changes", JSON_TEXT),
         Column("context", JSON_TEXT),
         Column("details", JSON_TEXT),
+        # HMAC-SHA256 of the row's canonical JSON (audit_middleware.integrity): tamper evidence
+        Column("row_hash", String(64)),
         # Every admin filter leads with the workspace and ends with time, so the first page of newest
         # events is an index range scan whatever the filter.
         Index(f"ix_{name}_ws_time", "workspace_id", "occurred_at", "id"),
@@ -91,7 +95,25 @@ def define_tables(metadata: MetaData, prefix: str = "audit_") -> AuditTables:
         Column("last_error", Text),
         Column("updated_at", TIMESTAMP, nullable=False),
     )
-    return AuditTables(events, deliveries, forwarding)
+    digests_name = f"{prefix}digests"
+    digests = Table(
+        digests_name,
+        metadata,
+        # One chain per workspace; the primary key lets concurrent sealers race safely (one insert wins).
+        Column("workspace_id", String(100), primary_key=True),  # "" for events without a workspace
+        Column("seq", Integer, primary_key=True, autoincrement=False),
+        Column("kind", String(8), nullable=False),  # seal or purge
+        Column("last_at", TIMESTAMP),
+        Column("last_id", String(36)),
+        Column("count", Integer, nullable=False),
+        Column("entries", JSON_TEXT),  # "<id> <occurred_at>" lines; None once retention purged them all
+        Column("entries_hash", String(64), nullable=False),
+        Column("prev_hash", String(64), nullable=False),
+        Column("digest_hash", String(64), nullable=False),
+        Column("purged_before", TIMESTAMP),
+        Column("created_at", TIMESTAMP, nullable=False),
+    )
+    return AuditTables(events, deliveries, forwarding, digests)
 
 
 def tables_of(events: Table) -> AuditTables:
@@ -99,7 +121,8 @@ def tables_of(events: Table) -> AuditTables:
     assert events.metadata is not None
     prefix = events.name[: -len("events")]
     found = events.metadata.tables
-    return AuditTables(events, found[f"{prefix}deliveries"], found[f"{prefix}forwarding"])
+    return AuditTables(events, found[f"{prefix}deliveries"], found[f"{prefix}forwarding"],
+                       found.get(f"{prefix}digests"))
 
 
 metadata = MetaData()

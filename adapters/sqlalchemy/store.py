@@ -10,9 +10,11 @@ from sqlalchemy import Connection, Engine, Table, and_, delete, insert, or_, sel
 from sqlalchemy.sql.elements import ColumnElement
 
 from audit_middleware.events import AuditEvent
+from audit_middleware.integrity import Signer
 from audit_middleware.query import EventQuery, Page, page_from_rows
 from audit_middleware.store import event_from_row, event_to_row
 
+from .integrity import SQLAlchemyIntegrity, allow_purge
 from .schema import NAME_LENGTH, audit_events, tables_of
 
 EngineSource = Engine | Callable[[], Engine]
@@ -22,20 +24,38 @@ def _cap(value: str | None) -> str | None:
     return value[:NAME_LENGTH] if value is not None and len(value) > NAME_LENGTH else value
 
 
-def rows_for(events: Sequence[AuditEvent]) -> list[dict[str, Any]]:
+def rows_for(events: Sequence[AuditEvent], signer: Signer | None = None) -> list[dict[str, Any]]:
+    """The rows to insert, each with its ``row_hash`` (see :mod:`audit_middleware.integrity`)."""
+    signer = signer or _DEFAULT_SIGNER
     rows = []
     for event in events:
         row = event_to_row(event)
         for key in ("actor_id", "actor_name", "resource_id", "resource_name"):
             row[key] = _cap(row[key])
+        row["row_hash"] = signer.row_hash(row)
         rows.append(row)
     return rows
+
+
+# The signing key belongs to the trail (the table), not to one caller: every path that inserts into a table
+# (capture, record, the outbox's test event, the CLI) signs with the key its auditor or store registered.
+_SIGNERS: dict[Table, Signer] = {}
+_DEFAULT_SIGNER = Signer.from_config()
+
+
+def set_signer(table: Table, signer: Signer) -> None:
+    """Sign rows inserted into ``table`` with ``signer`` (done by ``track()`` and :class:`SQLAlchemyStore`)."""
+    _SIGNERS[table] = signer
+
+
+def signer_for(table: Table) -> Signer:
+    return _SIGNERS.get(table) or Signer.from_config()
 
 
 def insert_events(connection: Connection, events: Sequence[AuditEvent], table: Table = audit_events) -> None:
     """Write events on ``connection``, in its current transaction, with one executemany."""
     if events:
-        connection.execute(_insert_statement(table), rows_for(events))
+        connection.execute(_insert_statement(table), rows_for(events, signer_for(table)))
 
 
 _INSERTS: dict[Table, Any] = {}
@@ -78,17 +98,19 @@ def filters_of(query: EventQuery, table: Table) -> list[ColumnElement[bool]]:
 class SQLAlchemyStore:
     """:class:`~audit_middleware.store.EventStore` over an engine (or a callable returning one)."""
 
-    def __init__(self, engine: EngineSource, table: Table = audit_events) -> None:
+    def __init__(self, engine: EngineSource, table: Table = audit_events, signer: Signer | None = None) -> None:
         self._engine = engine
         self.table = table
         self._owns_engine = False
+        if signer is not None:  # else the key its auditor registered, or $AUDIT_SIGNING_KEY
+            set_signer(table, signer)
 
     @classmethod
-    def from_url(cls, url: str, table: Table = audit_events) -> SQLAlchemyStore:
+    def from_url(cls, url: str, table: Table = audit_events, signer: Signer | None = None) -> SQLAlchemyStore:
         """A store on its own engine; :meth:`close` disposes of it."""
         from sqlalchemy import create_engine
 
-        store = cls(create_engine(url), table)
+        store = cls(create_engine(url), table, signer)
         store._owns_engine = True
         return store
 
@@ -103,7 +125,8 @@ class SQLAlchemyStore:
     def create_tables(self) -> None:
         tables = tables_of(self.table)
         assert self.table.metadata is not None
-        self.table.metadata.create_all(self.engine, [tables.events, tables.deliveries, tables.forwarding])
+        self.table.metadata.create_all(self.engine, [tables.events, tables.deliveries, tables.forwarding]
+                                       + ([tables.digests] if tables.digests is not None else []))
         # Indexes are created with the table; nothing else to do.
 
     def append(self, events: Sequence[AuditEvent]) -> None:
@@ -155,14 +178,37 @@ class SQLAlchemyStore:
         so a purge of millions of rows never holds one long lock."""
         c = self.table.c
         removed = 0
+        integrity = self.integrity(required=False)
+        if integrity is not None:  # record the purge in every chain first, so it never reads as tampering
+            integrity.before_purge(before)
         while True:
             with self.engine.begin() as connection:
                 ids = list(connection.execute(
                     select(c.id).where(c.occurred_at < before).order_by(c.occurred_at).limit(batch_size)
                 ).scalars())
                 if not ids:
-                    return removed
+                    break
+                allow_purge(connection)
                 connection.execute(delete(self.table).where(c.id.in_(ids)))
             removed += len(ids)
             if len(ids) < batch_size:
-                return removed
+                break
+        if integrity is not None:
+            integrity.after_purge(before)
+        return removed
+
+    def integrity(self, required: bool = True) -> SQLAlchemyIntegrity | None:
+        """Sealing and verification of this trail (None, unless ``required``, when the database has no
+        digests table yet)."""
+        from sqlalchemy import inspect
+
+        tables = tables_of(self.table)
+        if tables.digests is None or not inspect(self.engine).has_table(tables.digests.name,
+                                                                        schema=tables.digests.schema):
+            if required:
+                raise RuntimeError(
+                    f"the database has no {tables.digests.name if tables.digests is not None else 'digests'} "
+                    "table: create it (create_tables(), or your Alembic migration) before sealing or verifying"
+                )
+            return None
+        return SQLAlchemyIntegrity(self.engine, tables, signer_for(self.table))
