@@ -149,12 +149,13 @@ def test_init_app_twice_on_one_app_is_refused_and_a_missing_db_is_explained():
         AuditTrail(oversized, db)
 
 
-def test_importing_the_adapter_without_flask_says_how_to_install_it():
+def test_importing_the_adapter_without_flask_says_how_to_install_it(tmp_path):
     code = (
         "import sys; sys.modules['flask'] = None\n"
         "try:\n    import audit_middleware.adapters.flask\nexcept ImportError as e:\n    print(e)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    # Outside the checkout, so the installed package is imported (the source tree would shadow it).
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path).stdout
     assert 'pip install "audit-middleware[flask]"' in out
 
 
