@@ -17,6 +17,7 @@ from .context import (
 from .errors import AuditError, AuditWriteError, InvalidFilterError, UnknownEventError
 from .events import AuditEvent
 from .query import EventQuery, Page
+from .revert import RevertConflict, RevertError, RevertNeedsConfirmation
 
 __version__ = "0.1.0"
 
@@ -32,6 +33,9 @@ __all__ = [
     "InvalidFilterError",
     "Page",
     "RequestContext",
+    "RevertConflict",
+    "RevertError",
+    "RevertNeedsConfirmation",
     "UnknownEventError",
     "__version__",
     "acting_as",

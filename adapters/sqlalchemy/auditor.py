@@ -10,6 +10,7 @@ from sqlalchemy import Engine, Table, inspect
 from sqlalchemy.exc import NoInspectionAvailable
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
+from audit_middleware.actors import Actor
 from audit_middleware.catalog import EventCatalog
 from audit_middleware.config import AuditConfig
 from audit_middleware.context import auditing_suspended
@@ -19,12 +20,14 @@ from audit_middleware.forwarding import Destination, Drainer, Forwarding, Relay
 from audit_middleware.integrity import Signer, VerifyReport
 from audit_middleware.query import EventQuery, Page
 from audit_middleware.recorder import Recorder
+from audit_middleware.revert import RevertResult
 from audit_middleware.signals import event_recorded
 from audit_middleware.store import iter_events, retention_cutoff
 
 from .capture import SessionCapture
 from .integrity import DEFAULT_SEAL_DELAY
 from .outbox import SQLAlchemyOutbox
+from .revert import _ANY as _ANY_WORKSPACE
 from .schema import audit_events, tables_of
 from .store import EngineSource, SQLAlchemyStore, insert_events, set_signer
 
@@ -203,6 +206,34 @@ class SQLAlchemyAuditor:
         return self.store.purge(retention_cutoff(days), batch_size or self.config.purge_batch_size)
 
     # -- tamper evidence and revert -------------------------------------------------------------------------
+
+    def revert(
+        self,
+        event_id: str,
+        *,
+        actor: Actor | None = None,
+        force: bool = False,
+        confirm: bool = False,
+        session: Session | None = None,
+        workspace_id: Any = _ANY_WORKSPACE,
+        model: Any = None,
+    ) -> RevertResult:
+        """Undo an event: Modified/Enabled/Disabled restore the old values of the fields it changed, Deleted
+        recreates the row from its snapshot (masked fields cannot be restored and are listed in the result),
+        Created deletes the row (only with ``confirm=True``).
+
+        The revert is a normal change, recorded by capture as ``actor`` (default: the current actor) in the
+        event's workspace with ``reverted_event_id`` in its context. Raises
+        :class:`~audit_middleware.revert.RevertConflict` naming the fields that changed since the event unless
+        ``force=True``; :class:`~audit_middleware.revert.RevertError` when it cannot be reverted at all.
+        ``workspace_id`` refuses events of other workspaces (admin views pass the viewer's); ``session`` does
+        the work in the caller's session and transaction (flushed, not committed); ``model`` picks the mapped
+        class when several record the same resource type.
+        """
+        from .revert import revert
+
+        return revert(self, event_id, actor=actor, force=force, confirm=confirm, session=session,
+                      workspace_id=workspace_id, model=model)
 
     def seal(self, *, delay: timedelta = DEFAULT_SEAL_DELAY) -> int:
         """Write sealed digests for every event older than ``delay``; returns how many digests."""
