@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -86,7 +87,7 @@ class Signer:
     def mac(self, message: bytes) -> str:
         if self.key is None:
             return hashlib.sha256(message).hexdigest()
-        return hmac.digest(self.key, message, "sha256").hex()
+        return hmac.digest(self.key, message, hashlib.sha256).hex()
 
     def row_hash(self, row: Mapping[str, Any]) -> str:
         """The hash of an event row (the :data:`~audit_middleware.store.EVENT_COLUMNS` values as stored)."""
@@ -102,15 +103,17 @@ class Signer:
 def canonical_row(row: Mapping[str, Any]) -> bytes:
     """The bytes a row hash covers: a JSON list of the columns in :data:`EVENT_COLUMNS` order, time as naive
     UTC with microseconds, everything else as the text stored (so every database gives the same bytes)."""
-    values: list[Any] = []
-    for name in EVENT_COLUMNS:
-        value = row[name]
-        if isinstance(value, datetime):
-            value = _naive(value).strftime(_TIME)
-        elif value is not None and not isinstance(value, str):
-            value = str(value)
-        values.append(value)
-    return dumps(values).encode("utf-8")
+    values = [row[name] for name in EVENT_COLUMNS]
+    for index, value in enumerate(values):  # on the write path every value is already str or None
+        if value is not None and type(value) is not str:
+            if isinstance(value, datetime):
+                values[index] = _naive(value).isoformat(timespec="microseconds")
+            else:
+                values[index] = str(value)
+    return _encode(values).encode("utf-8")
+
+
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 @dataclass
