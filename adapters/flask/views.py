@@ -26,6 +26,7 @@ from audit_middleware.errors import InvalidFilterError
 
 from .csrf import csrf_token, validate_csrf
 from .forwarding import add_forwarding_routes
+from .revert import add_revert_routes
 
 if TYPE_CHECKING:
     from .extension import AuditTrail
@@ -120,4 +121,5 @@ def make_blueprint(audit: AuditTrail) -> Blueprint:
         return response
 
     add_forwarding_routes(blueprint, audit)
+    add_revert_routes(blueprint, audit)
     return blueprint

@@ -1,0 +1,62 @@
+"""Revert from the admin view: ``POST {prefix}/events/<id>/revert`` (CSRF-checked by the blueprint).
+
+Routing and rendering only: the work is ``auditor.revert()`` (:mod:`audit_middleware.revert` plans it). A
+conflict answers 409 with a page listing the fields that changed since the event and a "Revert anyway" button;
+reverting a Created event (a deletion) first asks for confirmation. Access: whoever may view, and, when the
+app sets ``AUDIT_TRAIL_CAN_REVERT`` (a ``() -> bool``), only those it allows.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from flask import Blueprint, current_app, redirect, render_template, request, url_for
+
+from audit_middleware.revert import (
+    REVERTIBLE_ACTIONS,
+    RevertConflict,
+    RevertError,
+    RevertNeedsConfirmation,
+)
+
+if TYPE_CHECKING:
+    from .extension import AuditTrail
+
+
+def can_revert() -> bool:
+    check = current_app.config.get("AUDIT_TRAIL_CAN_REVERT")
+    return True if check is None else bool(check())
+
+
+def add_revert_routes(blueprint: Blueprint, audit: AuditTrail) -> None:
+    @blueprint.context_processor
+    def revert_helpers() -> dict[str, Any]:
+        def revertible(row: Any) -> bool:
+            return bool(row.resource_type and row.resource_id and row.action in REVERTIBLE_ACTIONS
+                        and can_revert())
+
+        return {"revertible": revertible}
+
+    @blueprint.route("/events/<event_id>/revert", methods=["POST"])
+    def revert(event_id: str) -> Any:
+        if not can_revert():
+            return render_template("audit_trail/error.html", status=403, title="Access denied",
+                                   message="You may view this audit trail but not revert its events.",
+                                   parameter=None), 403
+        scoped, workspace = audit.viewer_workspace()
+        options: dict[str, Any] = {"workspace_id": workspace} if scoped else {}
+        force, confirm = request.form.get("force") == "1", request.form.get("confirm") == "1"
+        try:
+            result = audit.auditor.revert(event_id, force=force, confirm=confirm, **options)
+        except RevertConflict as conflict:
+            return render_template("audit_trail/revert.html", event_id=event_id, plan=conflict.plan,
+                                   reason="conflict", message=str(conflict)), 409
+        except RevertNeedsConfirmation as needed:
+            return render_template("audit_trail/revert.html", event_id=event_id, plan=needed.plan,
+                                   reason="confirm", message=str(needed)), 200
+        except RevertError as error:
+            status = 404 if str(error).startswith("no audit event") else 400
+            return render_template("audit_trail/error.html", status=status, title="Cannot revert",
+                                   message=str(error), parameter=None), status
+        recorded = ",".join(e.id for e in result.recorded)
+        return redirect(url_for("audit_trail.index", reverted=event_id, recorded=recorded), 303)
