@@ -30,6 +30,8 @@ from .store import EventStore, retention_cutoff
 from .values import dumps
 
 __all__ = [
+    "MAX_EXPORT_ROWS",
+    "SECURITY_HEADERS",
     "STYLESHEET",
     "AdminPage",
     "AdminRequest",
@@ -45,6 +47,7 @@ __all__ = [
     "event_row",
     "json_body",
     "parse_request",
+    "security_headers",
     "stylesheet_text",
 ]
 
@@ -55,6 +58,22 @@ FILTER_KEYS: tuple[str, ...] = (
     "event", "category", "actor", "actor_type", "resource_type", "resource_id", "since", "until",
 )
 MAX_NEWER = 25
+MAX_NEWER_TEXT = MAX_NEWER * 120  # 25 cursors of at most ~110 characters, dot-separated
+MAX_EXPORT_ROWS = 100_000
+"""At most this many events in one CSV download from the admin view (a 400 asks to narrow the filters
+beyond it); the ``audit-middleware export`` command has no cap. Read at each export, so it can be changed."""
+
+SECURITY_HEADERS: Mapping[str, str] = {
+    # No script at all (the page has none), nothing framed, no MIME sniffing, no referrer leak off-site.
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+}
+"""The headers every admin response carries, in both adapters (see :func:`security_headers`)."""
 MAX_SHOWN_VALUE = 300
 GENERIC_ACTIONS = frozenset({"created", "modified", "deleted", "enabled", "disabled"})
 
@@ -202,6 +221,8 @@ def _parse_newer(params: Mapping[str, Sequence[str]]) -> tuple[str, ...]:
     text = _first(params, "newer")
     if not text:
         return ()
+    if len(text) > MAX_NEWER_TEXT:
+        raise InvalidFilterError("newer", "not a page link this server issued; start again from the first page")
     parts = text.split(".")
     if len(parts) > MAX_NEWER:
         raise InvalidFilterError("newer", f"at most {MAX_NEWER} pages back")
@@ -383,10 +404,23 @@ def json_body(store: EventStore, request: AdminRequest) -> dict[str, Any]:
     return to_json_page(page)
 
 
-def csv_body(store: EventStore, request: AdminRequest) -> Iterator[str]:
-    """The CSV of every event matching the request's filters (all pages), streamed row by row."""
+def csv_body(store: EventStore, request: AdminRequest, *, max_rows: int | None = None) -> Iterator[str]:
+    """The CSV of every event matching the request's filters (all pages), streamed row by row.
+
+    Raises :class:`~audit_middleware.errors.InvalidFilterError` (before anything is streamed) when more than
+    ``max_rows`` (default :data:`MAX_EXPORT_ROWS`) events match and the store can count them."""
     if request.empty:
         return iter_csv(())
+    cap = MAX_EXPORT_ROWS if max_rows is None else max_rows
+    count = getattr(store, "count", None)
+    if cap > 0 and callable(count):
+        matching = int(count(request.export_query))
+        if matching > cap:
+            raise InvalidFilterError(
+                "since",
+                f"{matching:,} events match, more than the {cap:,} one export may hold: narrow the dates "
+                "(since/until) or the other filters, or use the audit-middleware export command",
+            )
     return export_csv(store, request.export_query)
 
 
@@ -398,6 +432,15 @@ def csv_filename(request: AdminRequest) -> str:
 def error_body(error: InvalidFilterError) -> dict[str, Any]:
     """The JSON of a 400: ``{"error": {"parameter": "since", "message": "..."}}``."""
     return {"error": {"parameter": error.parameter, "message": error.message}}
+
+
+def security_headers(*, cacheable: bool = False) -> dict[str, str]:
+    """:data:`SECURITY_HEADERS`, plus ``Cache-Control: no-store`` unless ``cacheable`` (the stylesheet):
+    audit pages, JSON and CSV exports hold data no shared or browser cache should keep."""
+    headers = dict(SECURITY_HEADERS)
+    if not cacheable:
+        headers["Cache-Control"] = "no-store"
+    return headers
 
 
 def stylesheet_text() -> str:

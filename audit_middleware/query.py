@@ -45,12 +45,18 @@ class Cursor:
         try:
             padded = text + "=" * (-len(text) % 4)
             when, event_id = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
-            if not isinstance(when, str) or not isinstance(event_id, str) or len(event_id) > 64:
+            # Only what this server issues: an id the databases can compare (no NUL, no lone surrogate) and
+            # a time in the range every backend stores (year 1 with an offset would overflow converting).
+            if (not isinstance(when, str) or not isinstance(event_id, str) or len(event_id) > 64
+                    or not event_id.isprintable()):
                 raise ValueError
-            moment = datetime.fromisoformat(when.replace("Z", "+00:00"))
-        except (ValueError, TypeError, binascii.Error, UnicodeError):
+            event_id.encode("utf-8")
+            moment = utc_naive(datetime.fromisoformat(when.replace("Z", "+00:00")))
+            if not 1970 <= moment.year <= 9998:
+                raise ValueError
+        except (ValueError, TypeError, OverflowError, RecursionError, binascii.Error, UnicodeError):
             raise InvalidFilterError("cursor", "not a cursor this server issued; start again from the first page") from None
-        return cls(utc_naive(moment), event_id)
+        return cls(moment, event_id)
 
     @classmethod
     def after(cls, event: AuditEvent) -> Cursor:

@@ -32,6 +32,7 @@ from audit_middleware.admin_view import (
     error_body,
     json_body,
     parse_request,
+    security_headers,
 )
 from audit_middleware.errors import InvalidFilterError
 
@@ -40,10 +41,6 @@ from .auditor import get_auditor
 from .models import AuditEvent
 from .store import DjangoStore
 
-CONTENT_SECURITY_POLICY = (
-    "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
-    "frame-ancestors 'none'; base-uri 'none'"
-)
 VIEW_PERMISSION = "audit_middleware.view_auditevent"
 
 
@@ -74,12 +71,8 @@ def _error(request: HttpRequest, status: int, title: str, message: str, paramete
 
 
 def _secure(response: HttpResponseBase, cache: bool = False) -> HttpResponseBase:
-    response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("X-Frame-Options", "DENY")
-    response.headers.setdefault("Referrer-Policy", "same-origin")
-    if not cache:
-        response.headers.setdefault("Cache-Control", "no-store")
+    for name, value in security_headers(cacheable=cache).items():
+        response.headers.setdefault(name, value)
     return response
 
 
@@ -98,12 +91,13 @@ def audit_view(view: Callable[[HttpRequest, AdminRequest], HttpResponseBase]) ->
                 dict(request.GET.lists()), catalog=auditor.catalog, viewer=_viewer(request),
                 retention_days=auditor.config.retention_days,
             )
+            response = view(request, admin)  # an export too large is refused here, before streaming
         except InvalidFilterError as error:
             if request.path.endswith(".json"):
                 return _secure(JsonResponse(error_body(error), status=400))
             return _secure(_error(request, 400, "Invalid filter", f"{error.parameter}: {error.message}",
                                   error.parameter))
-        return _secure(view(request, admin))
+        return _secure(response)
 
     return wrapper
 

@@ -21,6 +21,7 @@ from audit_middleware.admin_view import (
     error_body,
     json_body,
     parse_request,
+    security_headers,
 )
 from audit_middleware.errors import InvalidFilterError
 
@@ -32,10 +33,6 @@ if TYPE_CHECKING:
     from .extension import AuditTrail
 
 BLUEPRINT_NAME = "audit_trail"
-CONTENT_SECURITY_POLICY = (
-    "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
-    "frame-ancestors 'none'; base-uri 'none'"
-)
 
 
 def _wants_json() -> bool:
@@ -73,12 +70,9 @@ def make_blueprint(audit: AuditTrail) -> Blueprint:
 
     @blueprint.after_request
     def headers(response: Response) -> Response:
-        response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault("Referrer-Policy", "same-origin")
-        if request.endpoint != f"{BLUEPRINT_NAME}.static":
-            response.headers.setdefault("Cache-Control", "no-store")
+        cacheable = request.endpoint == f"{BLUEPRINT_NAME}.static"
+        for name, value in security_headers(cacheable=cacheable).items():
+            response.headers.setdefault(name, value)
         return response
 
     @blueprint.context_processor
