@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     if args.lease < 5:
         raise SystemExit("audit-middleware forward: --lease must be at least 5 seconds")
     try:
-        from sqlalchemy import create_engine
+        from sqlalchemy import create_engine  # type: ignore[import-not-found,unused-ignore]
 
         from audit_middleware.adapters.sqlalchemy import SQLAlchemyOutbox  # type: ignore[import-not-found,unused-ignore]
         from audit_middleware.adapters.sqlalchemy.schema import tables  # type: ignore[import-not-found,unused-ignore]

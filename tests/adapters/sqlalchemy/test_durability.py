@@ -72,11 +72,13 @@ app.engine.dispose()
 """
 
 
-def test_several_processes_writing_at_once_get_exactly_one_event_per_committed_change(app, database_url):
+def test_several_processes_writing_at_once_get_exactly_one_event_per_committed_change(app, database_url, tmp_path):
     processes, writes = 4, 15
     here = str(Path(__file__).parent)
     workers = [
-        subprocess.Popen([sys.executable, "-c", WRITER.format(here=here, url=database_url, n=n, writes=writes)])
+        # cwd outside the checkout, so the source tree cannot shadow the installed package
+        subprocess.Popen([sys.executable, "-c", WRITER.format(here=here, url=database_url, n=n, writes=writes)],
+                         cwd=tmp_path)
         for n in range(processes)
     ]
     for w in workers:
