@@ -143,7 +143,8 @@ def flush(connection: Any, sender: Any = None) -> None:
 def flush_all_pending() -> None:
     """Write every connection's waiting events (before reading the audit table)."""
     for connection in connections.all(initialized_only=True):
-        if connection.__dict__.get(PENDING) and connection.in_atomic_block:
+        # A transaction already marked for rollback refuses every query; the rollback drops the buffer.
+        if connection.__dict__.get(PENDING) and connection.in_atomic_block and not connection.needs_rollback:
             flush(connection, _capture_sender[0])
 
 
