@@ -26,6 +26,9 @@ Keys (all optional):
     rows deleted per statement by ``audit_purge`` (default 1000).
 ``DESTINATIONS``
     forwarding destinations (used by the forwarding relay; read here so every key has one home).
+``SIGNING_KEY``
+    the key of the row and digest hashes (tamper evidence, ``manage.py audit_verify``); default
+    ``$AUDIT_SIGNING_KEY``, else unkeyed SHA-256. Keep it out of the database.
 """
 
 from __future__ import annotations
@@ -40,11 +43,12 @@ from django.dispatch import receiver
 from django.utils.module_loading import import_string
 
 from audit_middleware.config import AuditConfig
+from audit_middleware.integrity import Signer
 
 SETTING = "AUDIT_TRAIL"
 KNOWN_KEYS = frozenset({
     "TOKEN_LOADER", "CAN_VIEW", "WORKSPACE_LOADER", "RETENTION_DAYS", "MASKED_FIELDS", "EXTRA_MASKED_FIELDS",
-    "TOGGLE_FIELDS", "TRUSTED_PROXIES", "EXCLUDE_MODELS", "PURGE_BATCH_SIZE", "DESTINATIONS",
+    "TOGGLE_FIELDS", "TRUSTED_PROXIES", "EXCLUDE_MODELS", "PURGE_BATCH_SIZE", "DESTINATIONS", "SIGNING_KEY",
 })
 
 _cache: dict[str, Any] = {}
@@ -103,7 +107,8 @@ def audit_config() -> AuditConfig:
         options: dict[str, Any] = {}
         for key, name in (("RETENTION_DAYS", "retention_days"), ("MASKED_FIELDS", "masked_fields"),
                           ("EXTRA_MASKED_FIELDS", "extra_masked_fields"), ("TOGGLE_FIELDS", "toggle_fields"),
-                          ("TRUSTED_PROXIES", "trusted_proxies"), ("PURGE_BATCH_SIZE", "purge_batch_size")):
+                          ("TRUSTED_PROXIES", "trusted_proxies"), ("PURGE_BATCH_SIZE", "purge_batch_size"),
+                          ("SIGNING_KEY", "signing_key")):
             if key in _settings():
                 options[name] = _settings()[key]
         try:
@@ -112,6 +117,14 @@ def audit_config() -> AuditConfig:
             raise ImproperlyConfigured(f"settings.{SETTING}: {error}") from None
         _cache["config"] = config
     return config  # type: ignore[no-any-return]
+
+
+def signer() -> Signer:
+    """Signs event rows and digests: ``SIGNING_KEY``, else ``$AUDIT_SIGNING_KEY``, else unkeyed."""
+    found = _cache.get("signer")
+    if found is None:
+        found = _cache["signer"] = Signer.from_config(audit_config().signing_key)
+    return found  # type: ignore[no-any-return]
 
 
 _listeners: list[Callable[[], None]] = []

@@ -40,6 +40,8 @@ class AuditEvent(models.Model):
     changes = models.TextField(null=True, blank=True)
     context = models.TextField(null=True, blank=True)
     details = models.TextField(null=True, blank=True)
+    # HMAC-SHA256 of the row's canonical JSON (audit_middleware.integrity): tamper evidence
+    row_hash = models.CharField(max_length=64, null=True, blank=True)
 
     objects = AuditEventManager()
 
@@ -123,3 +125,28 @@ class AuditForwarding(models.Model):
         db_table = "audit_forwarding"
         verbose_name = "audit forwarding setting"
         constraints = [models.UniqueConstraint(fields=["workspace_id", "destination"], name="audit_fw_unique")]
+
+
+class AuditDigest(models.Model):
+    """One link of a workspace's chain of sealed digests (see :mod:`audit_middleware.integrity`)."""
+
+    workspace_id = models.CharField(max_length=100)  # "" for events without a workspace
+    seq = models.IntegerField()
+    kind = models.CharField(max_length=8)  # seal or purge
+    last_at = models.DateTimeField(null=True, blank=True)
+    last_id = models.CharField(max_length=36, null=True, blank=True)
+    count = models.IntegerField()
+    entries = models.TextField(null=True, blank=True)  # "<id> <occurred_at>" lines; None once purged
+    entries_hash = models.CharField(max_length=64)
+    prev_hash = models.CharField(max_length=64)
+    digest_hash = models.CharField(max_length=64)
+    purged_before = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField()
+
+    __audit__ = False
+
+    class Meta:
+        db_table = "audit_digests"
+        verbose_name = "audit digest"
+        # One chain per workspace: concurrent sealers race for the next seq and one insert wins.
+        constraints = [models.UniqueConstraint(fields=["workspace_id", "seq"], name="audit_digest_chain")]

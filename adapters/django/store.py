@@ -14,10 +14,12 @@ from audit_middleware.events import AuditEvent
 from audit_middleware.query import EventQuery, Page, page_from_rows
 from audit_middleware.store import EVENT_COLUMNS, event_from_row, event_to_row
 
+from . import conf
 from .models import NAME_LENGTH
 from .models import AuditEvent as AuditEventRow
 
 _CAPPED = ("actor_id", "actor_name", "resource_id", "resource_name")
+_COLUMNS = (*EVENT_COLUMNS, "row_hash")
 
 
 def db_time(moment: datetime) -> datetime:
@@ -35,8 +37,8 @@ def _insert_sql(connection: Any, rows: int) -> str:
     sql = _SQL.get(key)
     if sql is None:
         table = connection.ops.quote_name(AuditEventRow._meta.db_table)
-        columns = ", ".join(connection.ops.quote_name(c) for c in EVENT_COLUMNS)
-        marks = "(" + ", ".join(["%s"] * len(EVENT_COLUMNS)) + ")"
+        columns = ", ".join(connection.ops.quote_name(c) for c in _COLUMNS)
+        marks = "(" + ", ".join(["%s"] * len(_COLUMNS)) + ")"
         # Identifiers are the model's own, quoted by the backend; every value is a bound parameter.
         sql = f"INSERT INTO {table} ({columns}) VALUES " + ", ".join([marks] * rows)  # noqa: S608
         if len(_SQL) < 64:
@@ -57,16 +59,18 @@ def insert_events(connection: Any, events: Sequence[AuditEvent], *, forward: boo
     if not events:
         return
     adapt = connection.ops.adapt_datetimefield_value
+    row_hash = conf.signer().row_hash
     params: list[Any] = []
     for event in events:
         row = event_to_row(event)
-        row["occurred_at"] = adapt(db_time(row["occurred_at"]))
         for key in _CAPPED:
             value = row[key]
             if value is not None and len(value) > NAME_LENGTH:
                 row[key] = value[:NAME_LENGTH]
-        params.extend(row[c] for c in EVENT_COLUMNS)
-    width = len(EVENT_COLUMNS)
+        row["row_hash"] = row_hash(row)  # over the row as stored (tamper evidence)
+        row["occurred_at"] = adapt(db_time(row["occurred_at"]))
+        params.extend(row[c] for c in _COLUMNS)
+    width = len(_COLUMNS)
     step = _rows_per_statement(connection)
     with connection.cursor() as cursor:
         for start in range(0, len(events), step):
@@ -136,8 +140,12 @@ class DjangoStore:
 
     def purge(self, before: datetime, batch_size: int = 1000) -> int:
         """Delete events older than ``before`` in batches, each in its own transaction (no long locks)."""
+        from .integrity import DjangoIntegrity
+
         removed = 0
         cutoff = db_time(before)
+        integrity = DjangoIntegrity(self.using)
+        integrity.before_purge(before)  # the purge is recorded in every chain first: not tampering
         while True:
             with transaction.atomic(using=self.using):
                 ids = list(
@@ -145,8 +153,10 @@ class DjangoStore:
                     .values_list("id", flat=True)[:batch_size]
                 )
                 if not ids:
-                    return removed
+                    break
                 self._rows().filter(id__in=ids).delete()
             removed += len(ids)
             if len(ids) < batch_size:
-                return removed
+                break
+        integrity.after_purge(before)
+        return removed
