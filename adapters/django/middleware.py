@@ -8,6 +8,7 @@ under ASGI an async view keeps the context; sync code run through ``sync_to_asyn
 
 from __future__ import annotations
 
+import ipaddress
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -27,13 +28,23 @@ MAX_HEADER = 512
 def client_ip(meta: dict[str, Any], trusted_proxies: int) -> str | None:
     """REMOTE_ADDR, or with ``trusted_proxies`` = N the address the outermost trusted proxy saw (the N-th
     entry from the right of X-Forwarded-For); a client cannot spoof it by sending its own header."""
-    remote = meta.get("REMOTE_ADDR") or None
+    remote = _address(meta.get("REMOTE_ADDR"))
     if trusted_proxies <= 0:
         return remote
-    forwarded = [p.strip() for p in str(meta.get("HTTP_X_FORWARDED_FOR", "")).split(",") if p.strip()]
+    forwarded = [p.strip() for p in str(meta.get("HTTP_X_FORWARDED_FOR", "")).split(",")]
     if len(forwarded) >= trusted_proxies:
-        return forwarded[-trusted_proxies][:64]
+        return _address(forwarded[-trusted_proxies]) or remote
     return remote
+
+
+def _address(text: Any) -> str | None:
+    """``text`` if it is an IP address (normalised), else None: a header is no place for free text."""
+    if not text:
+        return None
+    try:
+        return str(ipaddress.ip_address(str(text).strip()))
+    except ValueError:
+        return None
 
 
 def _header(meta: dict[str, Any], key: str) -> str | None:

@@ -321,3 +321,13 @@ def test_autocommit_save_commits_row_and_event_together():
     w = Warehouse.objects.create(name="A")
     assert connection.get_autocommit() and not connection.in_atomic_block
     assert events()[0].resource_id == str(w.pk)
+
+
+def test_saves_through_a_proxy_model_are_the_concrete_models_events():
+    """A proxy model's save is recorded once, as the concrete model's resource."""
+    from testapp.models import LiveWarehouse
+
+    w = LiveWarehouse.objects.create(name="P")
+    w.enabled = False
+    w.save()
+    assert names() == ["Warehouse Created", "Warehouse Disabled"]

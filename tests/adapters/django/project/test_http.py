@@ -336,3 +336,42 @@ def test_store_protocol_round_trip():
     page = store.query(EventQuery(actor="job"))
     (event,) = page.events
     assert store.get(event.id) == event and store.count(EventQuery(actor_type="system")) == 1
+
+
+def test_forwarded_for_honours_the_proxy_depth_and_ignores_garbage():
+    """With one trusted proxy the client is the last X-Forwarded-For hop; a forged earlier hop or a value that
+    is not an address is never taken."""
+    Client().post("/warehouses/", {"name": "A"}, HTTP_X_FORWARDED_FOR="6.6.6.6, 203.0.113.9")
+    Client().post("/warehouses/", {"name": "B"}, HTTP_X_FORWARDED_FOR="<script>", REMOTE_ADDR="10.0.0.2")
+    assert [e.context["ip"] for e in events()] == ["203.0.113.9", "10.0.0.2"]
+
+
+def test_unknown_setting_key_is_an_error_naming_it():
+    """A misspelt AUDIT_TRAIL key raises ImproperlyConfigured naming the key."""
+    from django.conf import settings
+    from django.core.exceptions import ImproperlyConfigured
+    from django.test import override_settings
+
+    from audit_middleware.adapters.django import conf
+
+    with pytest.raises(ImproperlyConfigured, match="RETENTION_DAY"), \
+            override_settings(AUDIT_TRAIL={**settings.AUDIT_TRAIL, "RETENTION_DAY": 30}):
+        conf.audit_config()
+    assert conf.audit_config().retention_days == 90
+
+
+def test_exclude_models_setting_and_retention_setting_apply_after_override():
+    """EXCLUDE_MODELS silences a model and RETENTION_DAYS changes the window, read again after the change."""
+    from django.conf import settings
+    from django.test import override_settings
+
+    from audit_middleware.adapters.django import get_auditor
+
+    changed = {**settings.AUDIT_TRAIL, "EXCLUDE_MODELS": ["testapp.Tag"], "RETENTION_DAYS": 7}
+    with override_settings(AUDIT_TRAIL=changed):
+        from testapp.models import Tag
+
+        Tag.objects.create(name="quiet")
+        assert get_auditor().config.retention_days == 7
+    Tag.objects.create(name="loud")
+    assert names() == ["Tag Created"] and get_auditor().config.retention_days == 90

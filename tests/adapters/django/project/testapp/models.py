@@ -53,3 +53,10 @@ class Membership(models.Model):
     workspace_id = models.CharField(max_length=100)
 
     __audit__ = False
+
+
+class LiveWarehouse(Warehouse):
+    """A proxy: saved through it, the change is the Warehouse's."""
+
+    class Meta:
+        proxy = True
