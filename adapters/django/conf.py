@@ -26,6 +26,8 @@ Keys (all optional):
     rows deleted per statement by ``audit_purge`` (default 1000).
 ``DESTINATIONS``
     forwarding destinations (used by the forwarding relay; read here so every key has one home).
+``CAN_REVERT``
+    ``request -> bool``: who, among those who may view, may revert events (default: every viewer).
 ``SIGNING_KEY``
     the key of the row and digest hashes (tamper evidence, ``manage.py audit_verify``); default
     ``$AUDIT_SIGNING_KEY``, else unkeyed SHA-256. Keep it out of the database.
@@ -49,6 +51,7 @@ SETTING = "AUDIT_TRAIL"
 KNOWN_KEYS = frozenset({
     "TOKEN_LOADER", "CAN_VIEW", "WORKSPACE_LOADER", "RETENTION_DAYS", "MASKED_FIELDS", "EXTRA_MASKED_FIELDS",
     "TOGGLE_FIELDS", "TRUSTED_PROXIES", "EXCLUDE_MODELS", "PURGE_BATCH_SIZE", "DESTINATIONS", "SIGNING_KEY",
+    "CAN_REVERT",
 })
 
 _cache: dict[str, Any] = {}
@@ -90,6 +93,10 @@ def token_loader() -> Callable[[str], Any] | None:
 
 def can_view() -> Callable[[Any], bool] | None:
     return _callable("CAN_VIEW")
+
+
+def can_revert() -> Callable[[Any], bool] | None:
+    return _callable("CAN_REVERT")
 
 
 def workspace_loader() -> Callable[[Any], str | None] | None:

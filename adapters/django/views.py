@@ -35,6 +35,7 @@ from audit_middleware.admin_view import (
     security_headers,
 )
 from audit_middleware.errors import InvalidFilterError
+from audit_middleware.revert import REVERTIBLE_ACTIONS
 
 from . import conf
 from .auditor import get_auditor
@@ -109,7 +110,11 @@ def _store() -> DjangoStore:
 @audit_view
 def index(request: HttpRequest, admin: AdminRequest) -> HttpResponse:
     page = build_page(_store(), get_auditor().catalog, admin)
-    return render(request, "audit_middleware/events.html", {"page": page, "form": page.form})
+    from .revert_views import can_revert
+
+    revertible = sorted(REVERTIBLE_ACTIONS) if can_revert(request) else []
+    return render(request, "audit_middleware/events.html", {"page": page, "form": page.form,
+                                                             "revertible_actions": revertible})
 
 
 @audit_view
