@@ -137,7 +137,6 @@ def flush(connection: Any, sender: Any = None) -> None:
         ) from error
     if connection.savepoint_ids:
         connection.__dict__.setdefault(WRITTEN, []).append((len(connection.savepoint_ids), entries))
-    _after_commit(connection, events, sender)
 
 
 def flush_all_pending() -> None:
@@ -312,6 +311,9 @@ class DjangoCapture:
         connection = connections[using]
         if connection.in_atomic_block:
             _pending(connection).append((len(connection.savepoint_ids), events))
+            # Registered now, at the savepoint the change happened in: Django drops it with that savepoint,
+            # and a TestCase's captureOnCommitCallbacks sees it even though its transaction never commits.
+            _after_commit(connection, events, self.auditor)
             return
         # No transaction at all (a connection with autocommit turned off by hand, or raw use): write now.
         try:

@@ -331,3 +331,17 @@ def test_saves_through_a_proxy_model_are_the_concrete_models_events():
     w.enabled = False
     w.save()
     assert names() == ["Warehouse Created", "Warehouse Disabled"]
+
+
+def test_testcase_capture_on_commit_callbacks_sees_the_signal_without_a_commit():
+    """Inside a transaction that never commits (a TestCase), captureOnCommitCallbacks(execute=True) delivers
+    event_recorded, and the events are readable through the model."""
+    from django.test import TestCase
+
+    with transaction.atomic():
+        with capture_events() as seen, TestCase.captureOnCommitCallbacks(execute=True):
+            Warehouse.objects.create(name="in a test")
+        assert seen.names() == ["Warehouse Created"]
+        assert names() == ["Warehouse Created"]
+        transaction.set_rollback(True)
+    assert names() == []
