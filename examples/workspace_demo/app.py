@@ -424,6 +424,8 @@ def add_rule(app: Flask, path: str, view: Callable[..., Any], methods: tuple[str
 
 
 def register_routes(app: Flask, audit: AuditTrail) -> None:  # noqa: C901 - one place lists every route
+    # App verbs written in the request's transaction pass the Session itself (``db.session()``): the
+    # auditor's record(session=...) does not accept Flask-SQLAlchemy's scoped_session proxy yet.
     record = audit.record
 
     # sign-in: pick a demo user (no passwords in the demo), SSO, invites -----------------------------------
@@ -478,7 +480,7 @@ def register_routes(app: Flask, audit: AuditTrail) -> None:  # noqa: C901 - one 
         if member is None:
             db.session.add(Membership(workspace_id=workspace.id, user_id=user.id, role="member", via="sso"))
             with acting_as(Actor.user(user.id, user.email)), in_workspace(workspace.id):
-                record("User Added via SSO", **describe(user, "User", "email"), session=db.session,
+                record("User Added via SSO", **describe(user, "User", "email"), session=db.session(),
                        details={"identity_provider": "demo-okta", "role": "member"})
         db.session.commit()
         sign_in(user, workspace.id)
@@ -502,7 +504,7 @@ def register_routes(app: Flask, audit: AuditTrail) -> None:  # noqa: C901 - one 
             db.session.add(Membership(workspace_id=inv.workspace_id, user_id=user.id, role=inv.role, via="invite"))
         inv.accepted_at = utcnow()
         with acting_as(Actor.user(user.id, user.email)), in_workspace(inv.workspace_id):
-            record("User Invite Accepted", **describe(inv, "User Invite", "email"), session=db.session,
+            record("User Invite Accepted", **describe(inv, "User Invite", "email"), session=db.session(),
                    details={"email": inv.email, "role": inv.role})
         db.session.commit()
         sign_in(user, inv.workspace_id)
@@ -667,7 +669,7 @@ def register_routes(app: Flask, audit: AuditTrail) -> None:  # noqa: C901 - one 
             db.session.add(TrackingPlanEvent(plan_id=plan.id, name=n))
         for n in removed:
             db.session.delete(existing[n])
-        record("Tracking Plan Updated", plan, session=db.session, details={"added": added, "removed": removed})
+        record("Tracking Plan Updated", plan, session=db.session(), details={"added": added, "removed": removed})
         db.session.commit()
         return done(f"Tracking plan {plan.name!r} updated.", plan)
 
@@ -679,7 +681,7 @@ def register_routes(app: Flask, audit: AuditTrail) -> None:  # noqa: C901 - one 
         if db.session.scalar(db.select(PlanConnection).filter_by(source_id=source.id)) is not None:
             raise DemoError(f"Source {source.name!r} is already connected to a tracking plan.")
         db.session.add(PlanConnection(plan_id=plan.id, source_id=source.id))
-        record("Source Connected to Tracking Plan", plan, session=db.session,
+        record("Source Connected to Tracking Plan", plan, session=db.session(),
                details={"source_id": source.id, "source": source.name})
         db.session.commit()
         return done(f"Source {source.name!r} connected to {plan.name!r}.", plan)
@@ -697,7 +699,7 @@ def register_routes(app: Flask, audit: AuditTrail) -> None:  # noqa: C901 - one 
         plan = scoped(TrackingPlan, item_id)
         conn, source = connection_of(plan, source_id)
         db.session.delete(conn)
-        record("Source Disconnected From Tracking Plan", plan, session=db.session,
+        record("Source Disconnected From Tracking Plan", plan, session=db.session(),
                details={"source_id": source.id, "source": source.name})
         db.session.commit()
         return done(f"Source {source.name!r} disconnected from {plan.name!r}.", plan)
@@ -731,7 +733,7 @@ def register_routes(app: Flask, audit: AuditTrail) -> None:  # noqa: C901 - one 
             if event is None:  # Segment has no "... Allowed" verb for traits and properties: an operation change
                 operations[name] = [old, new]
                 continue
-            record(event, plan, session=db.session, details={"source_id": source.id, "source": source.name})
+            record(event, plan, session=db.session(), details={"source_id": source.id, "source": source.name})
             recorded.append(event)
         for name in ("forward_violations_to", "forward_blocked_to"):
             if name not in data:
@@ -742,7 +744,7 @@ def register_routes(app: Flask, audit: AuditTrail) -> None:  # noqa: C901 - one 
                 operations[name] = [getattr(conn, name), new_id]
                 setattr(conn, name, new_id)
         if operations:
-            record("Tracking Plan Operations Updated", plan, session=db.session,
+            record("Tracking Plan Operations Updated", plan, session=db.session(),
                    details={"source_id": source.id, "source": source.name, "changes": operations})
             recorded.append("Tracking Plan Operations Updated")
         db.session.commit()
@@ -766,7 +768,7 @@ def register_routes(app: Flask, audit: AuditTrail) -> None:  # noqa: C901 - one 
         new = [n for n in seen if n not in planned]
         for n in new:
             db.session.add(TrackingPlanEvent(plan_id=plan.id, name=n))
-        record("Tracking Plan Inferred", plan, session=db.session,
+        record("Tracking Plan Inferred", plan, session=db.session(),
                details={"source_ids": source_ids, "events_added": new})
         db.session.commit()
         return done(f"Inferred {len(new)} event(s) into {plan.name!r}.", plan)
@@ -808,7 +810,7 @@ def register_routes(app: Flask, audit: AuditTrail) -> None:  # noqa: C901 - one 
                 observed.violations += 1
                 plan = db.session.get(TrackingPlan, conn.plan_id)
                 with acting_as(Actor.system("protocols-validator")), in_workspace(source.workspace_id):
-                    record("Violations Detected", plan, session=db.session,
+                    record("Violations Detected", plan, session=db.session(),
                            details={"source_id": source.id, "source": source.name, "event": name,
                                     "violation": "Unplanned event", "blocked": blocked})
         db.session.commit()
@@ -822,7 +824,7 @@ def register_routes(app: Flask, audit: AuditTrail) -> None:  # noqa: C901 - one 
         if db.session.get(SpaceSource, (space.id, source.id)) is not None:
             raise DemoError(f"Source {source.name!r} is already connected to {space.name!r}.")
         db.session.add(SpaceSource(space_id=space.id, source_id=source.id))
-        record("Source Connected To Space", space, session=db.session,
+        record("Source Connected To Space", space, session=db.session(),
                details={"source_id": source.id, "source": source.name})
         db.session.commit()
         return done(f"Source {source.name!r} connected to space {space.name!r}.", space)
@@ -836,7 +838,7 @@ def register_routes(app: Flask, audit: AuditTrail) -> None:  # noqa: C901 - one 
         if link is None:
             raise DemoError(f"Source {source.name!r} is not connected to {space.name!r}.", 404)
         db.session.delete(link)
-        record("Source Disconnected From Space", space, session=db.session,
+        record("Source Disconnected From Space", space, session=db.session(),
                details={"source_id": source.id, "source": source.name})
         db.session.commit()
         return done(f"Source {source.name!r} disconnected from space {space.name!r}.", space)
@@ -909,7 +911,7 @@ def register_routes(app: Flask, audit: AuditTrail) -> None:  # noqa: C901 - one 
                      invited_by=g.user.id if g.get("user") else None)
         db.session.add(inv)
         db.session.flush()
-        record("User Invite Sent", **describe(inv, "User Invite", "email"), session=db.session,
+        record("User Invite Sent", **describe(inv, "User Invite", "email"), session=db.session(),
                details={"email": email, "role": role})
         db.session.commit()
         link = url_for("invite", code=inv.code, _external=True)
@@ -925,7 +927,7 @@ def register_routes(app: Flask, audit: AuditTrail) -> None:  # noqa: C901 - one 
         inv = db.session.get(Invite, invite_id)
         if inv is None or inv.workspace_id != current_ws() or inv.accepted_at is not None:
             raise DemoError("no such pending invite", 404)
-        record("User Invite Deleted", **describe(inv, "User Invite", "email"), session=db.session,
+        record("User Invite Deleted", **describe(inv, "User Invite", "email"), session=db.session(),
                details={"email": inv.email, "role": inv.role})
         db.session.delete(inv)
         db.session.commit()
@@ -945,7 +947,7 @@ def register_routes(app: Flask, audit: AuditTrail) -> None:  # noqa: C901 - one 
         db.session.execute(db.delete(UserGroupMember).where(UserGroupMember.user_id == user_id,
                                                             UserGroupMember.group_id.in_(group_ids)))
         db.session.delete(member)
-        record("User Removed", **describe(user, "User", "email"), session=db.session,
+        record("User Removed", **describe(user, "User", "email"), session=db.session(),
                details={"email": user.email, "role": member.role})
         db.session.commit()
         return done(f"{user.email} removed from the workspace.", None, url_for("team"))
@@ -974,7 +976,7 @@ def register_routes(app: Flask, audit: AuditTrail) -> None:  # noqa: C901 - one 
         members = member_ids(data.get("members"))
         for uid in members:
             db.session.add(UserGroupMember(group_id=group.id, user_id=uid))
-        record("User Group Created", **describe(group, "User Group"), session=db.session,
+        record("User Group Created", **describe(group, "User Group"), session=db.session(),
                details={"description": group.description, "members": members})
         db.session.commit()
         return done(f"User group {name!r} created.", None, url_for("team"))
@@ -1001,7 +1003,7 @@ def register_routes(app: Flask, audit: AuditTrail) -> None:  # noqa: C901 - one 
                 db.session.add(UserGroupMember(group_id=group.id, user_id=uid))
         if not changes:
             return done("Nothing changed.", None, url_for("team"))
-        record("User Group Updated", **describe(group, "User Group"), session=db.session, details={"changes": changes})
+        record("User Group Updated", **describe(group, "User Group"), session=db.session(), details={"changes": changes})
         db.session.commit()
         return done(f"User group {group.name!r} updated.", None, url_for("team"))
 
