@@ -345,3 +345,43 @@ def test_testcase_capture_on_commit_callbacks_sees_the_signal_without_a_commit()
         assert names() == ["Warehouse Created"]
         transaction.set_rollback(True)
     assert names() == []
+
+
+def test_a_change_whose_events_cannot_be_written_is_not_committed():
+    """If the event rows cannot be written at the commit, the transaction rolls back: no change without its
+    event (AuditWriteError). DDL is transactional on SQLite and PostgreSQL only."""
+    from audit_middleware.errors import AuditWriteError
+
+    if connection.vendor == "mysql":
+        pytest.skip("MariaDB commits DDL implicitly, so the table cannot be hidden inside a transaction")
+    with pytest.raises(AuditWriteError, match="Warehouse Created"), transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("ALTER TABLE audit_events RENAME TO audit_events_hidden")
+        Warehouse.objects.create(name="never")
+    assert not Warehouse.objects.exists() and names() == []
+
+
+def test_a_failing_capture_hook_never_breaks_the_write():
+    """An error while building an event (here a workspace loader that raises) is logged and counted, sent as
+    capture_failed, and the host's write goes through without the event."""
+    from audit_middleware.context import RequestScope, request_scope
+    from audit_middleware.signals import capture_failed
+
+    def broken() -> str:
+        raise LookupError("tenant service down")
+
+    failures = []
+
+    def receive(sender, error, **_):
+        failures.append(error)
+
+    auditor = get_auditor()
+    before = auditor.recorder.errors.count
+    capture_failed.connect(receive)
+    try:
+        with request_scope(RequestScope(workspace_loader=broken)):
+            Warehouse.objects.create(name="still saved")
+    finally:
+        capture_failed.disconnect(receive)
+    assert Warehouse.objects.filter(name="still saved").exists() and names() == []
+    assert auditor.recorder.errors.count == before + 1 and isinstance(failures[0], LookupError)
