@@ -37,6 +37,8 @@ CONFIG_DEFAULTS: dict[str, Any] = {
     "AUDIT_TRAIL_USER_NAME_ATTRIBUTES": ("email", "username", "name"),
     "AUDIT_TRAIL_DESTINATIONS": None,
     "AUDIT_TRAIL_FORWARD_IN_PROCESS": False,
+    "AUDIT_TRAIL_SIGNING_KEY": None,
+    "AUDIT_TRAIL_CAN_REVERT": None,
 }
 
 
@@ -91,6 +93,10 @@ class AuditTrail:
         workspace turns them On on the Forwarding page. Relays: ``audit-middleware forward``.
     ``AUDIT_TRAIL_FORWARD_IN_PROCESS`` (False)
         Forward from a thread of the app process, woken after each commit, for apps that run no relay.
+    ``AUDIT_TRAIL_SIGNING_KEY`` (None: ``$AUDIT_SIGNING_KEY``)
+        Key of the row and digest hashes (tamper evidence; ``audit-middleware verify`` needs the same key).
+    ``AUDIT_TRAIL_CAN_REVERT`` (None: whoever may view)
+        ``() -> bool``: who may use the Revert buttons.
 
     The capture settings (toggle and masked fields) are read from the first app the extension is
     initialised on. The extension is stored in ``app.extensions["audit_middleware"]``.
@@ -165,6 +171,7 @@ class AuditTrail:
                 extra_masked_fields=tuple(app.config["AUDIT_TRAIL_EXTRA_MASKED_FIELDS"]),
                 toggle_fields=tuple(app.config["AUDIT_TRAIL_TOGGLE_FIELDS"]),
                 trusted_proxies=int(app.config["AUDIT_TRAIL_TRUSTED_PROXIES"]),
+                signing_key=app.config["AUDIT_TRAIL_SIGNING_KEY"],
             )
             if self.db is not None:
                 db = self.db
