@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import secrets
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +35,7 @@ from werkzeug.exceptions import HTTPException
 
 from audit_middleware import Actor, EventQuery, acting_as, in_workspace
 from audit_middleware.adapters.flask import AuditTrail, csrf_token, validate_csrf
+from audit_middleware.signals import event_recorded
 
 from .models import (
     AccessToken,
@@ -207,14 +209,14 @@ def create_app(database_url: str, *, public_url: str | None = None, secret_key: 
             SlackDestination(f"{public_url}{SLACK_HOOK_PATH}", rules=SLACK_RULES, allow_private=True,
                              admin_url=f"{public_url}/admin/audit-trail/", min_interval=0.2),
         ]
-        app.config["AUDIT_TRAIL_FORWARD_IN_PROCESS"] = forward_in_process
     db.init_app(app)
     audit = AuditTrail(
         app, db,
         can_view=lambda: g.get("role") == "owner",
         token_loader=load_token_actor,
         workspace_loader=lambda: g.get("workspace_id"),
-        user_loader=lambda user_id: db.session.get(User, int(user_id)),
+        # the API authenticates by token only: a session cookie sent along must not make its user the actor
+        user_loader=lambda user_id: None if is_api() else db.session.get(User, int(user_id)),
     )
     for category, names in APP_EVENTS.items():
         for name in names:
@@ -231,7 +233,34 @@ def create_app(database_url: str, *, public_url: str | None = None, secret_key: 
     with app.app_context():
         db.create_all()
         audit.auditor.register(*[k.model for k in KINDS.values()])
+    if public_url and forward_in_process:
+        start_relay_thread(app, audit)
     return app
+
+
+def start_relay_thread(app: Flask, audit: AuditTrail, poll: float = 2.0) -> threading.Thread:
+    """Forward from a thread of this process, woken after each commit of events.
+
+    The library's ``AUDIT_TRAIL_FORWARD_IN_PROCESS`` drainer cannot be used with Flask-SQLAlchemy yet (its
+    thread has no app context, so ``db.engine`` fails); this loop is the same relay inside an app context.
+    """
+    relay = audit.auditor.relay()
+    wake = threading.Event()
+    event_recorded.connect(lambda *_a, **_k: wake.set(), sender=audit.auditor, weak=False)
+
+    def loop() -> None:
+        while True:
+            wake.clear()
+            with app.app_context():
+                try:
+                    relay.drain()
+                except Exception:  # a database hiccup: log it, try again on the next wake-up
+                    app.logger.exception("forwarding round failed")
+            wake.wait(poll)
+
+    thread = threading.Thread(target=loop, name="demo-audit-forwarding", daemon=True)
+    thread.start()
+    return thread
 
 
 def sections() -> list[tuple[str, list[Kind]]]:
