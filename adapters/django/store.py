@@ -131,6 +131,8 @@ class DjangoStore:
         return page_from_rows([event_from_row(r) for r in rows], query.limit)
 
     def get(self, event_id: str) -> AuditEvent | None:
+        if "\x00" in event_id or len(event_id) > 64:  # no event has such an id (and PostgreSQL refuses NUL)
+            return None
         row = self._rows().filter(id=event_id).values(*EVENT_COLUMNS).first()
         return event_from_row(row) if row is not None else None
 

@@ -160,6 +160,8 @@ class SQLAlchemyStore:
             yield from result.mappings()
 
     def get(self, event_id: str) -> AuditEvent | None:
+        if "\x00" in event_id or len(event_id) > 64:  # no event has such an id (and PostgreSQL refuses NUL)
+            return None
         with self.engine.connect() as connection:
             row = connection.execute(select(self.table).where(self.table.c.id == event_id)).first()
         return event_from_row(row._mapping) if row is not None else None
