@@ -12,6 +12,7 @@ import csv
 import hashlib
 import io
 import json
+import re
 import secrets
 import threading
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from flask import (
     session,
     url_for,
 )
+from markupsafe import Markup, escape
 from werkzeug.exceptions import HTTPException
 
 from audit_middleware import Actor, EventQuery, acting_as, in_workspace
@@ -224,6 +226,7 @@ def create_app(database_url: str, *, public_url: str | None = None, secret_key: 
             audit.catalog.define(name, category, resource=resource)
     app.extensions["demo_audit"] = audit
     app.jinja_env.globals.update(csrf_token=csrf_token, KINDS=KINDS, SECTIONS=sections())
+    app.jinja_env.filters["mrkdwn"] = mrkdwn
 
     app.before_request(authenticate)
     app.context_processor(lambda: {"me": g.get("user"), "workspace": g.get("workspace"),
@@ -263,6 +266,25 @@ def start_relay_thread(app: Flask, audit: AuditTrail, poll: float = 2.0) -> thre
     return thread
 
 
+def mrkdwn(text: str) -> Markup:
+    """Slack's mrkdwn, enough of it for the receiver page: *bold*, `code`, <url|label> links; Slack's own
+    &amp; &lt; &gt; entities are read back before the text is escaped for HTML."""
+
+    def plain(part: str) -> str:
+        raw = part.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+        html = str(escape(raw))
+        html = re.sub(r"\*([^*\n]+)\*", r"<strong>\1</strong>", html)
+        return re.sub(r"`([^`\n]+)`", r"<code>\1</code>", html)
+
+    pieces = re.split(r"<(https?://[^|>\s]+)\|([^>]+)>", text)
+    out = []
+    for i in range(0, len(pieces), 3):
+        out.append(plain(pieces[i]))
+        if i + 2 < len(pieces):
+            out.append(f'<a href="{escape(pieces[i + 1])}">{plain(pieces[i + 2])}</a>')
+    return Markup("".join(out))
+
+
 def sections() -> list[tuple[str, list[Kind]]]:
     out: dict[str, list[Kind]] = {}
     for kind in KINDS.values():
@@ -284,8 +306,9 @@ def load_token_actor(secret: str) -> Actor | None:
 def authenticate() -> Any:
     """Who is asking, and in which workspace: a session user on the pages, an access token on /api/."""
     path = request.path
-    if path.startswith("/static/") or path.startswith("/receiver/") or path.startswith("/v1/"):
-        return None
+    if path.startswith("/static/") or path.startswith("/v1/") or request.endpoint in ("receive_segment",
+                                                                                      "receive_slack"):
+        return None  # ingestion and the receiver's endpoints authenticate with their own keys
     if is_api():
         header = request.headers.get("Authorization", "")
         scheme, _, secret = header.partition(" ")

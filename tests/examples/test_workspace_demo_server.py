@@ -10,62 +10,27 @@ import http.cookiejar
 import io
 import json
 import re
-import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from .conftest import demo_server
+
 pytest.importorskip("flask")
 pytest.importorskip("flask_sqlalchemy")
 
-RUN = Path(__file__).resolve().parents[2] / "examples" / "workspace_demo" / "run.py"
 TOKEN = "demo_secret_ci_deploy_7f3a"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: Any) -> Iterator[str]:
-    tmp = tmp_path_factory.mktemp("demo")
-    port = free_port()
-    log = open(tmp / "server.log", "w+")  # noqa: SIM115 - closed below
-    # Run from a directory outside the checkout, as a user would run an installed package.
-    proc = subprocess.Popen([sys.executable, str(RUN), "--port", str(port), "--db", str(tmp / "demo.sqlite3"),
-                             "--simulate"], cwd=tmp, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(base + "/login", timeout=2).close()
-                break
-            except (urllib.error.URLError, ConnectionError):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    log.seek(0)
-                    pytest.fail(f"the demo did not start:\n{log.read()}")
-                time.sleep(0.2)
+    with demo_server(tmp_path_factory.mktemp("demo"), "--simulate") as base:
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-    assert (tmp / "demo.sqlite3").exists()
 
 
 class Client:
