@@ -6,20 +6,15 @@ from __future__ import annotations
 
 import base64
 import csv
-import http.cookiejar
 import io
 import json
-import re
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from .conftest import demo_server
+from .conftest import Client, demo_server
 
 pytest.importorskip("flask")
 pytest.importorskip("flask_sqlalchemy")
@@ -31,30 +26,6 @@ TOKEN = "demo_secret_ci_deploy_7f3a"
 def server(tmp_path_factory: Any) -> Iterator[str]:
     with demo_server(tmp_path_factory.mktemp("demo"), "--simulate") as base:
         yield base
-
-
-class Client:
-    def __init__(self, base: str) -> None:
-        self.base = base
-        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
-        self.csrf = ""
-
-    def request(self, path: str, data: dict[str, Any] | None = None, headers: dict[str, str] | None = None,
-                body: bytes | None = None) -> tuple[int, str, str]:
-        payload = body
-        if data is not None:
-            payload = urllib.parse.urlencode({**data, "csrf_token": self.csrf}, doseq=True).encode()
-        req = urllib.request.Request(self.base + path, data=payload, headers=headers or {})
-        try:
-            with self.opener.open(req, timeout=10) as response:
-                text = response.read().decode()
-                status, url = response.status, response.url
-        except urllib.error.HTTPError as error:
-            text, status, url = error.read().decode(), error.code, error.url
-        found = re.search(r'name="csrf_token" value="([^"]+)"', text)
-        if found:
-            self.csrf = found.group(1)
-        return status, text, url
 
 
 def test_one_command_serves_the_demo(server: str) -> None:

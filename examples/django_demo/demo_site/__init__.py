@@ -1,0 +1,1 @@
+"""The audit-middleware Django demo: ``python examples/django_demo/run.py`` (see README)."""
