@@ -41,9 +41,14 @@ def main(argv: list[str] | None = None) -> int:
     app = create_app(f"sqlite:///{path}", public_url=public_url, forward_in_process=not args.setup_only,
                      secret_key=os.environ.get("DEMO_SECRET_KEY"))
     with app.app_context():
-        if seed():
+        fresh = seed()
+        if fresh:
             print(f"Created and seeded {path}")
-    if args.simulate:
+    if args.simulate and not fresh:
+        # Backdated events written after the trail was sealed would be (rightly) reported as tampering by
+        # `audit-middleware verify`: history is only simulated into a new database.
+        print("--simulate skipped: this database has a history already (add --reset to start afresh)")
+    elif args.simulate:
         count = simulate(app, days=args.days)
         print(f"Simulated {args.days} days of activity: {count} events")
     if args.setup_only:
