@@ -110,6 +110,7 @@ def post(
         return Response(answer.status, {k.lower(): v for k, v in answer.getheaders()}, data)
     except (OSError, http.client.HTTPException) as error:
         kind = "timed out" if isinstance(error, TimeoutError | socket.timeout) else type(error).__name__
-        raise TransportError(f"POST {parts.scheme}://{host}:{port}{parts.path}: {kind}: {error}") from error
+        # Never the path or query: a Slack webhook URL's path is its secret, and this text is stored and shown.
+        raise TransportError(f"POST {parts.scheme}://{host}:{port}: {kind}: {error}") from error
     finally:
         connection.close()
