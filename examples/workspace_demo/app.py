@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import (
     Flask,
@@ -361,7 +362,7 @@ def register_errors(app: Flask) -> None:
             return render_template("message.html", title="Not allowed" if exc.status == 403 else "Not found",
                                    message=exc.message), exc.status
         flash(exc.message, "error")
-        return redirect(request.referrer or url_for("home"))
+        return redirect(local_path(request.referrer) or url_for("home"))
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Any:
@@ -408,7 +409,20 @@ def done(message: str, obj: Any = None, location: str | None = None, status: int
     if is_api():
         return jsonify({"ok": True, "message": message, "item": serialize(obj) if obj is not None else None}), status
     flash(message, "ok")
-    return redirect(location or request.form.get("next") or request.referrer or url_for("home"))
+    return redirect(location or local_path(request.referrer) or url_for("home"))
+
+
+def local_path(target: str | None) -> str | None:
+    """``target`` reduced to a path on this site (never an open redirect), or None."""
+    if not target:
+        return None
+    parts = urlsplit(target)
+    if parts.netloc and parts.netloc != request.host:
+        return None
+    path = parts.path or "/"
+    if not path.startswith("/") or path.startswith("//") or "\\" in path:
+        return None
+    return path + (f"?{parts.query}" if parts.query else "")
 
 
 def serialize(obj: Any) -> dict[str, Any]:
@@ -490,7 +504,7 @@ def register_routes(app: Flask, audit: AuditTrail) -> None:  # noqa: C901 - one 
                 flash("No such user in the demo. Pick one below.", "error")
                 return redirect(url_for("login"))
             sign_in(user)
-            return redirect(request.args.get("next") or url_for("home"))
+            return redirect(local_path(request.args.get("next")) or url_for("home"))
         people = db.session.scalars(db.select(Membership).order_by(Membership.workspace_id,
                                                                    Membership.role.desc())).all()
         return render_template("login.html", people=[(m, db.session.get(Workspace, m.workspace_id))

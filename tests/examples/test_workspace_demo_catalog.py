@@ -261,6 +261,15 @@ def test_every_catalog_event_through_the_demo(app: Any) -> None:
     assert grace.client.get("/admin/audit-trail/").status_code == 403
     assert grace.client.post("/sources", data={"name": "no csrf"}).status_code == 400
     assert app.test_client().get("/api/v1/sources").status_code == 401
+    stranger = Browser(app)
+    stranger.csrf()
+    away = stranger.client.post("/login?next=https://evil.example/x", data={"email": ADA, "csrf_token": stranger.csrf()})
+    assert away.status_code == 302 and away.location == "/"
+    other = Browser(app)
+    bounced = other.client.get("/warehouses")
+    assert bounced.status_code == 302 and bounced.location == "/login?next=/warehouses"
+    back = other.client.post(bounced.location, data={"email": GRACE, "csrf_token": other.csrf()})
+    assert back.status_code == 302 and back.location == "/warehouses"
 
     # The trail: every catalog event, nothing else, each with its category, actor and workspace
     audit = app.extensions["demo_audit"]
