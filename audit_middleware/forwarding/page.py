@@ -20,6 +20,7 @@ from ..ids import new_event_id
 from .outbox import Forwarding
 
 TEST_EVENT = "Forwarding Test Sent"
+MAX_RETRY_IDS = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,10 +138,14 @@ def apply_forwarding_form(control: ForwardingControl, workspace_id: str | None,
         return f"Saved: forwarding to {name} is {'On' if enabled else 'Off'}."
     if action == "retry":
         raw = form.get("delivery") or []
+        if len(raw) > MAX_RETRY_IDS:
+            raise InvalidFilterError("delivery", f"at most {MAX_RETRY_IDS} deliveries at once")
         try:
             ids = [int(v) for v in raw]
         except ValueError:
             raise InvalidFilterError("delivery", "delivery ids are whole numbers") from None
+        if any(not 1 <= i < 2**63 for i in ids):  # beyond a BIGINT the database itself would fail
+            raise InvalidFilterError("delivery", "not a delivery id")
         count = control.retry(workspace_id, ids or None, name or None)
         return f"{count} dead deliver{'y' if count == 1 else 'ies'} queued again."
     if not name:

@@ -20,7 +20,7 @@ from urllib.parse import urlencode
 
 import pytest
 from flask import url_for
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from audit_middleware import Actor, admin_view, in_workspace
@@ -293,6 +293,8 @@ def test_fuzzed_post_forms_and_event_ids_never_crash(sec):
 
     @settings(max_examples=EXAMPLES, deadline=None, database=None)
     @given(form=form_fields, event_id=ids)
+    @example(form={"action": "retry", "delivery": "9" * 40}, event_id="\x00")
+    @example(form={"action": "retry", "delivery": "-1"}, event_id="x" * 1000)
     def check(form: dict[str, str], event_id: str) -> None:
         response = client.post(ADMIN + "/forwarding", data={"csrf_token": CSRF, **form})
         assert response.status_code in (200, 400), (form, response.status_code)

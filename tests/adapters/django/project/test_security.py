@@ -19,7 +19,7 @@ from django.conf import settings
 from django.contrib.auth.models import Permission, User
 from django.test import Client, override_settings
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from testapp.models import Membership, Warehouse
@@ -254,6 +254,8 @@ def test_fuzzed_forwarding_forms_and_event_ids_never_crash(two_workspaces):
 
     @hypothesis_settings(max_examples=EXAMPLES, deadline=None, database=None)
     @given(form=fields, event_id=ids)
+    @example(form={"action": "retry", "delivery": "9" * 40}, event_id="\x00")
+    @example(form={"action": "retry", "delivery": "-1"}, event_id="x" * 1000)
     def check(form, event_id):
         response = client.post(reverse(f"{NAMESPACE}:forwarding"), form)
         assert response.status_code in (200, 400), (form, response.status_code)
