@@ -162,3 +162,28 @@ def test_a_revert_inside_the_callers_session_stands_or_falls_with_it(app):
         assert [e.event for e in result.recorded] == ["Warehouse Enabled"]
         session.rollback()
     assert load(app, warehouse_id).enabled is False and not app.events(event="Warehouse Enabled")
+
+
+def test_a_revert_is_forwarded_like_any_event(database_url):
+    from audit_middleware.forwarding import WebhookDestination
+
+    from ...forwarding.receivers import SECRET, Receiver
+    from .conftest import make_app
+
+    receiver = Receiver()
+    forwarding = make_app(database_url, destinations=[
+        WebhookDestination(receiver.base + "/hook", SECRET, allow_private=True, timeout=2)])
+    try:
+        forwarding.auditor.outbox.set_enabled("ws_1", "webhook", True)
+        warehouse_id = create(forwarding)
+        change(forwarding, warehouse_id, enabled=False)
+        disabled = forwarding.events(event="Warehouse Disabled")[0]
+        result = forwarding.auditor.revert(disabled.id, actor=OWNER)
+        assert forwarding.auditor.relay(backoff_base=0.01, backoff_cap=0.05).drain() == 3
+        assert receiver.webhook_ids[-1] == result.recorded[0].id
+        assert receiver.violations == []
+    finally:
+        receiver.release.set()
+        receiver.stop()
+        forwarding.auditor.remove()
+        forwarding.engine.dispose()
