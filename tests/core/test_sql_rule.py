@@ -15,7 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE_DIRS = ("audit_middleware", "adapters")
 
-#: (file, count) of ``# noqa: S608``: each formats quoted identifiers and ``%s`` marks, never a value
+#: (file, count) of S608 suppressions: each formats quoted identifiers and ``%s`` marks, never a value
 REVIEWED_S608 = Counter({"adapters/django/store.py": 1, "adapters/django/outbox.py": 3})
 #: (file, count) of ``text(f"...")``/``execute(f"...")`` SQL: quoted identifiers from the models or schema,
 #: module constants and ``%s`` marks only
