@@ -259,14 +259,14 @@ def test_fuzzed_query_strings_never_crash_and_every_rejection_names_its_paramete
     check()
 
 
-@pytest.mark.parametrize("value", INJECTIONS + CURSORS)
-def test_each_injection_string_in_each_parameter_is_a_200_or_a_400_naming_it(sec, value):
+def test_each_injection_string_in_each_parameter_is_a_200_or_a_400_naming_it(sec):
     """Every hostile string, in every query parameter of the JSON route (where the database is queried)."""
     client = sec.client("ada@a.example")
-    for key in (*QUERY_PARAMETERS, "newer"):
-        pairs = [(key, value)]
-        response = client.get(ADMIN + "/events.json", query_string=urlencode(pairs))
-        check_answer(response, "/events.json", pairs)
+    for value in INJECTIONS + CURSORS:
+        for key in (*QUERY_PARAMETERS, "newer"):
+            pairs = [(key, value)]
+            response = client.get(ADMIN + "/events.json", query_string=urlencode(pairs))
+            check_answer(response, "/events.json", pairs)
 
 
 def test_raw_malformed_query_strings_and_repeated_parameters_are_handled(sec):
