@@ -7,6 +7,7 @@ URL of the database holding the audit tables.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -74,6 +75,10 @@ def _parser() -> argparse.ArgumentParser:
                                              help="only read: do not seal before verifying")
     integrity_parsers["verify"].add_argument("--all", action="store_true",
                                              help="list every problem, not only the first")
+    integrity_parsers["verify"].add_argument(
+        "--heads", metavar="FILE",
+        help="JSON file of each chain's newest digest: checked when it exists, then updated; keep it outside "
+             "the database (it catches chains truncated or rewritten from the end)")
     return parser
 
 
@@ -145,7 +150,14 @@ def _integrity(args: argparse.Namespace) -> int:
         if args.command == "seal":
             print(f"wrote {integrity.seal(delay=delay)} digest(s)", file=sys.stderr)
             return 0
-        report = integrity.verify(seal_first=not args.no_seal, delay=delay)
+        expected = None
+        if args.heads and os.path.exists(args.heads):
+            with open(args.heads, encoding="utf-8") as handle:
+                expected = json.load(handle)
+        report = integrity.verify(seal_first=not args.no_seal, delay=delay, expected_heads=expected)
+    if args.heads and report.ok:
+        with open(args.heads, "w", encoding="utf-8") as handle:
+            json.dump(report.heads, handle, indent=1, sort_keys=True)
     if args.all:
         for problem in sorted(report.problems, key=lambda p: (p.occurred_at or datetime.min, p.event_id or "")):
             print(problem)

@@ -261,6 +261,9 @@ class VerifyReport:
     digests: int = 0
     workspaces: int = 0
     keyed: bool = False
+    #: each workspace chain's newest digest, ``{workspace: [seq, digest_hash]}``: keep a copy outside the
+    #: database and pass it back as ``expected_heads`` to catch a chain truncated or rewritten from the end
+    heads: dict[str, list[Any]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -282,12 +285,20 @@ class VerifyReport:
         return f"TAMPERING DETECTED: {len(self.problems)} problem(s); first: {self.first}\n{head}"
 
 
-def verify(backend: IntegrityBackend, signer: Signer) -> VerifyReport:
-    """Check every row hash, every digest chain, and that each sealed range holds exactly its listed events."""
+def verify(backend: IntegrityBackend, signer: Signer,
+           expected_heads: Mapping[str, Sequence[Any]] | None = None) -> VerifyReport:
+    """Check every row hash, every digest chain, and that each sealed range holds exactly its listed events.
+
+    ``expected_heads`` (a saved :attr:`VerifyReport.heads`) must still be links of their chains: this catches
+    what no chain can show from the inside, newest digests removed or a whole workspace chain rewritten."""
     report = VerifyReport(keyed=signer.keyed)
-    for workspace in backend.workspaces():
+    workspaces = backend.workspaces()
+    for workspace in workspaces:
         report.workspaces += 1
-        _verify_workspace(backend, signer, workspace, report)
+        _verify_workspace(backend, signer, workspace, report, (expected_heads or {}).get(workspace))
+    for workspace in sorted(set(expected_heads or {}) - set(workspaces)):
+        report.problems.append(Problem("digest", workspace, None, None,
+                                       "the whole chain of this workspace is gone (it had digests before)"))
     return report
 
 
@@ -304,8 +315,20 @@ def _check_row(row: Mapping[str, Any], signer: Signer, workspace: str, report: V
         ))
 
 
-def _verify_workspace(backend: IntegrityBackend, signer: Signer, workspace: str, report: VerifyReport) -> None:
+def _verify_workspace(backend: IntegrityBackend, signer: Signer, workspace: str, report: VerifyReport,
+                      expected_head: Sequence[Any] | None = None) -> None:
     digests = list(backend.digests(workspace))
+    if digests:
+        report.heads[workspace] = [digests[-1].seq, digests[-1].digest_hash]
+    if expected_head is not None:
+        seq, digest_hash = int(expected_head[0]), str(expected_head[1])
+        link = next((d for d in digests if d.seq == seq), None)
+        if link is None or not hmac.compare_digest(link.digest_hash, digest_hash):
+            report.problems.append(Problem(
+                "digest", workspace, None, None,
+                f"digest #{seq} saved as this chain's head earlier is {'gone' if link is None else 'different'}: "
+                "the chain was truncated or rewritten from there",
+            ))
     previous: Digest | None = None
     purged_before: datetime | None = None
     for digest in digests:

@@ -124,10 +124,11 @@ class DjangoIntegrity:
         until = datetime.now(timezone.utc).replace(tzinfo=None) - delay
         return seal(self, self.signer, until=until, batch=batch)
 
-    def verify(self, *, seal_first: bool = True, delay: timedelta = DEFAULT_SEAL_DELAY) -> VerifyReport:
+    def verify(self, *, seal_first: bool = True, delay: timedelta = DEFAULT_SEAL_DELAY,
+               expected_heads: Mapping[str, Sequence[Any]] | None = None) -> VerifyReport:
         if seal_first:
             self.seal(delay=delay)
-        return verify(self, self.signer)
+        return verify(self, self.signer, expected_heads)
 
     def before_purge(self, before: datetime) -> None:
         before = _naive(before) or before

@@ -129,11 +129,13 @@ class SQLAlchemyIntegrity:
         until = datetime.now(timezone.utc).replace(tzinfo=None) - delay
         return seal(self, self.signer, until=until, batch=batch)
 
-    def verify(self, *, seal_first: bool = True, delay: timedelta = DEFAULT_SEAL_DELAY) -> VerifyReport:
-        """Seal what is old enough (unless ``seal_first=False``), then check the whole trail."""
+    def verify(self, *, seal_first: bool = True, delay: timedelta = DEFAULT_SEAL_DELAY,
+               expected_heads: Mapping[str, Sequence[Any]] | None = None) -> VerifyReport:
+        """Seal what is old enough (unless ``seal_first=False``), then check the whole trail (and that the
+        chain heads saved from an earlier report are still there)."""
         if seal_first:
             self.seal(delay=delay)
-        return verify(self, self.signer)
+        return verify(self, self.signer, expected_heads)
 
     def before_purge(self, before: datetime) -> None:
         """Seal everything older than ``before``, then record the purge in every chain before rows go."""

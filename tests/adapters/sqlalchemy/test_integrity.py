@@ -258,3 +258,24 @@ def test_an_untouched_trail_of_100000_events_verifies(app, backend):
     assert report.ok, report.problems[:3]
     assert (report.events, report.sealed, report.workspaces) == (100_000, 100_000, 4)
     assert report.digests == 100  # 25,000 events per workspace, 1,000 per digest
+
+
+def test_saved_chain_heads_catch_the_newest_digests_removed_with_their_events(app, database_url, tmp_path, capsys):
+    """Removing the newest digest together with the events it sealed leaves a consistent, shorter chain;
+    only a copy of the chain heads kept outside the database shows it."""
+    heads = tmp_path / "heads.json"
+    seed(app, per_workspace=3)
+    assert main(["verify", "--database-url", database_url, "--seal-delay", "0", "--heads", str(heads)]) == 0
+    with app.Session() as session, in_workspace("ws_1"):
+        session.add(app.Warehouse(name="newest"))
+        session.commit()
+    assert main(["verify", "--database-url", database_url, "--seal-delay", "0", "--heads", str(heads)]) == 0
+    newest = ws1(app)[-1]
+    digests = app.auditor.store.integrity().digests_table
+    with app.engine.begin() as c:
+        c.execute(digests.delete().where(digests.c.workspace_id == "ws_1", digests.c.seq == 2))
+        c.execute(text("DELETE FROM audit_events WHERE id = :id"), {"id": newest.id})
+    assert verify(app).ok  # from the inside, the shorter chain is consistent
+    capsys.readouterr()
+    assert main(["verify", "--database-url", database_url, "--seal-delay", "0", "--heads", str(heads)]) == 1
+    assert "digest #2 saved as this chain's head earlier is gone" in capsys.readouterr().out

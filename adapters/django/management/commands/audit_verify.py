@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,11 +22,22 @@ class Command(BaseCommand):
                             help="seal only events older than this (longer than any write transaction)")
         parser.add_argument("--all", action="store_true", help="list every problem, not only the first")
         parser.add_argument("--database", default=None, help="database alias holding the audit tables")
+        parser.add_argument("--heads", metavar="FILE",
+                            help="JSON file of each chain's newest digest: checked when it exists, then updated; "
+                                 "keep it outside the database")
 
     def handle(self, *args: Any, **options: Any) -> None:
         integrity = DjangoIntegrity(options["database"])
+        heads = options["heads"]
+        expected = None
+        if heads and os.path.exists(heads):
+            with open(heads, encoding="utf-8") as handle:
+                expected = json.load(handle)
         report = integrity.verify(seal_first=not options["no_seal"],
-                                  delay=timedelta(seconds=options["seal_delay"]))
+                                  delay=timedelta(seconds=options["seal_delay"]), expected_heads=expected)
+        if heads and report.ok:
+            with open(heads, "w", encoding="utf-8") as handle:
+                json.dump(report.heads, handle, indent=1, sort_keys=True)
         if options["all"]:
             for problem in sorted(report.problems,
                                   key=lambda p: (p.occurred_at or datetime.min, p.event_id or "")):

@@ -77,3 +77,14 @@ def test_a_forged_row_is_found_and_purging_is_not_tampering():
     with pytest.raises(CommandError):
         call_command("audit_verify", "--seal-delay", "0", "--all", stdout=out)
     assert {line.split(":")[0] for line in out.getvalue().splitlines()} == {"ALTERED", "INSERTED"}
+
+
+def test_saved_heads_catch_a_truncated_chain(tmp_path):
+    heads = str(tmp_path / "heads.json")
+    seed()
+    call_command("audit_verify", "--seal-delay", "0", "--heads", heads, stdout=StringIO())
+    AuditDigest.objects.filter(workspace_id="ws_2").delete()
+    AuditEvent.objects.filter(workspace_id="ws_2").delete()
+    assert DjangoIntegrity().verify(delay=timedelta(0)).ok  # from the inside nothing is missing
+    with pytest.raises(CommandError, match="whole chain of this workspace is gone"):
+        call_command("audit_verify", "--seal-delay", "0", "--heads", heads, stdout=StringIO())
