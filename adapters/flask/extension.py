@@ -61,6 +61,8 @@ class AuditTrail:
     :param user_loader: ``(user_id) -> user | Actor | None`` for apps without Flask-Login that keep the user id
         in the session (``AUDIT_TRAIL_SESSION_USER_KEY``).
     :param catalog: an :class:`~audit_middleware.catalog.EventCatalog` to share; ``audit.catalog`` otherwise.
+    :param can_revert: ``() -> bool``, whether a viewer may also use the Revert buttons (default: every
+        viewer; ``AUDIT_TRAIL_CAN_REVERT`` does the same from the config).
 
     The actor of an event is resolved only when an event is recorded, in this order: Flask-Login's
     ``current_user`` when authenticated; the user id in the session; a Bearer token through ``token_loader``;
@@ -114,6 +116,7 @@ class AuditTrail:
         workspace_loader: Callable[[], str | None] | None = None,
         user_loader: UserLoader | None = None,
         catalog: EventCatalog | None = None,
+        can_revert: Callable[[], bool] | None = None,
     ) -> None:
         if db is not None and session is not None:
             raise TypeError("pass either db (Flask-SQLAlchemy) or session= (a SQLAlchemy session factory), not both")
@@ -121,6 +124,7 @@ class AuditTrail:
         self.session = session
         self.bind = bind
         self.can_view = can_view
+        self.can_revert = can_revert
         self.token_loader = token_loader
         self.workspace_loader = workspace_loader
         self.user_loader = user_loader

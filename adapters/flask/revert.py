@@ -3,7 +3,8 @@
 Routing and rendering only: the work is ``auditor.revert()`` (:mod:`audit_middleware.revert` plans it). A
 conflict answers 409 with a page listing the fields that changed since the event and a "Revert anyway" button;
 reverting a Created event (a deletion) first asks for confirmation. Access: whoever may view, and, when the
-app sets ``AUDIT_TRAIL_CAN_REVERT`` (a ``() -> bool``), only those it allows.
+app passes ``AuditTrail(can_revert=...)`` or sets ``AUDIT_TRAIL_CAN_REVERT`` (a ``() -> bool``), only those
+it allows.
 """
 
 from __future__ import annotations
@@ -23,12 +24,11 @@ if TYPE_CHECKING:
     from .extension import AuditTrail
 
 
-def can_revert() -> bool:
-    check = current_app.config.get("AUDIT_TRAIL_CAN_REVERT")
-    return True if check is None else bool(check())
-
-
 def add_revert_routes(blueprint: Blueprint, audit: AuditTrail) -> None:
+    def can_revert() -> bool:
+        check = audit.can_revert or current_app.config.get("AUDIT_TRAIL_CAN_REVERT")
+        return True if check is None else bool(check())
+
     @blueprint.context_processor
     def revert_helpers() -> dict[str, Any]:
         def revertible(row: Any) -> bool:

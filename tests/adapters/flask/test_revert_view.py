@@ -95,3 +95,15 @@ def test_can_revert_hides_the_button_and_refuses(database_url):
         assert refused.status_code == 403 and b"not revert" in refused.data
     finally:
         dispose(test_app)
+
+
+def test_the_can_revert_argument_lets_only_some_viewers_revert(database_url):
+    test_app = make_app(database_url)
+    test_app.audit.can_revert = lambda: False  # as AuditTrail(app, db, can_revert=...) sets it
+    try:
+        owner = test_app.client("ada@a.example")
+        warehouse_id = owner.post("/warehouses", data={"name": "Production"}).json["id"]
+        owner.post(f"/warehouses/{warehouse_id}", data={"enabled": "false"})
+        assert "/revert" not in owner.get(INDEX).data.decode()
+    finally:
+        dispose(test_app)
