@@ -92,6 +92,17 @@ def test_one_command_serves_the_demo(server: str) -> None:
     status, text, _ = ada.request("/receiver/slack")
     assert "Production BigQuery" in text
 
+    # ... and the owner reverts it from the trail: the warehouse is enabled again, by her, pointing back
+    disabled = json.loads(ada.request("/admin/audit-trail/events.json?event=Warehouses+Disabled&limit=1")[1])
+    event_id = disabled["events"][0]["id"]
+    status, text, url = ada.request(f"/admin/audit-trail/events/{event_id}/revert", {})
+    assert status == 200 and f"reverted={event_id}" in url
+    status, text, _ = ada.request("/api/v1/warehouses/1", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert json.loads(text)["item"]["enabled"] is True
+    newest = json.loads(ada.request("/admin/audit-trail/events.json?limit=1")[1])["events"][0]
+    assert (newest["event"], newest["actor"]["name"], newest["context"]["reverted_event_id"]) == (
+        "Warehouses Enabled", "ada@acme.example", event_id)
+
     # the ingestion API answers with the source's write key only
     key = base64.b64encode(b"wk_acme_web:").decode()
     status, text, _ = ada.request("/v1/track", headers={"Authorization": f"Basic {key}",
