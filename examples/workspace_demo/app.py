@@ -473,11 +473,6 @@ def apply_fields(kind: Kind, obj: Any, data: dict[str, Any], *, creating: bool) 
         setattr(obj, f.name, value)
 
 
-def audit_of(app_or_none: Any = None) -> AuditTrail:
-    from flask import current_app
-    return (app_or_none or current_app).extensions["demo_audit"]
-
-
 def add_rule(app: Flask, path: str, view: Callable[..., Any], methods: tuple[str, ...] = ("POST",),
              api: bool = True) -> None:
     """Serve ``view`` on the page URL and, with ``api``, on ``/api/v1`` + the same URL."""
