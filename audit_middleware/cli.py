@@ -138,10 +138,11 @@ def _integrity(args: argparse.Namespace) -> int:
     """``verify``: exit 0 and a summary when the trail is intact, else exit 1 naming the first problem."""
     from datetime import timedelta
 
-    from .integrity import Signer
+    from .integrity import PREVIOUS_KEYS_ENV, Signer
 
     key = os.environ.get(args.signing_key_env) or None
-    with open_store(args.database_url, Signer(key)) as store:
+    signer = Signer(key, os.environ.get(PREVIOUS_KEYS_ENV, "").split())  # earlier keys still verify
+    with open_store(args.database_url, signer) as store:
         try:
             integrity = store.integrity()
         except RuntimeError as error:

@@ -34,6 +34,9 @@ from .values import dumps
 
 KEY_ENV = "AUDIT_SIGNING_KEY"
 """Environment variable holding the signing key when the configuration names none."""
+PREVIOUS_KEYS_ENV = "AUDIT_PREVIOUS_SIGNING_KEYS"
+"""Environment variable holding earlier signing keys (space separated) that still verify."""
+_CURRENT: Any = object()
 
 DEFAULT_SEAL_BATCH = 1000
 _TIME = "%Y-%m-%dT%H:%M:%S.%f"
@@ -65,39 +68,68 @@ class Signer:
     """Computes row and digest hashes: HMAC-SHA256 with ``key``, or plain SHA-256 without one.
 
     Without a key the hashes still catch accidental edits and careless forgery, but anyone who can write the
-    table can recompute them: configure a key (kept out of the database) for tamper evidence.
+    table can recompute them: configure a key (kept out of the database) for tamper evidence. To rotate the
+    key, sign with the new one and keep the old ones in ``previous`` (``$AUDIT_PREVIOUS_SIGNING_KEYS``,
+    separated by spaces): rows and digests signed with any of them still verify.
     """
 
-    __slots__ = ("key",)
+    __slots__ = ("key", "previous")
 
-    def __init__(self, key: str | bytes | None = None) -> None:
-        if isinstance(key, str):
-            key = key.encode("utf-8")
-        self.key: bytes | None = key or None
+    def __init__(self, key: str | bytes | None = None, previous: Iterable[str | bytes] = ()) -> None:
+        self.key: bytes | None = _key_bytes(key)
+        self.previous: tuple[bytes, ...] = tuple(k for k in (_key_bytes(p) for p in previous) if k)
 
     @classmethod
-    def from_config(cls, key: str | bytes | None = None) -> Signer:
-        """The signer for ``key``, else for ``$AUDIT_SIGNING_KEY``, else an unkeyed one."""
-        return cls(key if key else os.environ.get(KEY_ENV) or None)
+    def from_config(cls, key: str | bytes | None = None, previous: Iterable[str | bytes] | None = None) -> Signer:
+        """The signer for ``key``, else for ``$AUDIT_SIGNING_KEY``, else an unkeyed one; ``previous`` keys
+        default to ``$AUDIT_PREVIOUS_SIGNING_KEYS``."""
+        if previous is None:
+            previous = os.environ.get(PREVIOUS_KEYS_ENV, "").split()
+        return cls(key if key else os.environ.get(KEY_ENV) or None, previous)
 
     @property
     def keyed(self) -> bool:
         return self.key is not None
 
-    def mac(self, message: bytes) -> str:
-        if self.key is None:
+    def mac(self, message: bytes, key: bytes | None = _CURRENT) -> str:
+        if key is _CURRENT:
+            key = self.key
+        if key is None:
             return hashlib.sha256(message).hexdigest()
-        return hmac.digest(self.key, message, hashlib.sha256).hex()
+        return hmac.digest(key, message, hashlib.sha256).hex()
 
     def row_hash(self, row: Mapping[str, Any]) -> str:
         """The hash of an event row (the :data:`~audit_middleware.store.EVENT_COLUMNS` values as stored)."""
         return self.mac(canonical_row(row))
 
     def digest_hash(self, digest: Digest) -> str:
-        return self.mac(dumps([
-            digest.workspace, digest.seq, digest.kind, _time(digest.last_at), digest.last_id, digest.count,
-            digest.entries_hash, digest.prev_hash, _time(digest.purged_before),
-        ]).encode("utf-8"))
+        return self.mac(_digest_message(digest))
+
+    def _matches(self, stored: str, message: bytes) -> bool:
+        for key in (self.key, *self.previous):
+            if hmac.compare_digest(stored, self.mac(message, key)):
+                return True
+        return False
+
+    def row_matches(self, row: Mapping[str, Any], stored: str) -> bool:
+        """Whether ``stored`` is the row's hash under the current key or a previous one."""
+        return self._matches(stored, canonical_row(row))
+
+    def digest_matches(self, digest: Digest) -> bool:
+        return self._matches(digest.digest_hash, _digest_message(digest))
+
+
+def _key_bytes(key: str | bytes | None) -> bytes | None:
+    if isinstance(key, str):
+        key = key.encode("utf-8")
+    return key or None
+
+
+def _digest_message(digest: Digest) -> bytes:
+    return dumps([
+        digest.workspace, digest.seq, digest.kind, _time(digest.last_at), digest.last_id, digest.count,
+        digest.entries_hash, digest.prev_hash, _time(digest.purged_before),
+    ]).encode("utf-8")
 
 
 def canonical_row(row: Mapping[str, Any]) -> bytes:
@@ -308,7 +340,7 @@ def _check_row(row: Mapping[str, Any], signer: Signer, workspace: str, report: V
     if not stored:
         report.problems.append(Problem("unsigned", workspace, row["id"], _naive(row["occurred_at"]),
                                        "the row has no hash: inserted out of band, bypassing the library"))
-    elif not hmac.compare_digest(str(stored), signer.row_hash(row)):
+    elif not signer.row_matches(row, str(stored)):
         report.problems.append(Problem(
             "altered", workspace, row["id"], _naive(row["occurred_at"]),
             "its content does not match its hash: edited after it was written, or forged without the signing key",
@@ -338,7 +370,7 @@ def _verify_workspace(backend: IntegrityBackend, signer: Signer, workspace: str,
             problem = f"digest #{expected_seq} is missing (next is #{digest.seq})"
         elif digest.prev_hash != (previous.digest_hash if previous else ""):
             problem = f"digest #{digest.seq} does not link to digest #{expected_seq - 1}"
-        elif not hmac.compare_digest(digest.digest_hash, signer.digest_hash(digest)):
+        elif not signer.digest_matches(digest):
             problem = f"digest #{digest.seq} does not match its hash (edited, or signed with another key)"
         elif digest.entries is not None and entries_hash(digest.entries) != digest.entries_hash:
             problem = f"the event list of digest #{digest.seq} was edited"

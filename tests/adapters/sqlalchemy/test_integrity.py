@@ -279,3 +279,26 @@ def test_saved_chain_heads_catch_the_newest_digests_removed_with_their_events(ap
     capsys.readouterr()
     assert main(["verify", "--database-url", database_url, "--seal-delay", "0", "--heads", str(heads)]) == 1
     assert "digest #2 saved as this chain's head earlier is gone" in capsys.readouterr().out
+
+
+def test_a_rotated_key_keeps_older_rows_verifiable_through_previous_keys(app, monkeypatch):
+    seed(app, per_workspace=2)
+    app.auditor.seal(delay=NOW)
+    monkeypatch.setenv("AUDIT_PREVIOUS_SIGNING_KEYS", f"some-older-key {KEY}")
+    rotated = make_app(str(app.engine.url.render_as_string(hide_password=False)), signing_key="new-key")
+    try:
+        with rotated.Session() as session, in_workspace("ws_1"):
+            session.add(rotated.Warehouse(name="after rotation"))
+            session.commit()
+        newest = ws1(rotated)[-1]
+        with rotated.engine.connect() as c:
+            row = c.execute(select(rotated.auditor.table).where(rotated.auditor.table.c.id == newest.id)).mappings().one()
+        assert row["row_hash"] == Signer("new-key").row_hash(row)
+        assert rotated.auditor.verify(delay=NOW).ok
+        monkeypatch.delenv("AUDIT_PREVIOUS_SIGNING_KEYS")
+        without_old = rotated.auditor.store.integrity()
+        without_old.signer = Signer("new-key")
+        assert {p.kind for p in without_old.verify(seal_first=False).problems} == {"altered", "digest"}
+    finally:
+        rotated.auditor.remove()
+        rotated.engine.dispose()
