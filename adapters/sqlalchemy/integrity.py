@@ -11,6 +11,7 @@ from sqlalchemy import Engine, Table, and_, func, insert, or_, select, text, uni
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
+from audit_middleware.events import utc_naive
 from audit_middleware.integrity import (
     DEFAULT_SEAL_BATCH,
     Digest,
@@ -139,8 +140,7 @@ class SQLAlchemyIntegrity:
 
     def before_purge(self, before: datetime) -> None:
         """Seal everything older than ``before``, then record the purge in every chain before rows go."""
-        before = before.replace(tzinfo=None) if before.tzinfo is None else \
-            before.astimezone(timezone.utc).replace(tzinfo=None)
+        before = utc_naive(before)
         seal(self, self.signer, until=before)
         for workspace in self.workspaces():
             for _attempt in range(5):  # a sealer may take the next seq meanwhile: then link after it
