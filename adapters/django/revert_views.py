@@ -6,6 +6,8 @@ and a "Revert anyway" button; reverting a Created event (a deletion) asks for co
 
 from __future__ import annotations
 
+import re
+
 from django.http import HttpRequest, HttpResponseBase, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
@@ -17,6 +19,14 @@ from audit_middleware.revert import RevertConflict, RevertError, RevertNeedsConf
 from . import conf
 from .revert import ANY_WORKSPACE, revert
 from .views import _error, _secure, _viewer, can_view
+
+_ID = re.compile(r"[0-9a-f-]{36}")
+
+
+def revert_notice(request: HttpRequest) -> str:
+    """The line the events page shows after a revert (ids only: nothing else from the query is echoed)."""
+    reverted = request.GET.get("reverted", "")
+    return f"Event {reverted} was reverted." if _ID.fullmatch(reverted) else ""
 
 
 def can_revert(request: HttpRequest) -> bool:
@@ -48,4 +58,4 @@ def revert_event(request: HttpRequest, event_id: str) -> HttpResponseBase:
     except RevertError as error:
         status = 404 if str(error).startswith("no audit event") else 400
         return _secure(_error(request, status, "Cannot revert", str(error)))
-    return _secure(HttpResponseRedirect(reverse("audit_middleware:index"), status=303))
+    return _secure(HttpResponseRedirect(f"{reverse('audit_middleware:index')}?reverted={event_id}", status=303))

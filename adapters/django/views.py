@@ -110,11 +110,12 @@ def _store() -> DjangoStore:
 @audit_view
 def index(request: HttpRequest, admin: AdminRequest) -> HttpResponse:
     page = build_page(_store(), get_auditor().catalog, admin)
-    from .revert_views import can_revert
+    from .revert_views import can_revert, revert_notice
 
     revertible = sorted(REVERTIBLE_ACTIONS) if can_revert(request) else []
     return render(request, "audit_middleware/events.html", {"page": page, "form": page.form,
-                                                             "revertible_actions": revertible})
+                                                             "revertible_actions": revertible,
+                                                             "revert_notice": revert_notice(request)})
 
 
 @audit_view

@@ -9,6 +9,7 @@ it allows.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, current_app, redirect, render_template, request, url_for
@@ -23,6 +24,8 @@ from audit_middleware.revert import (
 if TYPE_CHECKING:
     from .extension import AuditTrail
 
+_ID = re.compile(r"[0-9a-f-]{36}")
+
 
 def add_revert_routes(blueprint: Blueprint, audit: AuditTrail) -> None:
     def can_revert() -> bool:
@@ -35,7 +38,15 @@ def add_revert_routes(blueprint: Blueprint, audit: AuditTrail) -> None:
             return bool(row.resource_type and row.resource_id and row.action in REVERTIBLE_ACTIONS
                         and can_revert())
 
-        return {"revertible": revertible}
+        def revert_notice() -> str:
+            reverted = request.args.get("reverted", "")
+            if not _ID.fullmatch(reverted):
+                return ""
+            recorded = [e for e in request.args.get("recorded", "").split(",") if _ID.fullmatch(e)]
+            return f"Event {reverted} was reverted" + (
+                f"; the revert is recorded as event {', '.join(recorded)}." if recorded else ".")
+
+        return {"revertible": revertible, "revert_notice": revert_notice}
 
     @blueprint.route("/events/<event_id>/revert", methods=["POST"])
     def revert(event_id: str) -> Any:

@@ -33,6 +33,8 @@ def test_the_revert_button_enables_a_disabled_warehouse_as_the_owner(flask_app):
     assert response.status_code == 303
     assert warehouse(flask_app, warehouse_id).enabled is True
     (enabled,) = flask_app.events(events=("Warehouse Enabled",))
+    notice = owner.get(response.headers["Location"]).data.decode()
+    assert f"Event {disabled.id} was reverted; the revert is recorded as event {enabled.id}." in notice
     assert (enabled.actor.name, enabled.workspace_id, enabled.context["reverted_event_id"]) == (
         "ada@a.example", "ws_a", disabled.id)
 

@@ -96,6 +96,7 @@ def test_the_revert_button_in_the_admin_view():
     assert client.post(url(disabled.id)).status_code == 403  # no CSRF token
     response = client.post(url(disabled.id), {"csrfmiddlewaretoken": token(client)})
     assert response.status_code == 303
+    assert f"Event {disabled.id} was reverted." in client.get(response["Location"]).content.decode()
     w.refresh_from_db()
     assert w.enabled is True
     enabled = events(event="Warehouse Enabled")[-1]
