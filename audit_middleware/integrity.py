@@ -438,3 +438,26 @@ def _verify_workspace(backend: IntegrityBackend, signer: Signer, workspace: str,
     for row in backend.events(workspace, after, None):
         _check_row(row, signer, workspace, report)
         report.unsealed += 1
+
+
+PURGE_SETTING = "audit_middleware.purge"
+"""The PostgreSQL setting a purge transaction turns on so that the append-only trigger lets it delete."""
+
+
+def append_only_guard_sql(table: str) -> list[str]:
+    """PostgreSQL statements creating a trigger that rejects UPDATE and DELETE on the events ``table`` unless
+    the transaction set :data:`PURGE_SETTING` (``SELECT set_config('audit_middleware.purge', 'on', true)``),
+    as the retention purge does. ``table`` is the adapter's own, trusted table name."""
+    return [
+        f"""CREATE OR REPLACE FUNCTION {table}_append_only() RETURNS trigger AS $$
+            BEGIN
+                IF TG_OP = 'DELETE' AND current_setting('{PURGE_SETTING}', true) = 'on' THEN
+                    RETURN OLD;
+                END IF;
+                RAISE EXCEPTION '{table} is append-only: % refused (only the retention purge may delete)',
+                    TG_OP USING ERRCODE = 'insufficient_privilege';
+            END $$ LANGUAGE plpgsql""",
+        f"DROP TRIGGER IF EXISTS {table}_append_only ON {table}",
+        f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} "
+        f"FOR EACH ROW EXECUTE FUNCTION {table}_append_only()",
+    ]

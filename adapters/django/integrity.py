@@ -15,6 +15,7 @@ from audit_middleware.integrity import (
     Digest,
     Key,
     VerifyReport,
+    append_only_guard_sql,
     purge_marker,
     seal,
     verify,
@@ -140,3 +141,15 @@ class DjangoIntegrity:
 
     def after_purge(self, before: datetime) -> None:
         self._digests().filter(kind="seal", last_at__lt=db_time(before), entries__isnull=False).update(entries=None)
+
+    def install_append_only_guard(self) -> None:
+        """PostgreSQL only: a trigger rejecting UPDATE and DELETE on ``audit_events`` except from
+        ``audit_purge`` (see :func:`audit_middleware.integrity.append_only_guard_sql`)."""
+        from django.db import connections
+
+        connection = connections[self.using]
+        if connection.vendor != "postgresql":
+            raise RuntimeError(f"the append-only guard is a PostgreSQL trigger; this database is {connection.vendor}")
+        with transaction.atomic(using=self.using), connection.cursor() as cursor:
+            for statement in append_only_guard_sql(AuditEventRow._meta.db_table):
+                cursor.execute(statement)

@@ -11,6 +11,7 @@ from django.db import connections, router, transaction
 from django.db.models import Q
 
 from audit_middleware.events import AuditEvent
+from audit_middleware.integrity import PURGE_SETTING
 from audit_middleware.query import EventQuery, Page, page_from_rows
 from audit_middleware.store import EVENT_COLUMNS, event_from_row, event_to_row
 
@@ -156,6 +157,10 @@ class DjangoStore:
                 )
                 if not ids:
                     break
+                connection = connections[self.using]
+                if connection.vendor == "postgresql":  # lets the optional append-only trigger allow it
+                    with connection.cursor() as cursor:
+                        cursor.execute("SELECT set_config(%s, 'on', true)", [PURGE_SETTING])
                 self._rows().filter(id__in=ids).delete()
             removed += len(ids)
             if len(ids) < batch_size:

@@ -14,10 +14,12 @@ from sqlalchemy.sql.elements import ColumnElement
 from audit_middleware.events import utc_naive
 from audit_middleware.integrity import (
     DEFAULT_SEAL_BATCH,
+    PURGE_SETTING,
     Digest,
     Key,
     Signer,
     VerifyReport,
+    append_only_guard_sql,
     purge_marker,
     seal,
     verify,
@@ -28,8 +30,6 @@ from .schema import AuditTables
 DEFAULT_SEAL_DELAY = timedelta(minutes=5)
 """How far sealing trails the clock: longer than any write transaction, so no event commits into a range
 that is sealed already (it would read as inserted out of band)."""
-
-PURGE_SETTING = "audit_middleware.purge"
 
 
 class SQLAlchemyIntegrity:
@@ -160,21 +160,9 @@ class SQLAlchemyIntegrity:
         if self.engine.dialect.name != "postgresql":
             raise RuntimeError("the append-only guard is a PostgreSQL trigger; this engine is "
                                f"{self.engine.dialect.name}")
-        name = self.events_table.name
         with self.engine.begin() as connection:
-            connection.execute(text(f"""
-                CREATE OR REPLACE FUNCTION {name}_append_only() RETURNS trigger AS $$
-                BEGIN
-                    IF TG_OP = 'DELETE' AND current_setting('{PURGE_SETTING}', true) = 'on' THEN
-                        RETURN OLD;
-                    END IF;
-                    RAISE EXCEPTION '{name} is append-only: % refused (only the retention purge may delete)',
-                        TG_OP USING ERRCODE = 'insufficient_privilege';
-                END $$ LANGUAGE plpgsql"""))
-            connection.execute(text(f"DROP TRIGGER IF EXISTS {name}_append_only ON {name}"))
-            connection.execute(text(
-                f"CREATE TRIGGER {name}_append_only BEFORE UPDATE OR DELETE ON {name} "
-                f"FOR EACH ROW EXECUTE FUNCTION {name}_append_only()"))
+            for statement in append_only_guard_sql(self.events_table.name):
+                connection.execute(text(statement))
 
 
 def allow_purge(connection: Any) -> None:

@@ -88,3 +88,24 @@ def test_saved_heads_catch_a_truncated_chain(tmp_path):
     assert DjangoIntegrity().verify(delay=timedelta(0)).ok  # from the inside nothing is missing
     with pytest.raises(CommandError, match="whole chain of this workspace is gone"):
         call_command("audit_verify", "--seal-delay", "0", "--heads", heads, stdout=StringIO())
+
+
+def test_append_only_guard_on_postgresql_lets_only_the_purge_delete():
+    if connection.vendor != "postgresql":
+        pytest.skip("the append-only guard is a PostgreSQL trigger")
+    from django.db import DatabaseError, transaction
+
+    now = datetime.now(timezone.utc)
+    DjangoStore().append([CoreEvent(new_event_id(), now - timedelta(days=d), "Warehouse Created", "Warehouses",
+                                    "created", Actor.system("seed")) for d in (120, 1)])
+    DjangoIntegrity().install_append_only_guard()
+    try:
+        for statement in (f"UPDATE {table()} SET event = 'x'", f"DELETE FROM {table()}"):  # noqa: S608
+            with pytest.raises(DatabaseError, match="append-only"), transaction.atomic(), \
+                    connection.cursor() as cursor:
+                cursor.execute(statement)
+        call_command("audit_purge", "--yes", stdout=StringIO())
+        assert AuditEvent.objects.count() == 1 and DjangoIntegrity().verify(delay=timedelta(0)).ok
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP TRIGGER IF EXISTS audit_events_append_only ON {table()}")
