@@ -6,7 +6,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from flask import Flask, current_app, g, request
+from flask import Flask, current_app, g, has_app_context, request
 
 from audit_middleware.actors import Actor
 from audit_middleware.adapters.sqlalchemy import SQLAlchemyAuditor, SQLAlchemyStore
@@ -182,8 +182,16 @@ class AuditTrail:
                 table = db.metadata.tables.get("audit_events")
                 if table is None:
                     table = define_tables(db.metadata).events
+
+                def engine() -> Any:
+                    # db.engine needs an app context; relays and the in-process drainer run without one
+                    if has_app_context():
+                        return db.engine
+                    with app.app_context():
+                        return db.engine
+
                 self._auditor = SQLAlchemyAuditor(
-                    db.session, bind=lambda: db.engine, config=config, catalog=self.catalog, table=table,
+                    db.session, bind=engine, config=config, catalog=self.catalog, table=table,
                     destinations=app.config["AUDIT_TRAIL_DESTINATIONS"],
                 )
             else:

@@ -115,7 +115,7 @@ class SQLAlchemyAuditor:
         resource: Any = None,
         *,
         details: Mapping[str, Any] | None = None,
-        session: Session | None = None,
+        session: Session | scoped_session[Session] | None = None,
         resource_type: str | None = None,
         resource_id: Any = None,
         resource_name: Any = None,
@@ -137,6 +137,8 @@ class SQLAlchemyAuditor:
             details=details,
         )
         if session is not None:
+            if isinstance(session, scoped_session):  # Flask-SQLAlchemy's db.session: the current session
+                session = session()
             insert_events(session.connection(), [event], self.table)
             if self.outbox is not None:
                 self.outbox.write(session.connection(), [event])

@@ -72,6 +72,9 @@ class SessionCapture:
     def __init__(self, auditor: SQLAlchemyAuditor) -> None:
         self.auditor = auditor
         self._infos: dict[Mapper[Any], ModelInfo | None] = {}
+        # Mappers this auditor has captured writes of: a process may map several classes with one resource
+        # name (two apps, or test modules), and the one this auditor writes is the one that name means here.
+        self.written: dict[Mapper[Any], None] = {}
         self._targets: list[Any] = []
 
     # -- model discovery -------------------------------------------------------------------------------
@@ -167,6 +170,7 @@ class SessionCapture:
             info = self.info(state.mapper)
             if info is None:
                 continue
+            self.written[state.mapper] = None
             with recorder.guard(self.auditor, info.options.must_record):
                 values = {k: state.dict.get(k) for k in info.keys}
                 events += recorder.change_events(info.options, "created", info.resource_id(values), {}, values,
@@ -179,6 +183,7 @@ class SessionCapture:
             info = self.info(state.mapper)
             if info is None:
                 continue
+            self.written[state.mapper] = None
             with recorder.guard(self.auditor, info.options.must_record):
                 old: dict[str, Any] = {}
                 new: dict[str, Any] = {}
@@ -209,6 +214,7 @@ class SessionCapture:
             info = self.info(state.mapper)
             if info is None:
                 continue
+            self.written[state.mapper] = None
             with recorder.guard(self.auditor, info.options.must_record):
                 values = {k: state.dict.get(k) for k in info.keys if k in state.dict}
                 if state.key is not None:
@@ -227,6 +233,7 @@ class SessionCapture:
         info = self.info(mapper)
         if info is None:
             return None
+        self.written[mapper] = None
         session = orm_state.session
         columns = [info.columns[k].label(k) for k in info.keys]
         pk_columns = [info.columns[k] for k in info.pk_keys]

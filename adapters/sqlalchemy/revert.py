@@ -76,7 +76,8 @@ def _model_for(auditor: SQLAlchemyAuditor, resource_type: str, model: Any) -> tu
     found = [(m, i) for m, i in capture._infos.items() if i is not None and i.options.resource == resource_type]
     if not found:
         raise RevertError(f"no tracked model records {resource_type!r} events: pass model= to revert()")
-    return found[-1]  # the latest mapped (a re-imported app maps its classes again)
+    written = [(m, i) for m, i in found if m in capture.written]
+    return (written or found)[-1]  # prefer the class this auditor has written (others may share the name)
 
 
 def _session(auditor: SQLAlchemyAuditor) -> tuple[Session, bool]:
