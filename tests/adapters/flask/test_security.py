@@ -12,8 +12,10 @@ import io
 import json
 import os
 import re
+import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -450,3 +452,57 @@ def test_every_admin_response_carries_the_security_headers(sec):
     assert owner.get(ADMIN + "/events.json").mimetype == "application/json"
     with owner.get(ADMIN + "/static/admin.css") as css:
         assert css.headers["X-Content-Type-Options"] == "nosniff" and css.mimetype == "text/css"
+
+
+class HostileReceiver:
+    """A loopback receiver answering every POST with ``status``, an HTML body and an HTML Location."""
+
+    def __init__(self, status: int) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                body = PAYLOADS[0].encode()
+                self.send_response(status)
+                self.send_header("Location", "javascript:alert(9)//" + PAYLOADS[1])
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("status", [422, 302])
+def test_a_receivers_hostile_answer_is_shown_escaped_on_the_forwarding_page(database_url, status):
+    """What a remote receiver answers (its body, its redirect Location) becomes the delivery's error on the
+    Forwarding page, escaped like every other value."""
+    receiver = HostileReceiver(status)
+    test_app = make_app(database_url, AUDIT_TRAIL_DESTINATIONS=[
+        WebhookDestination(receiver.url, SECRET, allow_private=True, timeout=5)])
+    try:
+        with test_app.app.app_context():
+            outbox = test_app.audit.auditor.outbox
+            assert outbox is not None
+            outbox.set_enabled("ws_a", "webhook", True)
+        owner = test_app.client("ada@a.example")
+        owner.post("/warehouses", data={"name": PAYLOADS[2]})
+        with test_app.app.app_context():
+            test_app.audit.auditor.relay(backoff_base=0.01, backoff_cap=0.05).drain()
+        html = owner.get(ADMIN + "/forwarding").get_data(as_text=True)
+        assert 'id="fw-dead"' in html
+        assert ("&lt;script&gt;" in html) if status == 422 else ("javascript:alert(9)" in html)
+        for payload in PAYLOADS:
+            assert payload not in html, payload
+        assert "<script" not in html.lower() and "<img" not in html and 'href="javascript' not in html
+    finally:
+        receiver.stop()
+        dispose(test_app)
