@@ -137,6 +137,11 @@ def plan_revert(event: AuditEvent, current: Mapping[str, Any] | None, decode: De
             f"{event.event!r} ({event.id}) changed only fields whose old values were not stored "
             f"({', '.join(plan.not_restorable)}): there is nothing to restore"
         )
+    if all(_same(decode, name, value, current, True) for name, value in plan.values.items()):
+        raise RevertError(
+            f"{_resource(event)} already holds the values from before {event.event!r} ({event.id}): "
+            "there is nothing to revert"
+        )
     return plan
 
 

@@ -49,6 +49,8 @@ def test_reverting_a_disabled_event_enables_the_warehouse_and_is_recorded(app):
     assert [(e.actor, e.workspace_id, e.context["reverted_event_id"], e.changes) for e in recorded] == [
         (OWNER, "ws_1", disabled.id, {"enabled": [False, True]})]
     assert [e.id for e in result.recorded] == [recorded[0].id]
+    with pytest.raises(RevertError, match="already holds the values from before 'Warehouse Disabled'"):
+        app.auditor.revert(disabled.id, actor=OWNER, force=True)
 
 
 def test_reverting_a_modified_event_restores_typed_values(app):

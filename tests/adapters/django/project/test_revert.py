@@ -72,16 +72,26 @@ def test_api_restores_modified_values_recreates_deleted_rows_and_deletes_created
 def test_conflicts_name_the_fields_and_force_overwrites():
     w = make()
     with in_workspace("ws_1"):
+        w.name = "Renamed"
+        w.save()
+        w.name = "Renamed again"
+        w.save()
         w.enabled = False
         w.save()
         w.enabled = True
         w.save()
-    disabled = events(event="Warehouse Disabled")[0]
+    renamed = events(event="Warehouse Modified")[0]
     with pytest.raises(RevertConflict) as caught:
-        revert(disabled.id)
-    assert [(c.field, c.expected, c.current) for c in caught.value.plan.conflicts] == [("enabled", False, True)]
+        revert(renamed.id)
+    assert [(c.field, c.expected, c.current) for c in caught.value.plan.conflicts] == [
+        ("name", "Renamed", "Renamed again")]
     with pytest.raises(RevertError, match="in this workspace"):
-        revert(disabled.id, workspace_id="ws_2")
+        revert(renamed.id, workspace_id="ws_2")
+    revert(renamed.id, force=True)
+    w.refresh_from_db()
+    assert w.name == "Production"
+    with pytest.raises(RevertError, match="already holds the values from before 'Warehouse Disabled'"):
+        revert(events(event="Warehouse Disabled")[0].id)
 
 
 def test_the_revert_button_in_the_admin_view():
@@ -101,8 +111,21 @@ def test_the_revert_button_in_the_admin_view():
     assert w.enabled is True
     enabled = events(event="Warehouse Enabled")[-1]
     assert enabled.actor.name == "viewer@example.com" and enabled.context["reverted_event_id"] == disabled.id
-    conflict = client.post(url(disabled.id), {"csrfmiddlewaretoken": token(client)})
-    assert conflict.status_code == 409 and b"<td>enabled</td><td>False</td><td>True</td>" in conflict.content
+    again = client.post(url(disabled.id), {"csrfmiddlewaretoken": token(client)})
+    assert again.status_code == 400 and b"nothing to revert" in again.content
+    with in_workspace("ws_1"):
+        w.name = "Renamed"
+        w.save()
+        w.name = "Renamed again"
+        w.save()
+    renamed = events(event="Warehouse Modified")[0]
+    conflict = client.post(url(renamed.id), {"csrfmiddlewaretoken": token(client)})
+    assert conflict.status_code == 409
+    assert b"<td>name</td><td>Renamed</td><td>Renamed again</td>" in conflict.content
+    forced = client.post(url(renamed.id), {"csrfmiddlewaretoken": token(client), "force": "1"})
+    assert forced.status_code == 303
+    w.refresh_from_db()
+    assert w.name == "Production"
     other = viewer("other", workspace="ws_2")
     with in_workspace("ws_2"):
         Warehouse.objects.create(name="Theirs")  # a row of their own, so their page has a form
