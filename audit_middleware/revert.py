@@ -106,8 +106,9 @@ def plan_revert(event: AuditEvent, current: Mapping[str, Any] | None, decode: De
         if current is not None:
             plan.conflicts = [Conflict(name, json_safe(plan.values[name]), json_safe(current.get(name)))
                               for name in plan.values if not _same(decode, name, plan.values[name], current, True)]
-            if not plan.conflicts:  # identical row already there: still a conflict, the row came back
-                plan.conflicts = [Conflict("(row)", None, "exists")]
+            if not plan.conflicts:
+                raise RevertError(f"{_resource(event)} exists again with the deleted row's values: there is "
+                                  "nothing to revert")
         return plan
     if current is None:
         raise RevertError(

@@ -99,8 +99,15 @@ def test_reverting_a_deleted_event_recreates_the_row_but_not_its_masked_fields(a
         "Production", "hourly", decimal.Decimal("1.5"), None)
     created = app.events(event="Warehouse Created")[-1]
     assert created.context["reverted_event_id"] == deleted.id and created.actor == OWNER
-    with pytest.raises(RevertConflict, match="exists again"):
+    with pytest.raises(RevertError, match="exists again with the deleted row's values"):
         app.auditor.revert(deleted.id, actor=OWNER)
+    change(app, warehouse_id, schedule="daily")
+    with pytest.raises(RevertConflict, match="exists again since") as caught:
+        app.auditor.revert(deleted.id, actor=OWNER)
+    assert [(c.field, c.expected, c.current) for c in caught.value.plan.conflicts] == [
+        ("schedule", "hourly", "daily")]
+    app.auditor.revert(deleted.id, actor=OWNER, force=True)
+    assert load(app, warehouse_id).schedule == "hourly"
 
 
 def test_reverting_a_created_event_deletes_only_when_confirmed(app):
