@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError
 
 from audit_middleware import AuditWriteError
 
@@ -95,3 +96,26 @@ def test_several_processes_writing_at_once_get_exactly_one_event_per_committed_c
         assert resource_events[0].occurred_at <= resource_events[1].occurred_at
         assert resource_events[0].actor == resource_events[1].actor
         assert resource_events[0].resource_name.startswith(f"p{resource_events[0].actor.id}-")
+
+
+def test_a_connection_dropped_mid_transaction_loses_the_change_and_its_event_together(app, backend):
+    if backend == "sqlite":
+        pytest.skip("SQLite has no server connection to drop")
+    W = app.Warehouse
+    killer = app.engine.connect()
+    try:
+        with app.Session() as s:
+            s.add(W(name="doomed"))
+            s.flush()  # the row and its event are written, not committed
+            if backend == "postgresql":
+                pid = s.execute(text("SELECT pg_backend_pid()")).scalar_one()
+                killer.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            else:
+                cid = s.execute(text("SELECT CONNECTION_ID()")).scalar_one()
+                killer.execute(text(f"KILL {int(cid)}"))
+            with pytest.raises(DBAPIError):  # the driver's "connection closed", wrapped by SQLAlchemy
+                s.commit()
+    finally:
+        killer.close()
+    assert count(app.engine, W.__table__) == 0
+    assert count(app.engine, app.auditor.table) == 0
