@@ -169,6 +169,22 @@ class Trail(RuleBasedStateMachine):
         self._close(keep)
 
     @precondition(lambda self: self.blocks)
+    @rule(name=names, pick=picks, keep=st.booleans(), actor=actors)
+    def savepoint_block(self, name, pick, keep, actor):
+        """A nested atomic block around a create and a change, left normally or by an exception."""
+        try:
+            with acting_as(ACTORS[actor]), transaction.atomic():
+                Warehouse.objects.create(name=name, capacity=2)
+                objs = self.objects()
+                w = objs[pick % len(objs)]
+                w.enabled = not w.enabled
+                w.save()
+                if not keep:
+                    raise Rollback
+        except Rollback:
+            pass
+
+    @precondition(lambda self: self.blocks)
     @rule()
     def commit(self):
         self._close_all(keep=True)
@@ -186,13 +202,12 @@ class Trail(RuleBasedStateMachine):
         committed = {str(r["pk"]): {f: value(f, r[f]) for f in FIELDS}
                      for r in Warehouse._base_manager.using(using).values("pk", *FIELDS)}
         trail = [row.to_event() for row in AuditEvent._base_manager.using(using).all()]
-        connections[using].close()
         assert replay(trail) == committed
 
 
 def test_replaying_the_trail_reproduces_the_committed_rows():
     Trail.TestCase.settings = settings(
-        max_examples=100 if LONG else 20, stateful_step_count=50 if LONG else 25, deadline=None, database=None,
+        max_examples=500 if LONG else 100, stateful_step_count=50 if LONG else 30, deadline=None, database=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
     )
     Trail.TestCase().runTest()
