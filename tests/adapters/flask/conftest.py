@@ -4,6 +4,8 @@ extension, on the database chosen by ``database_url``."""
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -231,3 +233,26 @@ def flask_app(database_url: str) -> Iterator[TestApp]:
         yield test_app
     finally:
         dispose(test_app)
+
+
+CHROMIUM = os.environ.get("AUDIT_CHROMIUM", "/usr/bin/chromium")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    """Debian's headless Chromium driven by Playwright (never a downloaded browser). Missing Chromium skips,
+    unless AUDIT_REQUIRE_DATABASES is set (CI), where it fails."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not shutil.which(CHROMIUM):
+        message = f"no Chromium at {CHROMIUM}: apt-get install -y chromium chromium-driver"
+        if os.environ.get("AUDIT_REQUIRE_DATABASES"):
+            pytest.fail(message)
+        pytest.skip(message)
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+        )
+        try:
+            yield launched
+        finally:
+            launched.close()

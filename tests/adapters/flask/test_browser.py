@@ -3,32 +3,11 @@
 from __future__ import annotations
 
 import csv
-import os
-import shutil
 import threading
-from collections.abc import Iterator
 
-import pytest
 from werkzeug.serving import make_server
 
 from .conftest import TOKEN_SECRET, dispose, make_app
-
-sync_api = pytest.importorskip("playwright.sync_api")
-CHROMIUM = os.environ.get("AUDIT_CHROMIUM", "/usr/bin/chromium")
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    if not shutil.which(CHROMIUM):
-        pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install -y chromium chromium-driver")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 def test_an_owner_logs_in_filters_by_event_and_actor_pages_and_downloads_the_csv(browser, database_url, tmp_path):

@@ -2,32 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import threading
-from collections.abc import Iterator
 
 import pytest
 from werkzeug.serving import make_server
 
 from .conftest import dispose, make_app
-
-sync_api = pytest.importorskip("playwright.sync_api")
-CHROMIUM = os.environ.get("AUDIT_CHROMIUM", "/usr/bin/chromium")
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    if not shutil.which(CHROMIUM):
-        pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install -y chromium chromium-driver")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 def test_an_owner_reverts_from_the_page_and_reverts_anyway_after_a_conflict(browser, backend, database_url):
