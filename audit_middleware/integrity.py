@@ -26,7 +26,7 @@ import json
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
 from .store import EVENT_COLUMNS
@@ -39,6 +39,9 @@ PREVIOUS_KEYS_ENV = "AUDIT_PREVIOUS_SIGNING_KEYS"
 _CURRENT: Any = object()
 
 DEFAULT_SEAL_BATCH = 1000
+DEFAULT_SEAL_DELAY = timedelta(minutes=5)
+"""How far sealing trails the clock: longer than any write transaction, so no event commits into a range
+that is sealed already (it would read as inserted out of band)."""
 _TIME = "%Y-%m-%dT%H:%M:%S.%f"
 
 Key = tuple[datetime, str]

@@ -4,7 +4,7 @@ as ordinary events (with ``reverted_event_id`` in their context)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +65,18 @@ class RevertPlan:
     conflicts: list[Conflict] = field(default_factory=list)
     not_restorable: list[str] = field(default_factory=list)
     exists: bool = True
+
+    def checked(self, known_fields: Container[str], *, force: bool, confirm: bool) -> RevertPlan:
+        """Move values of fields the model no longer has to ``not_restorable``, then refuse a conflict
+        (unless ``force``) or a delete (unless ``confirm``). Every adapter runs this before writing."""
+        for name in [n for n in self.values if n not in known_fields]:
+            self.values.pop(name)
+            self.not_restorable.append(name)
+        if self.conflicts and not force:
+            raise RevertConflict(self)
+        if self.operation == "delete" and not confirm:
+            raise RevertNeedsConfirmation(self)
+        return self
 
     def conflict_message(self) -> str:
         event = self.event

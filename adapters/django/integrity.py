@@ -12,6 +12,7 @@ from django.db.models import Q
 
 from audit_middleware.integrity import (
     DEFAULT_SEAL_BATCH,
+    DEFAULT_SEAL_DELAY,
     Digest,
     Key,
     VerifyReport,
@@ -27,7 +28,6 @@ from .models import AuditDigest
 from .models import AuditEvent as AuditEventRow
 from .store import db_time
 
-DEFAULT_SEAL_DELAY = timedelta(minutes=5)
 _ROW_COLUMNS = (*EVENT_COLUMNS, "row_hash")
 _DIGEST_FIELDS = ("workspace_id", "seq", "kind", "last_at", "last_id", "count", "entries", "entries_hash",
                   "prev_hash", "digest_hash", "purged_before", "created_at")

@@ -15,9 +15,7 @@ from audit_middleware.actors import Actor
 from audit_middleware.context import acting_as, extra_context, in_workspace
 from audit_middleware.events import AuditEvent
 from audit_middleware.revert import (
-    RevertConflict,
     RevertError,
-    RevertNeedsConfirmation,
     RevertResult,
     plan_revert,
 )
@@ -88,14 +86,7 @@ def revert(
         field = info.fields.get(name)
         return decode(field, value) if field is not None else value
 
-    plan = plan_revert(event, current, decoder)
-    for name in [n for n in plan.values if n not in info.fields]:
-        plan.values.pop(name)
-        plan.not_restorable.append(name)
-    if plan.conflicts and not force:
-        raise RevertConflict(plan)
-    if plan.operation == "delete" and not confirm:
-        raise RevertNeedsConfirmation(plan)
+    plan = plan_revert(event, current, decoder).checked(info.fields, force=force, confirm=confirm)
     recorded: list[AuditEvent] = []
     lock = threading.Lock()
 

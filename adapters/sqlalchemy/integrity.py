@@ -14,6 +14,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from audit_middleware.events import utc_naive
 from audit_middleware.integrity import (
     DEFAULT_SEAL_BATCH,
+    DEFAULT_SEAL_DELAY,
     PURGE_SETTING,
     Digest,
     Key,
@@ -26,10 +27,6 @@ from audit_middleware.integrity import (
 )
 
 from .schema import AuditTables
-
-DEFAULT_SEAL_DELAY = timedelta(minutes=5)
-"""How far sealing trails the clock: longer than any write transaction, so no event commits into a range
-that is sealed already (it would read as inserted out of band)."""
 
 
 class SQLAlchemyIntegrity:

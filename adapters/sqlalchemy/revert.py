@@ -19,9 +19,7 @@ from sqlalchemy.sql.schema import Column
 from audit_middleware.actors import Actor
 from audit_middleware.context import acting_as, extra_context, in_workspace
 from audit_middleware.revert import (
-    RevertConflict,
     RevertError,
-    RevertNeedsConfirmation,
     RevertResult,
     plan_revert,
 )
@@ -123,15 +121,7 @@ def revert(
             column = info.columns.get(name)
             return decode(column, value) if column is not None else value
 
-        plan = plan_revert(event, current, decoder)
-        unknown = [name for name in plan.values if name not in info.columns]
-        for name in unknown:
-            plan.values.pop(name)
-            plan.not_restorable.append(name)
-        if plan.conflicts and not force:
-            raise RevertConflict(plan)
-        if plan.operation == "delete" and not confirm:
-            raise RevertNeedsConfirmation(plan)
+        plan = plan_revert(event, current, decoder).checked(info.columns, force=force, confirm=confirm)
         pending_before = len(session.info.get(PENDING_KEY, ()))
         with ExitStack() as stack:
             if actor is not None:
