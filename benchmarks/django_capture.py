@@ -1,5 +1,6 @@
 """Per-save overhead of auditing with Django: no auditing vs audit-middleware vs django-auditlog vs
-django-simple-history, all installed in the same environment and measured in the same run.
+django-simple-history vs django-pghistory vs django-easy-audit, all installed in the same environment and
+measured in the same run.
 
     python -m venv /tmp/bench && /tmp/bench/bin/pip install -e ".[django,postgresql,mysql]" \\
         -r benchmarks/requirements.txt
@@ -9,7 +10,22 @@ Each (variant, round) runs in a fresh subprocess (Django configures itself once 
 database, variants interleaved in every round. Phases, all through the ORM in autocommit mode as a web
 request would: create N rows (``objects.create``), update two fields of each (``get``, change, ``save``),
 delete each (``delete``), and create 10,000 rows inside one ``transaction.atomic()``. Prints medians, the
-ratio to the unaudited baseline, microseconds added per write, and the SQL statements each save issued.
+ratio to the unaudited baseline, microseconds added per write, the SQL statements each save issued, the audit
+rows after each phase (the child also asserts that every phase recorded rows) and the bytes stored per event.
+
+Peers and how each runs:
+
+- ``audit-middleware``: with an actor attached (``acting_as``) for the whole run.
+- ``auditlog`` (django-auditlog, signals) and ``simple-history`` (django-simple-history, signals): no actor.
+- ``pghistory`` (django-pghistory 3.x, PostgreSQL triggers; skipped on other backends): the Warehouse model is
+  tracked with ``pghistory.track(InsertEvent(), UpdateEvent(), DeleteEvent())``, applied after
+  ``django.setup()`` since the benchmark model module is shared; its event table is created like the other
+  benchmark tables and pgtrigger's schema editor installs the triggers with it. Its request context is on:
+  every write (the whole batch, as one request) runs inside ``pghistory.context(user=..., url=...)``, as its
+  ``HistoryMiddleware`` does per request; the context rows count as stored bytes.
+- ``easy-audit`` (django-easy-audit, signals, rows written in ``on_commit``): CRUD events for Warehouse only (auth
+  and request events off), with a saved user attached the way its middleware does (``set_current_user``);
+  by default it re-reads that user for every event.
 """
 
 import argparse
@@ -23,7 +39,8 @@ from urllib.parse import urlsplit
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _workload import N_BATCH, N_WRITES, median, timed  # noqa: E402
 
-VARIANTS = ("baseline", "audit-middleware", "auditlog", "simple-history")
+VARIANTS = ("baseline", "audit-middleware", "auditlog", "simple-history", "pghistory", "easy-audit")
+POSTGRESQL_ONLY = ("pghistory",)
 PHASES = ("create", "update", "delete", "batch")
 PG = os.environ.get("AUDIT_BENCH_PG", "postgresql://postgres@127.0.0.1:5432")
 MARIADB = os.environ.get("AUDIT_BENCH_MARIADB", "mysql://root@127.0.0.1:3306")
@@ -75,43 +92,133 @@ def drop_database(backend, name):
         c.close()
 
 
+def storage(connection, tables):
+    """Bytes the audit ``tables`` hold: (allocated with their indexes, row data or None), and how measured."""
+    quote = connection.ops.quote_name
+    allocated = payload = 0
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            for table in tables:
+                cursor.execute(f"SELECT pg_total_relation_size(%s), (SELECT COALESCE(SUM(pg_column_size(r.*)), 0) "  # noqa: S608
+                               f"FROM {quote(table)} r)", [table])
+                size, rows = cursor.fetchone()
+                allocated, payload = allocated + size, payload + rows
+            return allocated, payload, ("PostgreSQL: allocated = pg_total_relation_size (heap, TOAST, indexes) "
+                                        "grown by the create phase; row = SUM(pg_column_size(row))")
+        if connection.vendor == "sqlite":
+            try:
+                for table in tables:
+                    cursor.execute("SELECT COALESCE(SUM(pgsize), 0), COALESCE(SUM(CASE WHEN name = %s THEN payload END), 0) "
+                                   "FROM dbstat WHERE name = %s OR name IN "
+                                   "(SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = %s)",
+                                   [table, table, table])
+                    size, rows = cursor.fetchone()
+                    allocated, payload = allocated + size, payload + rows
+                return allocated, payload, ("SQLite: allocated = dbstat pages of the table and its indexes grown by "
+                                            "the create phase; row = dbstat payload of the table's records")
+            except Exception:  # noqa: BLE001 - SQLite built without SQLITE_ENABLE_DBSTAT_VTAB
+                payload = 0
+                for table in tables:
+                    columns = [c.name for c in connection.introspection.get_table_description(cursor, table)]
+                    lengths = " + ".join(f"COALESCE(LENGTH({quote(c)}), 0)" for c in columns)
+                    cursor.execute(f"SELECT COALESCE(SUM({lengths}), 0) FROM {quote(table)}")  # noqa: S608
+                    payload += cursor.fetchone()[0]
+                return None, payload, "SQLite without dbstat: row = SUM(LENGTH(column)) (numbers as text); no allocated size"
+        for table in tables:
+            cursor.execute(f"ANALYZE TABLE {quote(table)}")
+            cursor.fetchall()
+            cursor.execute("SELECT data_length + index_length FROM information_schema.tables "
+                           "WHERE table_schema = DATABASE() AND table_name = %s", [table])
+            allocated += cursor.fetchone()[0]
+        return allocated, None, ("MariaDB: allocated = information_schema data_length + index_length after ANALYZE "
+                                 "TABLE (InnoDB estimates, 16 KiB pages) grown by the create phase; row: not measured")
+
+
 def run_variant(variant, database, n, batch):
     """Runs inside the subprocess: configure Django for ``variant`` and time each phase."""
     if database["ENGINE"].endswith("mysql"):
         import pymysql
 
         pymysql.install_as_MySQLdb()
+    if variant in POSTGRESQL_ONLY and not database["ENGINE"].endswith("postgresql"):
+        raise SystemExit(f"{variant} needs PostgreSQL")
     os.environ["BENCH_VARIANT"] = variant
     import django
     from django.conf import settings
 
     apps = ["django.contrib.contenttypes", "django.contrib.auth", "django_bench_app"]
     apps += {"audit-middleware": ["audit_middleware.adapters.django"], "auditlog": ["auditlog"],
-             "simple-history": ["simple_history"]}.get(variant, [])
+             "simple-history": ["simple_history"], "pghistory": ["pgtrigger", "pghistory"],
+             "easy-audit": ["django.contrib.sessions", "easyaudit"]}.get(variant, [])  # easyaudit imports Session
+    extra = {}
+    if variant == "easy-audit":  # CRUD events of the benchmark model only
+        extra = {"DJANGO_EASY_AUDIT_WATCH_AUTH_EVENTS": False, "DJANGO_EASY_AUDIT_WATCH_REQUEST_EVENTS": False,
+                 "DJANGO_EASY_AUDIT_REGISTERED_CLASSES": ["django_bench_app.Warehouse"]}
     settings.configure(
         DATABASES={"default": database}, INSTALLED_APPS=apps, USE_TZ=True,
-        DEFAULT_AUTO_FIELD="django.db.models.BigAutoField", SECRET_KEY="bench",
+        DEFAULT_AUTO_FIELD="django.db.models.BigAutoField", SECRET_KEY="bench", **extra,
     )
     django.setup()
+    from contextlib import nullcontext
+
     from django.apps import apps as registry
     from django.core.management import call_command
     from django.db import connection, transaction
     from django.test.utils import CaptureQueriesContext
+    from django_bench_app.models import Warehouse
+
+    request = nullcontext  # what a request around each write adds (pghistory: its context)
+    if variant == "pghistory":
+        import pghistory
+
+        # The decorator, applied here rather than in the shared model module; creates WarehouseEvent in the same app.
+        pghistory.track(pghistory.InsertEvent(), pghistory.UpdateEvent(), pghistory.DeleteEvent(),
+                        model_name="WarehouseEvent")(Warehouse)
+
+        def request():
+            return pghistory.context(user=7, url="/warehouses/")
 
     call_command("migrate", verbosity=0)  # the apps with migrations (auth first: history rows point at users)
-    with connection.schema_editor() as editor:
+    with connection.schema_editor() as editor:  # pgtrigger's schema editor installs Meta.triggers with the table
         for model in registry.get_app_config("django_bench_app").get_models():
             editor.create_model(model)
-    from django_bench_app.models import Warehouse
 
     if variant == "audit-middleware":
         from audit_middleware import Actor, acting_as
+        from audit_middleware.adapters.django.models import AuditEvent
 
         scope = acting_as(Actor.user("7", "ada@example.com"))
-    else:
-        from contextlib import nullcontext
+        audit_models = [AuditEvent]
+    elif variant == "easy-audit":
+        from django.contrib.auth.models import User
+        from easyaudit.middleware.easyaudit import set_current_user
+        from easyaudit.models import CRUDEvent
 
+        set_current_user(User.objects.create(id=7, username="ada", email="ada@example.com"))
         scope = nullcontext()
+        audit_models = [CRUDEvent]
+    else:
+        scope = nullcontext()
+        if variant == "auditlog":
+            from auditlog.models import LogEntry
+
+            audit_models = [LogEntry]
+        elif variant == "simple-history":
+            audit_models = [Warehouse.history.model]
+        elif variant == "pghistory":
+            from pghistory.models import Context
+
+            audit_models = [registry.get_model("django_bench_app", "WarehouseEvent"), Context]
+        else:
+            audit_models = []
+    tables = [m._meta.db_table for m in audit_models]
+
+    def audit_rows():
+        if not tables:
+            return 0
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT COUNT(*) FROM {connection.ops.quote_name(tables[0])}")  # noqa: S608
+            return cursor.fetchone()[0]
 
     def make(i):
         return Warehouse.objects.create(name=f"Warehouse {i}", write_key="wk_secret", capacity=i, notes="x")
@@ -119,34 +226,61 @@ def run_variant(variant, database, n, batch):
     ids = []
 
     def create():
-        ids.extend(make(i).pk for i in range(n))
+        for i in range(n):
+            with request():
+                ids.append(make(i).pk)
 
     def update():
         for pk in ids:
-            w = Warehouse.objects.get(pk=pk)
-            w.name = f"{w.name} (renamed)"
-            w.enabled = not w.enabled
-            w.save()
+            with request():
+                w = Warehouse.objects.get(pk=pk)
+                w.name = f"{w.name} (renamed)"
+                w.enabled = not w.enabled
+                w.save()
 
     def delete():
         for w in list(Warehouse.objects.filter(pk__in=ids)):
-            w.delete()
+            with request():
+                w.delete()
 
     def batch_create():
-        with transaction.atomic():
+        with request(), transaction.atomic():
             for i in range(batch):
                 make(i)
 
+    results = {"rows": {}}
     with scope:
-        results = {"create": timed(create), "update": timed(update), "delete": timed(delete),
-                   "batch": timed(batch_create)}
+        empty = storage(connection, tables)
+        for phase, fn in (("create", create), ("update", update), ("delete", delete), ("batch", batch_create)):
+            results[phase] = timed(fn)
+            results["rows"][phase] = audit_rows()
+            if phase == "create":
+                full = storage(connection, tables)
+                events = results["rows"]["create"]
+                results["bytes"] = [None if full[i] is None or not events else (full[i] - empty[i]) / events
+                                    for i in (0, 1)]
+                results["bytes_measured"] = full[2]
+        if tables:  # every phase recorded events
+            counts = [0, *results["rows"].values()]
+            assert all(b > a for a, b in zip(counts, counts[1:], strict=False)), f"{variant} recorded no rows in a phase: {counts}"
+        if variant == "pghistory":  # the context was attached to every event
+            event_model = audit_models[0]
+            assert not event_model.objects.filter(pgh_context__isnull=True).exists(), "pghistory events without context"
+        if variant == "easy-audit":
+            assert not CRUDEvent.objects.filter(user__isnull=True).exists(), "easy-audit events without user"
         w = Warehouse.objects.first()
         w.capacity += 1
-        with CaptureQueriesContext(connection) as queries:
+        with request(), CaptureQueriesContext(connection) as queries:
             w.save()
-        results["save_statements"] = [q["sql"].split()[0] + (" (events)" if "audit_events" in q["sql"] else "")
-                                      for q in queries.captured_queries]
+        results["save_statements"] = [label(q["sql"], tables) for q in queries.captured_queries]
     return results
+
+
+def label(sql, tables):
+    """A captured statement as its verb, marked when it writes the audit table (pghistory: the prefix it injects)."""
+    if sql.startswith("SELECT set_config('pghistory.context_id'"):
+        return "set_config+" + label(sql.split("; ", 1)[1], tables)
+    return sql.split()[0] + (" (audit)" if any(t in sql for t in tables) else "")
 
 
 def main():
@@ -164,10 +298,11 @@ def main():
         print(json.dumps(run_variant(args.child, json.loads(args.database), args.n, args.batch)))
         return
     os.makedirs(args.workdir, exist_ok=True)
-    variants = args.variant or list(VARIANTS)
     for backend in args.backend or ["sqlite"]:
+        variants = [v for v in args.variant or VARIANTS if backend == "postgresql" or v not in POSTGRESQL_ONLY]
+        skipped = [v for v in args.variant or VARIANTS if v not in variants]
         samples = {v: {p: [] for p in PHASES} for v in variants}
-        statements = {}
+        statements, rows, stored, measured = {}, {}, {}, set()
         for _ in range(args.rounds):
             for variant in variants:
                 database, name = fresh_database(backend, os.path.abspath(args.workdir))
@@ -175,19 +310,27 @@ def main():
                     out = subprocess.run(
                         [sys.executable, __file__, "--child", variant, "--database", json.dumps(database),
                          "--n", str(args.n), "--batch", str(args.batch)],
-                        check=True, capture_output=True, text=True,
-                    ).stdout
+                        check=False, capture_output=True, text=True,
+                    )
                 finally:
                     drop_database(backend, name)
                     if name is None and os.path.exists(database["NAME"]):
                         os.remove(database["NAME"])
-                result = json.loads(out.strip().splitlines()[-1])
+                if out.returncode:
+                    sys.exit(f"{variant} on {backend} failed:\n{out.stderr}")
+                result = json.loads(out.stdout.strip().splitlines()[-1])
                 statements[variant] = result.pop("save_statements")
+                rows[variant] = result["rows"]
+                stored.setdefault(variant, []).append(result.get("bytes", [None, None]))
+                measured.add(result.get("bytes_measured"))
                 for phase in PHASES:
                     samples[variant][phase].append(result[phase])
         print(f"\n## {backend}: {args.n} writes per phase, batch of {args.batch}, median of {args.rounds} rounds")
-        print("| variant | " + " | ".join(f"{p} (µs/write)" for p in PHASES) + " | statements per save |")
-        print("|---|" + "---|" * (len(PHASES) + 1))
+        for variant in skipped:
+            print(f"(skipped {variant}: PostgreSQL only)")
+        print("| variant | " + " | ".join(f"{p} (µs/write)" for p in PHASES)
+              + " | statements per save | audit rows after each phase | bytes per event (row; allocated) |")
+        print("|---|" + "---|" * (len(PHASES) + 3))
         base = {p: median(samples["baseline"][p]) if "baseline" in samples else None for p in PHASES}
         for variant in variants:
             cells = []
@@ -196,10 +339,22 @@ def main():
                 value = median(samples[variant][phase])
                 cell = f"{value / count * 1e6:.0f}"
                 if base[phase] and variant != "baseline":
-                    cell += f" (×{value / base[phase]:.2f}, +{(value - base[phase]) / count * 1e6:.0f})"
+                    cell += f" (×{value / base[phase]:.2f}, {(value - base[phase]) / count * 1e6:+.0f})"
                 cells.append(cell)
-            print(f"| {variant} | " + " | ".join(cells) + f" | {', '.join(statements[variant])} |")
-
+            saves = ", ".join(statements[variant])
+            if variant == "pghistory":
+                saves += " (+ trigger: event INSERT and context upsert, not visible as statements)"
+            counts = "/".join(str(rows[variant][p]) for p in PHASES)
+            sizes = ["-" if any(s[i] is None for s in stored[variant])
+                     else f"{median([s[i] for s in stored[variant]]):.0f}" for i in (0, 1)]
+            print(f"| {variant} | " + " | ".join(cells) + f" | {saves} | {counts} | {sizes[1]}; {sizes[0]} |")
+        print("\nStatements: captured by Django's query log for one autocommit save of a loaded row; (audit) = writes "
+              "the audit table; work done by database triggers is not a statement and is not shown.")
+        print("Bytes per event, measured after the create phase over the audit table(s) (pghistory: its event and "
+              "context tables) divided by the events the create phase recorded, median over rounds:")
+        for how in sorted(m for m in measured if m):
+            print(f"  {how}")
+        print("  Allocated sizes grow by whole pages: with few writes per phase they mostly measure page granularity.")
 
 if __name__ == "__main__":
     main()
