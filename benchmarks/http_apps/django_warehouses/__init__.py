@@ -1,0 +1,1 @@
+"""The Django app of the HTTP benchmark: one Warehouse model."""
