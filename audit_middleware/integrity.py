@@ -105,6 +105,11 @@ class Signer:
         """The hash of an event row (the :data:`~audit_middleware.store.EVENT_COLUMNS` values as stored)."""
         return self.mac(canonical_row(row))
 
+    def values_hash(self, values: Sequence[Any]) -> str:
+        """:meth:`row_hash` of the row whose :data:`~audit_middleware.store.EVENT_COLUMNS` values are
+        ``values``, in that order (extra trailing values are ignored)."""
+        return self.mac(canonical_values(values))
+
     def digest_hash(self, digest: Digest) -> str:
         return self.mac(_digest_message(digest))
 
@@ -138,7 +143,12 @@ def _digest_message(digest: Digest) -> bytes:
 def canonical_row(row: Mapping[str, Any]) -> bytes:
     """The bytes a row hash covers: a JSON list of the columns in :data:`EVENT_COLUMNS` order, time as naive
     UTC with microseconds, everything else as the text stored (so every database gives the same bytes)."""
-    values = [row[name] for name in EVENT_COLUMNS]
+    return canonical_values([row[name] for name in EVENT_COLUMNS])
+
+
+def canonical_values(stored: Sequence[Any]) -> bytes:
+    """:func:`canonical_row` of the row whose :data:`EVENT_COLUMNS` values are ``stored``, in that order."""
+    values = list(stored[:_WIDTH])
     for index, value in enumerate(values):  # on the write path every value is already str or None
         if value is not None and type(value) is not str:
             if isinstance(value, datetime):
@@ -148,6 +158,7 @@ def canonical_row(row: Mapping[str, Any]) -> bytes:
     return _encode(values).encode("utf-8")
 
 
+_WIDTH = len(EVENT_COLUMNS)
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 

@@ -6,9 +6,7 @@ from typing import Any
 
 from django.db import models
 
-from audit_middleware.store import event_from_row
-
-NAME_LENGTH = 255
+from audit_middleware.store import NAME_LENGTH, event_from_row
 
 
 class AuditEventManager(models.Manager["AuditEvent"]):

@@ -13,14 +13,13 @@ from django.db.models import Q
 from audit_middleware.events import AuditEvent
 from audit_middleware.integrity import PURGE_SETTING
 from audit_middleware.query import EventQuery, Page, page_from_rows
-from audit_middleware.store import EVENT_COLUMNS, event_from_row, event_to_row
+from audit_middleware.store import EVENT_COLUMNS, STORED_COLUMNS, event_from_row, stored_rows
 
 from . import conf
-from .models import NAME_LENGTH
 from .models import AuditEvent as AuditEventRow
 
-_CAPPED = ("actor_id", "actor_name", "resource_id", "resource_name")
-_COLUMNS = (*EVENT_COLUMNS, "row_hash")
+_COLUMNS = STORED_COLUMNS
+_TIME = STORED_COLUMNS.index("occurred_at")
 
 
 def db_time(moment: datetime) -> datetime:
@@ -60,17 +59,10 @@ def insert_events(connection: Any, events: Sequence[AuditEvent], *, forward: boo
     if not events:
         return
     adapt = connection.ops.adapt_datetimefield_value
-    row_hash = conf.signer().row_hash
     params: list[Any] = []
-    for event in events:
-        row = event_to_row(event)
-        for key in _CAPPED:
-            value = row[key]
-            if value is not None and len(value) > NAME_LENGTH:
-                row[key] = value[:NAME_LENGTH]
-        row["row_hash"] = row_hash(row)  # over the row as stored (tamper evidence)
-        row["occurred_at"] = adapt(db_time(row["occurred_at"]))
-        params.extend(row[c] for c in _COLUMNS)
+    for values in stored_rows(events, conf.signer()):
+        values[_TIME] = adapt(db_time(values[_TIME]))
+        params += values
     width = len(_COLUMNS)
     step = _rows_per_statement(connection)
     with connection.cursor() as cursor:

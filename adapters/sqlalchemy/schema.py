@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from sqlalchemy import BigInteger, Boolean, Column, DateTime, Index, Integer, MetaData, String, Table, Text
 from sqlalchemy.dialects import mysql
 
+from audit_middleware.store import NAME_LENGTH
+
 TIMESTAMP = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 JSON_TEXT = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
-
-NAME_LENGTH = 255
 
 
 @dataclass(frozen=True)

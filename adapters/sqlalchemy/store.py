@@ -12,29 +12,17 @@ from sqlalchemy.sql.elements import ColumnElement
 from audit_middleware.events import AuditEvent
 from audit_middleware.integrity import Signer
 from audit_middleware.query import EventQuery, Page, page_from_rows
-from audit_middleware.store import event_from_row, event_to_row
+from audit_middleware.store import STORED_COLUMNS, event_from_row, stored_rows
 
 from .integrity import SQLAlchemyIntegrity, allow_purge
-from .schema import NAME_LENGTH, audit_events, tables_of
+from .schema import audit_events, tables_of
 
 EngineSource = Engine | Callable[[], Engine]
 
 
-def _cap(value: str | None) -> str | None:
-    return value[:NAME_LENGTH] if value is not None and len(value) > NAME_LENGTH else value
-
-
 def rows_for(events: Sequence[AuditEvent], signer: Signer | None = None) -> list[dict[str, Any]]:
-    """The rows to insert, each with its ``row_hash`` (see :mod:`audit_middleware.integrity`)."""
-    signer = signer or _DEFAULT_SIGNER
-    rows = []
-    for event in events:
-        row = event_to_row(event)
-        for key in ("actor_id", "actor_name", "resource_id", "resource_name"):
-            row[key] = _cap(row[key])
-        row["row_hash"] = signer.row_hash(row)
-        rows.append(row)
-    return rows
+    """The rows an insert writes, as dicts, each with its ``row_hash`` (see :mod:`audit_middleware.integrity`)."""
+    return [dict(zip(STORED_COLUMNS, values, strict=True)) for values in stored_rows(events, signer or _DEFAULT_SIGNER)]
 
 
 # The signing key belongs to the trail (the table), not to one caller: every path that inserts into a table
@@ -53,18 +41,77 @@ def signer_for(table: Table) -> Signer:
 
 
 def insert_events(connection: Connection, events: Sequence[AuditEvent], table: Table = audit_events) -> None:
-    """Write events on ``connection``, in its current transaction, with one executemany."""
-    if events:
-        connection.execute(_insert_statement(table), rows_for(events, signer_for(table)))
+    """Write events on ``connection``, in its current transaction: one multi-row INSERT per
+    :data:`ROWS_PER_STATEMENT` events (60 on SQLite), so one event is one round trip (an executemany costs a
+    pipeline on psycopg). This is the per-flush hot path: the statement text is made once per table, dialect
+    and row count, and the values go to the driver as they are (after the dialect's bind processors)."""
+    if not events:
+        return
+    rows = stored_rows(events, signer_for(table))
+    insert = _driver_insert(table, connection.dialect)
+    if insert is None:  # a driver whose placeholders are not ``?`` or ``%s``: the compiled Core statement
+        connection.execute(_core_insert(table), [dict(zip(STORED_COLUMNS, r, strict=True)) for r in rows])
+        return
+    step = insert.rows_per_statement
+    for start in range(0, len(rows), step):
+        chunk = rows[start:start + step]
+        params: list[Any] = []
+        for values in chunk:
+            for index, process in insert.processors:
+                if values[index] is not None:
+                    values[index] = process(values[index])
+            params += values
+        connection.exec_driver_sql(insert.sql(len(chunk)), tuple(params))
 
 
-_INSERTS: dict[Table, Any] = {}
+class _DriverInsert:
+    """A table's INSERT in one dialect's driver SQL: the text for n rows, and the bind processors to apply."""
+
+    def __init__(self, table: Table, dialect: Any, mark: str) -> None:
+        quote = dialect.identifier_preparer.quote
+        columns = [table.c[name] for name in STORED_COLUMNS]
+        self._head = (  # identifiers are the table's own, quoted by the dialect; every value is a parameter
+            f"INSERT INTO {dialect.identifier_preparer.format_table(table)} "  # noqa: S608
+            f"({', '.join(quote(c.name) for c in columns)}) VALUES "
+        )
+        self._row = "(" + ", ".join([mark] * len(columns)) + ")"
+        self._texts: dict[int, str] = {}
+        self.processors = [
+            (index, process) for index, column in enumerate(columns)
+            if (process := column.type.dialect_impl(dialect).bind_processor(dialect)) is not None
+        ]
+        self.rows_per_statement = 60 if dialect.name == "sqlite" else ROWS_PER_STATEMENT
+
+    def sql(self, rows: int) -> str:
+        text = self._texts.get(rows)
+        if text is None:
+            text = self._head + ", ".join([self._row] * rows)
+            if len(self._texts) < 64:
+                self._texts[rows] = text
+        return text
 
 
-def _insert_statement(table: Table) -> Any:
-    statement = _INSERTS.get(table)
+ROWS_PER_STATEMENT = 500
+"""Events per INSERT statement (SQLite: 60, whose older builds bind at most 999 parameters)."""
+_MARKS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
+_DRIVER_INSERTS: dict[tuple[Table, str, str], _DriverInsert | None] = {}
+_CORE_INSERTS: dict[Table, Any] = {}
+
+
+def _driver_insert(table: Table, dialect: Any) -> _DriverInsert | None:
+    key = (table, dialect.name, dialect.driver)
+    try:
+        return _DRIVER_INSERTS[key]
+    except KeyError:
+        mark = _MARKS.get(dialect.paramstyle)
+        insert_ = _DRIVER_INSERTS[key] = _DriverInsert(table, dialect, mark) if mark else None
+        return insert_
+
+
+def _core_insert(table: Table) -> Any:
+    statement = _CORE_INSERTS.get(table)
     if statement is None:
-        statement = _INSERTS[table] = insert(table)
+        statement = _CORE_INSERTS[table] = insert(table)
     return statement
 
 
