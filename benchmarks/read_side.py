@@ -8,7 +8,10 @@ database ``audit_bench_read_<N>``; ``--fresh`` regenerates), then measures at th
   many random filters;
 - CSV export of one workspace through the store's keyset pages: rows/s and the exporting process's peak RSS
   growth, in a subprocess, for two export sizes (RSS must not grow with the row count).
+The same pages' full response time through the Flask and Django admin views: ``benchmarks/admin_pages.py``.
 """
+
+from __future__ import annotations
 
 import argparse
 import json
@@ -18,10 +21,16 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _workload import median  # noqa: E402
+
+if TYPE_CHECKING:
+    from audit_middleware import EventQuery
+    from audit_middleware.catalog import EventCatalog
 
 PG = os.environ.get("AUDIT_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432")
 WORKSPACES = 20
@@ -29,6 +38,7 @@ ACTORS = 400
 RESOURCES = 20_000
 NAMES = [f"{r} {v}" for r in ("Source", "Warehouses", "Integrations", "Audience", "Space", "Tracking Plan")
          for v in ("Created", "Modified", "Deleted", "Enabled", "Disabled")] + ["Warehouse Run Failed"]
+CATEGORY = "Cat"
 
 
 def url_for(backend: str, n: int) -> str:
@@ -84,7 +94,7 @@ def generate(store, n: int) -> None:
             a = rng.randrange(ACTORS)
             r = rng.randrange(RESOURCES)
             events.append(AuditEvent(
-                new_event_id(), now - timedelta(seconds=rng.uniform(0, 90 * 86400)), rng.choice(NAMES), "Cat",
+                new_event_id(), now - timedelta(seconds=rng.uniform(0, 90 * 86400)), rng.choice(NAMES), CATEGORY,
                 "x", Actor.user(str(a), f"user{a}@example.com") if a % 10 else Actor.token(f"tok_{a}", f"ci-{a}"),
                 resource_type="Warehouse", resource_id=str(r), resource_name=f"Warehouse {r}",
                 workspace_id=f"ws_{a % WORKSPACES}", changes={"name": [f"old {i}", f"new {i}"]},
@@ -102,14 +112,17 @@ def generate(store, n: int) -> None:
             c.exec_driver_sql("ANALYZE")
 
 
-def first_pages(url: str, runs: int) -> dict[str, dict[str, float]]:
-    from audit_middleware import EventQuery
-    from audit_middleware.adapters.sqlalchemy import SQLAlchemyStore
+def define_events(catalog: EventCatalog) -> None:
+    """Define the generated events in an app's catalog, as a host app defines its verbs (the admin views
+    refuse an event filter the catalog does not know)."""
+    catalog.extend((name, CATEGORY) for name in NAMES)
 
-    store = SQLAlchemyStore.from_url(url)
-    rng = random.Random(7)
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
-    results: dict[str, dict[str, float]] = {}
+
+def query_shapes(rng: random.Random, now: datetime) -> dict[str, Callable[[], EventQuery]]:
+    """The first page's filter shapes: each a maker of random 50-row queries, one workspace each (``now`` naive
+    UTC). ``benchmarks/admin_pages.py`` asks the admin views the same shapes."""
+    from audit_middleware import EventQuery
+
     def by_actor(with_event: bool = True) -> EventQuery:
         a = rng.randrange(1, ACTORS)
         actor = f"user{a}@example.com" if a % 10 else f"tok_{a}"
@@ -119,7 +132,7 @@ def first_pages(url: str, runs: int) -> dict[str, dict[str, float]]:
             actor=actor, events=(rng.choice(NAMES),), since=now - timedelta(days=30), limit=50,
         ).for_workspace(f"ws_{a % WORKSPACES}")
 
-    shapes = {
+    return {
         "actor + event + 30 days": by_actor,
         "resource": lambda: EventQuery(
             resource_type="Warehouse", resource_id=str(rng.randrange(RESOURCES)), limit=50,
@@ -127,6 +140,14 @@ def first_pages(url: str, runs: int) -> dict[str, dict[str, float]]:
         "actor only": lambda: by_actor(with_event=False),
         "workspace, no filter": lambda: EventQuery(limit=50).for_workspace(f"ws_{rng.randrange(WORKSPACES)}"),
     }
+
+
+def first_pages(url: str, runs: int) -> dict[str, dict[str, float]]:
+    from audit_middleware.adapters.sqlalchemy import SQLAlchemyStore
+
+    store = SQLAlchemyStore.from_url(url)
+    shapes = query_shapes(random.Random(7), datetime.now(timezone.utc).replace(tzinfo=None))
+    results: dict[str, dict[str, float]] = {}
     for label, make in shapes.items():
         for _ in range(20):  # warm the caches
             store.query(make())

@@ -4,6 +4,9 @@ without audit-middleware (``HTTP_BENCH_AUDITED``), on the database in ``HTTP_BEN
 Both have the same two routes: ``GET /hello`` (changes nothing, touches neither the user nor the database)
 and ``POST /warehouses/<id>`` (``login_required``; loads one Warehouse, changes ``schedule`` and
 ``settings``, commits in one transaction). A signed-in user's session cookie comes from ``setup()``.
+
+``admin_flask`` and ``admin_django`` (with ``django_workspaces``) are ``benchmarks/admin_pages.py``'s: the
+admin views on ``benchmarks/read_side.py``'s events database, opened by each workspace's owner.
 """
 
 from __future__ import annotations
