@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -11,6 +11,7 @@ from django.db import connections, router, transaction
 from django.db.models import Q
 
 from audit_middleware.events import AuditEvent
+from audit_middleware.export import EXPORT_COLUMNS
 from audit_middleware.integrity import PURGE_SETTING
 from audit_middleware.query import EventQuery, Page, page_from_rows
 from audit_middleware.store import EVENT_COLUMNS, STORED_COLUMNS, event_from_row, stored_rows
@@ -128,6 +129,13 @@ class DjangoStore:
             return None
         row = self._rows().filter(id=event_id).values(*EVENT_COLUMNS).first()
         return event_from_row(row) if row is not None else None
+
+    def iter_export_rows(self, query: EventQuery, batch_size: int = 2000) -> Iterator[Sequence[Any]]:
+        """Every matching row's :data:`~audit_middleware.export.EXPORT_COLUMNS` values as stored, newest
+        first, without building model instances: what CSV export reads (a server-side cursor on PostgreSQL,
+        ``batch_size`` rows in memory at a time)."""
+        rows = self._rows().filter(filters_of(query)).order_by("-occurred_at", "-id")
+        return rows.values_list(*EXPORT_COLUMNS).iterator(chunk_size=batch_size)
 
     def count(self, query: EventQuery | None = None) -> int:
         rows = self._rows()

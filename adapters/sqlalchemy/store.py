@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, and_, delete, insert, or_, select
+from sqlalchemy import Connection, Engine, String, Table, and_, delete, insert, or_, select, type_coerce
 from sqlalchemy.sql.elements import ColumnElement
 
 from audit_middleware.events import AuditEvent
+from audit_middleware.export import EXPORT_COLUMNS
 from audit_middleware.integrity import Signer
 from audit_middleware.query import EventQuery, Page, page_from_rows
 from audit_middleware.store import STORED_COLUMNS, event_from_row, stored_rows
@@ -192,19 +193,26 @@ class SQLAlchemyStore:
             rows = [event_from_row(row._mapping) for row in connection.execute(statement)]
         return page_from_rows(rows, query.limit)
 
-    def iter_stored_rows(self, query: EventQuery, batch_size: int = 2000) -> Iterator[Mapping[str, Any]]:
-        """Every matching row as stored, newest first: what CSV export reads. One query streamed with a
-        server-side cursor (``batch_size`` rows in memory at a time), so the export is one consistent
-        snapshot on PostgreSQL and MariaDB."""
+    def iter_export_rows(self, query: EventQuery, batch_size: int = 2000) -> Iterator[Sequence[Any]]:
+        """Every matching row's :data:`~audit_middleware.export.EXPORT_COLUMNS` values as stored, newest
+        first: what CSV export reads. One query streamed with a server-side cursor (``batch_size`` rows in
+        memory at a time), so the export is one consistent snapshot on PostgreSQL and MariaDB; on SQLite the
+        time comes back as its stored text (formatting it needs no parse)."""
         c = self.table.c
-        statement = (
-            select(self.table)
-            .where(*filters_of(query, self.table))
-            .order_by(c.occurred_at.desc(), c.id.desc())
-        )
         with self.engine.connect() as connection:
+            raw_time = connection.dialect.name == "sqlite"
+            columns = [
+                type_coerce(c.occurred_at, String()).label("occurred_at") if raw_time and name == "occurred_at"
+                else c[name]
+                for name in EXPORT_COLUMNS
+            ]
+            statement = (
+                select(*columns)
+                .where(*filters_of(query, self.table))
+                .order_by(c.occurred_at.desc(), c.id.desc())
+            )
             result = connection.execution_options(stream_results=True, yield_per=batch_size).execute(statement)
-            yield from result.mappings()
+            yield from result
 
     def get(self, event_id: str) -> AuditEvent | None:
         if "\x00" in event_id or len(event_id) > 64:  # no event has such an id (and PostgreSQL refuses NUL)

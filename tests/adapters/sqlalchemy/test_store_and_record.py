@@ -132,3 +132,29 @@ def test_workspace_scoping_from_context(app):
         s.commit()
     assert app.auditor.query(EventQuery().for_workspace("ws_9")).events[0].resource_name == "tenant"
     assert app.auditor.query(EventQuery().for_workspace("ws_other")).events == []
+
+
+def test_export_from_stored_rows_is_the_csv_of_the_events(app):
+    """CSV export reads stored column values (no event objects, SQLite's time text unparsed); it must give
+    exactly the CSV the events themselves give, whatever the values."""
+    from audit_middleware.export import export_csv, iter_csv
+    from audit_middleware.store import iter_events
+
+    store = app.auditor.store
+    whole_second = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=1)
+    store.append([
+        old_event(1, resource_type="Warehouse", resource_id="=1+2", resource_name='@SUM(A1), "quoted"\nline',
+                  workspace_id="ws_1", changes={"name": ["-old", "+new"], "n": [1, 2.5]},
+                  context={"ip": "203.0.113.9", "user_agent": "\tMozilla", "request_id": "r-1"}),
+        old_event(2, actor=TOKEN, workspace_id="ws_1", context={"request_id": "r-2"}),
+        old_event(3, actor=Actor.system("nightly"), workspace_id="ws_1"),
+        AuditEvent(new_event_id(), whole_second, "Warehouse Deleted", "Warehouses", "deleted", ADA,
+                   resource_type="Warehouse", resource_id="9", workspace_id="ws_1", changes={"x": [None, "é"]}),
+    ])
+    query = EventQuery().for_workspace("ws_1")
+    exported = "".join(export_csv(store, query))
+    assert exported == "".join(iter_csv(iter_events(store, query)))
+    rows = list(csv.reader(io.StringIO(exported)))
+    assert len(rows) == 5 and rows[0] == list(CSV_COLUMNS)
+    assert rows[1][0].endswith(".000000Z")  # the whole-second time, newest first, keeps its microseconds
+    assert "'=1+2" in rows[2] and "'\tMozilla" in rows[2]

@@ -385,3 +385,23 @@ def test_a_failing_capture_hook_never_breaks_the_write():
         capture_failed.disconnect(receive)
     assert Warehouse.objects.filter(name="still saved").exists() and names() == []
     assert auditor.recorder.errors.count == before + 1 and isinstance(failures[0], LookupError)
+
+
+def test_export_from_stored_rows_is_the_csv_of_the_events():
+    """The Django store's CSV export reads stored values (no model instances); it must give exactly the CSV
+    the events themselves give."""
+    from audit_middleware import EventQuery
+    from audit_middleware.adapters.django.store import DjangoStore
+    from audit_middleware.export import export_csv, iter_csv
+    from audit_middleware.store import iter_events
+
+    with in_workspace("ws_csv"), acting_as(Actor.token("tok_1", "=HYPERLINK(1)")):
+        w = Warehouse.objects.create(name="-2+3", capacity="1.00")
+        w.name = 'Prod, "quoted"\nsecond line'
+        w.save()
+        w.delete()
+    store = DjangoStore()
+    query = EventQuery().for_workspace("ws_csv")
+    exported = "".join(export_csv(store, query))
+    assert exported == "".join(iter_csv(iter_events(store, query)))
+    assert exported.count("'=HYPERLINK(1)") == 3 and "'-2+3" in exported
