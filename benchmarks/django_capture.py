@@ -235,7 +235,7 @@ def run_variant(variant, database, n, batch):
             with request():
                 w = Warehouse.objects.get(pk=pk)
                 w.name = f"{w.name} (renamed)"
-                w.enabled = not w.enabled
+                w.schedule = "@daily"  # the same two fields as sqlalchemy_capture.py: one audit row per save
                 w.save()
 
     def delete():
