@@ -42,10 +42,11 @@ def signer_for(table: Table) -> Signer:
 
 
 def insert_events(connection: Connection, events: Sequence[AuditEvent], table: Table = audit_events) -> None:
-    """Write events on ``connection``, in its current transaction: one multi-row INSERT per
-    :data:`ROWS_PER_STATEMENT` events (60 on SQLite), so one event is one round trip (an executemany costs a
-    pipeline on psycopg). This is the per-flush hot path: the statement text is made once per table, dialect
-    and row count, and the values go to the driver as they are (after the dialect's bind processors)."""
+    """Write events on ``connection``, in its current transaction. This is the per-flush hot path: the
+    statement text is made once per table and dialect, and the values go to the driver as they are (after
+    the dialect's bind processors). One event is one plain INSERT; more are one executemany (psycopg sends
+    them in a pipeline, PyMySQL as multi-row statements), or on SQLite one multi-row INSERT per 60 events,
+    the fastest there."""
     if not events:
         return
     rows = stored_rows(events, signer_for(table))
@@ -53,16 +54,18 @@ def insert_events(connection: Connection, events: Sequence[AuditEvent], table: T
     if insert is None:  # a driver whose placeholders are not ``?`` or ``%s``: the compiled Core statement
         connection.execute(_core_insert(table), [dict(zip(STORED_COLUMNS, r, strict=True)) for r in rows])
         return
-    step = insert.rows_per_statement
-    for start in range(0, len(rows), step):
-        chunk = rows[start:start + step]
-        params: list[Any] = []
-        for values in chunk:
+    if insert.processors:
+        for values in rows:
             for index, process in insert.processors:
                 if values[index] is not None:
                     values[index] = process(values[index])
-            params += values
-        connection.exec_driver_sql(insert.sql(len(chunk)), tuple(params))
+    step = insert.rows_per_statement
+    if step == 1 or len(rows) == 1:
+        connection.exec_driver_sql(insert.sql(1), [tuple(values) for values in rows])
+        return
+    for start in range(0, len(rows), step):
+        chunk = rows[start:start + step]
+        connection.exec_driver_sql(insert.sql(len(chunk)), tuple(v for values in chunk for v in values))
 
 
 class _DriverInsert:
@@ -81,19 +84,16 @@ class _DriverInsert:
             (index, process) for index, column in enumerate(columns)
             if (process := column.type.dialect_impl(dialect).bind_processor(dialect)) is not None
         ]
-        self.rows_per_statement = 60 if dialect.name == "sqlite" else ROWS_PER_STATEMENT
+        # SQLite: 60 rows per statement (older builds bind at most 999 parameters); elsewhere executemany
+        self.rows_per_statement = 60 if dialect.name == "sqlite" else 1
 
     def sql(self, rows: int) -> str:
         text = self._texts.get(rows)
         if text is None:
-            text = self._head + ", ".join([self._row] * rows)
-            if len(self._texts) < 64:
-                self._texts[rows] = text
+            text = self._texts[rows] = self._head + ", ".join([self._row] * rows)
         return text
 
 
-ROWS_PER_STATEMENT = 500
-"""Events per INSERT statement (SQLite: 60, whose older builds bind at most 999 parameters)."""
 _MARKS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
 _DRIVER_INSERTS: dict[tuple[Table, str, str], _DriverInsert | None] = {}
 _CORE_INSERTS: dict[Table, Any] = {}
