@@ -148,8 +148,31 @@ def unbind_scope(token: Any) -> None:
     _scope.reset(token)
 
 
+ScopeFinder = Callable[[], "RequestScope | None"]
+_scope_finders: list[ScopeFinder] = []
+
+
+def add_scope_finder(finder: ScopeFinder) -> None:
+    """Let ``finder`` supply the current request's scope when none is bound: for a framework that tracks the
+    current request itself (Flask), so a request costs nothing unless it records an event."""
+    if finder not in _scope_finders:
+        _scope_finders.append(finder)
+
+
+def remove_scope_finder(finder: ScopeFinder) -> None:
+    if finder in _scope_finders:
+        _scope_finders.remove(finder)
+
+
 def current_scope() -> RequestScope | None:
-    return _scope.get()
+    """The bound request scope, else the one a registered finder supplies, else None."""
+    scope = _scope.get()
+    if scope is None:
+        for finder in _scope_finders:
+            scope = finder()
+            if scope is not None:
+                break
+    return scope
 
 
 def auditing_suspended() -> bool:
@@ -161,7 +184,7 @@ def current_actor() -> Actor:
     actor = _actor.get()
     if actor is not None:
         return actor
-    scope = _scope.get()
+    scope = current_scope()
     if scope is not None:
         resolved = scope.actor()
         if resolved is not None:
@@ -173,7 +196,7 @@ def current_workspace() -> str | None:
     workspace = _workspace.get()
     if workspace is not None:
         return workspace
-    scope = _scope.get()
+    scope = current_scope()
     return scope.workspace() if scope is not None else None
 
 
@@ -181,7 +204,7 @@ def current_request() -> RequestContext | None:
     request = _request.get()
     if request is not None:
         return request
-    scope = _scope.get()
+    scope = current_scope()
     return scope.request() if scope is not None else None
 
 

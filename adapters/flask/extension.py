@@ -6,14 +6,14 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from flask import Flask, current_app, g, has_app_context, request
+from flask import Flask, current_app, g, has_app_context, has_request_context, request
 
 from audit_middleware.actors import Actor
 from audit_middleware.adapters.sqlalchemy import SQLAlchemyAuditor, SQLAlchemyStore
 from audit_middleware.adapters.sqlalchemy.schema import define_tables
 from audit_middleware.catalog import EventCatalog
 from audit_middleware.config import DEFAULT_RETENTION_DAYS, AuditConfig
-from audit_middleware.context import RequestContext, RequestScope, bind_scope, unbind_scope
+from audit_middleware.context import RequestContext, RequestScope, add_scope_finder
 from audit_middleware.diff import DEFAULT_TOGGLE_FIELDS
 from audit_middleware.events import AuditEvent
 from audit_middleware.query import DEFAULT_LIMIT, MAX_LIMIT, EventQuery, Page
@@ -22,7 +22,7 @@ from .request import TokenLoader, UserLoader, request_facts, resolve_actor
 from .views import make_blueprint
 
 EXTENSION_KEY = "audit_middleware"
-_SCOPE_TOKEN = "_audit_middleware_scope"
+_SCOPE_KEY = "_audit_middleware_scope"
 
 CONFIG_DEFAULTS: dict[str, Any] = {
     "AUDIT_TRAIL_URL_PREFIX": "/admin/audit-trail",
@@ -158,9 +158,9 @@ class AuditTrail:
             raise ValueError(f"AUDIT_TRAIL_PAGE_SIZE must be between 1 and {MAX_LIMIT}, got {page_size}")
         self._make_auditor(app)
         app.extensions[EXTENSION_KEY] = self
-        # First in line, so writes made by the app's own before_request hooks know their actor too.
-        app.before_request_funcs.setdefault(None, []).insert(0, self._bind_request)
-        app.teardown_request(self._unbind_request)
+        # No per-request hook: the request scope is made on the first event a request records (see
+        # _request_scope), so a request that records nothing costs nothing.
+        add_scope_finder(_request_scope)
         prefix = app.config["AUDIT_TRAIL_URL_PREFIX"]
         if prefix:
             app.register_blueprint(self.blueprint, url_prefix=prefix)
@@ -217,23 +217,18 @@ class AuditTrail:
 
     # -- per request ---------------------------------------------------------------------------------------
 
-    def _bind_request(self) -> None:
-        # Only closures are bound here: nothing is loaded or queried unless an event is recorded.
-        scope = RequestScope(
-            actor_loader=self._load_actor,
-            request_loader=self._load_request,
-            workspace_loader=self._load_workspace if self.workspace_loader is not None else None,
-        )
-        setattr(g, _SCOPE_TOKEN, bind_scope(scope))
-
-    def _unbind_request(self, _error: BaseException | None = None) -> None:
-        token = g.pop(_SCOPE_TOKEN, None)
-        if token is None:
-            return
-        try:
-            unbind_scope(token)
-        except ValueError:  # bound in another context (an async view's thread): just clear ours
-            bind_scope(None)
+    def request_scope(self) -> RequestScope:
+        """The current request's scope, made once per request: only closures, nothing is loaded or queried
+        until an event needs the actor, the request facts or the workspace."""
+        scope: RequestScope | None = g.get(_SCOPE_KEY)
+        if scope is None:
+            scope = RequestScope(
+                actor_loader=self._load_actor,
+                request_loader=self._load_request,
+                workspace_loader=self._load_workspace if self.workspace_loader is not None else None,
+            )
+            setattr(g, _SCOPE_KEY, scope)
+        return scope
 
     def _load_actor(self) -> Actor:
         return resolve_actor(user_loader=self.user_loader, token_loader=self.token_loader)
@@ -275,3 +270,12 @@ class AuditTrail:
 
     def purge(self, *, retention_days: int | None = None) -> int:
         return self.auditor.purge(retention_days=retention_days)
+
+
+def _request_scope() -> RequestScope | None:
+    """The scope finder (see :func:`audit_middleware.context.add_scope_finder`): in a request of an app with
+    an AuditTrail, that extension's scope for the request."""
+    if not has_request_context():
+        return None
+    audit = current_app.extensions.get(EXTENSION_KEY)
+    return audit.request_scope() if isinstance(audit, AuditTrail) else None

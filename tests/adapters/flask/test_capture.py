@@ -96,6 +96,16 @@ def test_a_request_that_changes_nothing_loads_no_user_and_runs_no_query(flask_ap
         assert client.get("/hello", headers={"Authorization": f"Bearer {TOKEN_SECRET}"}).data == b"hello"
     assert flask_app.statements == []
     assert flask_app.calls == {"user_loader": 0, "token_loader": 0, "workspace": 0}
+    # and no per-request hook at all: the request scope is made by the first event a request records
+    app, audit = flask_app.app, flask_app.audit
+    hooks = [*app.before_request_funcs.get(None, []), *app.teardown_request_funcs.get(None, [])]
+    assert not [hook for hook in hooks if getattr(hook, "__self__", None) is audit]
+    with app.test_request_context("/hello"):
+        from flask import g
+
+        app.preprocess_request()
+        assert "_audit_middleware_scope" not in g
+        assert audit.request_scope() is audit.request_scope()  # one scope per request, made on demand
 
 
 def test_request_facts_honour_the_trusted_proxy_count_and_the_request_id_header(database_url):
