@@ -7,6 +7,7 @@ import io
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
+from itertools import islice
 from typing import Any
 
 from .events import AuditEvent, utc_iso
@@ -75,7 +76,7 @@ EXPORT_COLUMNS: tuple[str, ...] = (
     "occurred_at", "event", "category", "actor_type", "actor_id", "actor_name", "resource_type", "resource_id",
     "resource_name", "workspace_id", "changes", "context", "id",
 )
-"""The stored columns a CSV row is made of, in the order a store's ``iter_export_rows`` yields them."""
+"""The stored columns a CSV row is made of, in the order a store's ``iter_export_batches`` gives them."""
 
 
 def _stored_time(value: Any) -> str:
@@ -103,7 +104,7 @@ def _context_of(text: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else _NO_CONTEXT
 
 
-def csv_row_from_stored(values: Sequence[Any]) -> list[str]:
+def csv_row_from_stored(values: Sequence[Any]) -> list[str | None]:
     """A CSV row straight from stored column values in :data:`EXPORT_COLUMNS` order: the changes are
     already compact JSON text, so they are written as they are; time is formatted without parsing it."""
     (at, event, category, actor_type, actor_id, actor_name, resource_type, resource_id, resource_name,
@@ -115,8 +116,8 @@ def csv_row_from_stored(values: Sequence[Any]) -> list[str]:
         context.get("request_id"), event_id,
     )
     starts = _FORMULA_FIRST
-    return [
-        "" if v is None else ("'" + v if v and v[0] in starts else v) if type(v) is str else neutralise(str(v))
+    return [  # None stays None: csv.writer writes it as an empty field, as csv_row's ""
+        ("'" + v if v and v[0] in starts else v) if type(v) is str else v if v is None else neutralise(str(v))
         for v in cells
     ]
 
@@ -125,8 +126,8 @@ class CsvExport:
     """The CSV of every event matching ``query``, iterated in chunks of ``rows_per_chunk`` rows, in constant
     memory; ``rows`` counts the event rows written so far.
 
-    Stores that can hand out stored rows (``iter_export_rows``, values in :data:`EXPORT_COLUMNS` order) skip
-    building event objects."""
+    Stores that hand out stored rows (``iter_export_batches``: lists of rows of :data:`EXPORT_COLUMNS` values)
+    skip building event objects."""
 
     def __init__(self, store: EventStore, query: EventQuery, *, rows_per_chunk: int = 200) -> None:
         self.store = store
@@ -138,20 +139,24 @@ class CsvExport:
         line = _Line()
         writer = csv.writer(line.buffer, lineterminator="\r\n")
         writer.writerow(CSV_COLUMNS)
-        stored = getattr(self.store, "iter_export_rows", None)
-        if stored is not None:
-            rows: Iterable[list[str]] = (csv_row_from_stored(r) for r in stored(self.query))
+        size = self.rows_per_chunk
+        batches = getattr(self.store, "iter_export_batches", None)
+        if batches is not None:
+            chunks: Iterator[Sequence[Sequence[str | None]]] = (
+                list(map(csv_row_from_stored, batch[start:start + size]))
+                for batch in batches(self.query) for start in range(0, len(batch), size)
+            )
         else:
-            rows = (csv_row(e) for e in iter_events(self.store, self.query))
-        pending = 0
-        for row in rows:
-            writer.writerow(row)
-            self.rows += 1
-            pending += 1
-            if pending >= self.rows_per_chunk:
-                yield line.take()
-                pending = 0
-        yield line.take()
+            rows = map(csv_row, iter_events(self.store, self.query))
+            chunks = iter(lambda: list(islice(rows, size)), [])
+        written = False
+        for chunk in chunks:
+            writer.writerows(chunk)
+            self.rows += len(chunk)
+            written = True
+            yield line.take()
+        if not written:
+            yield line.take()  # the header alone
 
 
 def export_csv(store: EventStore, query: EventQuery, *, rows_per_chunk: int = 200) -> Iterator[str]:

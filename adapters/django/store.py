@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
+from itertools import islice
 from typing import Any
 
 from django.conf import settings
@@ -135,12 +136,13 @@ class DjangoStore:
         row = self._rows().filter(id=event_id).values(*EVENT_COLUMNS).first()
         return event_from_row(row) if row is not None else None
 
-    def iter_export_rows(self, query: EventQuery, batch_size: int = 2000) -> Iterator[Sequence[Any]]:
+    def iter_export_batches(self, query: EventQuery, batch_size: int = 2000) -> Iterator[Sequence[Sequence[Any]]]:
         """Every matching row's :data:`~audit_middleware.export.EXPORT_COLUMNS` values as stored, newest
-        first, without building model instances: what CSV export reads (a server-side cursor on PostgreSQL,
-        ``batch_size`` rows in memory at a time)."""
-        rows = self._rows().filter(filters_of(query)).order_by("-occurred_at", "-id")
-        return rows.values_list(*EXPORT_COLUMNS).iterator(chunk_size=batch_size)
+        first, in lists of up to ``batch_size`` rows, without building model instances: what CSV export reads
+        (a server-side cursor on PostgreSQL)."""
+        queryset = self._rows().filter(filters_of(query)).order_by("-occurred_at", "-id")
+        rows = queryset.values_list(*EXPORT_COLUMNS).iterator(chunk_size=batch_size)
+        return iter(lambda: list(islice(rows, batch_size)), [])
 
     def count(self, query: EventQuery | None = None) -> int:
         rows = self._rows()

@@ -193,9 +193,9 @@ class SQLAlchemyStore:
             rows = [event_from_row(row._mapping) for row in connection.execute(statement)]
         return page_from_rows(rows, query.limit)
 
-    def iter_export_rows(self, query: EventQuery, batch_size: int = 2000) -> Iterator[Sequence[Any]]:
+    def iter_export_batches(self, query: EventQuery, batch_size: int = 2000) -> Iterator[Sequence[Sequence[Any]]]:
         """Every matching row's :data:`~audit_middleware.export.EXPORT_COLUMNS` values as stored, newest
-        first: what CSV export reads. One query streamed with a server-side cursor (``batch_size`` rows in
+        first, in lists of up to ``batch_size`` rows: what CSV export reads. One query streamed with a server-side cursor (``batch_size`` rows in
         memory at a time), so the export is one consistent snapshot on PostgreSQL and MariaDB; on SQLite the
         time comes back as its stored text (formatting it needs no parse)."""
         c = self.table.c
@@ -212,7 +212,10 @@ class SQLAlchemyStore:
                 .order_by(c.occurred_at.desc(), c.id.desc())
             )
             result = connection.execution_options(stream_results=True, yield_per=batch_size).execute(statement)
-            yield from result
+            try:
+                yield from result.partitions()
+            finally:  # also when the reader stops early: the server-side cursor is closed, not left to GC
+                result.close()
 
     def get(self, event_id: str) -> AuditEvent | None:
         if "\x00" in event_id or len(event_id) > 64:  # no event has such an id (and PostgreSQL refuses NUL)
