@@ -251,6 +251,17 @@ def params_from_pairs(pairs: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
     return grouped
 
 
+ACTOR_MATCHES: tuple[str, str] = ("id", "name")
+"""The actor filter matches an actor's id or name: stores run one ordered query per match (each an index
+range scan in time order, where an OR of the two would read and sort every row of the actor) and merge
+them with :func:`newest_first`; the ``name`` query leaves out rows the ``id`` query has."""
+
+
+def newest_first(events: Iterable[AuditEvent], limit: int) -> list[AuditEvent]:
+    """The first ``limit`` of ``events`` by time then id, newest first (merging a page's ordered parts)."""
+    return sorted(events, key=lambda e: (e.occurred_at, e.id), reverse=True)[:limit]
+
+
 def page_from_rows(rows: list[AuditEvent], limit: int) -> Page:
     """Turn ``limit + 1`` fetched rows into a page and its next cursor."""
     if len(rows) > limit:

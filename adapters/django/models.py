@@ -54,10 +54,11 @@ class AuditEvent(models.Model):
         # events is an index range scan whatever the filter.
         indexes = [
             models.Index(fields=["workspace_id", "occurred_at", "id"], name="audit_ev_ws_time"),
-            # With the event in the key, "this actor + this event" is a time-ordered range scan (as in the
-            # SQLAlchemy schema).
-            models.Index(fields=["workspace_id", "actor_id", "event", "occurred_at"], name="audit_ev_ws_actor_ev"),
-            models.Index(fields=["workspace_id", "actor_name", "event", "occurred_at"], name="audit_ev_ws_actorname_ev"),
+            # The actor filter matches id or name, one query each: the actor's rows in time order, the event
+            # in the key to filter "this actor + this event" in the index (as in the SQLAlchemy schema).
+            models.Index(fields=["workspace_id", "actor_id", "occurred_at", "event"], name="audit_ev_ws_actor_time"),
+            models.Index(fields=["workspace_id", "actor_name", "occurred_at", "event"],
+                         name="audit_ev_ws_actorname_time"),
             models.Index(fields=["workspace_id", "event", "occurred_at"], name="audit_ev_ws_event"),
             models.Index(fields=["workspace_id", "resource_type", "resource_id", "occurred_at"],
                          name="audit_ev_ws_resource"),

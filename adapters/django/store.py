@@ -14,7 +14,7 @@ from django.db.models import Q
 from audit_middleware.events import AuditEvent
 from audit_middleware.export import EXPORT_COLUMNS
 from audit_middleware.integrity import PURGE_SETTING
-from audit_middleware.query import EventQuery, Page, page_from_rows
+from audit_middleware.query import ACTOR_MATCHES, EventQuery, Page, newest_first, page_from_rows
 from audit_middleware.store import EVENT_COLUMNS, STORED_COLUMNS, event_from_row, stored_rows
 
 from . import conf
@@ -84,7 +84,9 @@ def insert_events(connection: Any, events: Sequence[AuditEvent], *, forward: boo
             outbox.write(connection, events)
 
 
-def filters_of(query: EventQuery) -> Q:
+def filters_of(query: EventQuery, actor_match: str | None = None) -> Q:
+    """The filter of ``query``; ``actor_match`` keeps one of the actor filter's two matches (see
+    :data:`~audit_middleware.query.ACTOR_MATCHES`), the ``name`` one leaving out rows whose id matches."""
     q = Q()
     if query.workspace_filtered:
         q &= Q(workspace_id__isnull=True) if query.workspace_id is None else Q(workspace_id=query.workspace_id)
@@ -93,7 +95,12 @@ def filters_of(query: EventQuery) -> Q:
     if query.category is not None:
         q &= Q(category=query.category)
     if query.actor is not None:
-        q &= Q(actor_id=query.actor) | Q(actor_name=query.actor)
+        if actor_match == "id":
+            q &= Q(actor_id=query.actor)
+        elif actor_match == "name":
+            q &= Q(actor_name=query.actor) & ~Q(actor_id=query.actor)
+        else:
+            q &= Q(actor_id=query.actor) | Q(actor_name=query.actor)
     if query.actor_type is not None:
         q &= Q(actor_type=query.actor_type)
     if query.resource_type is not None:
@@ -124,11 +131,17 @@ class DjangoStore:
             insert_events(connections[self.using], events)
 
     def query(self, query: EventQuery) -> Page:
-        rows = (
-            self._rows().filter(filters_of(query)).order_by("-occurred_at", "-id")
-            .values(*EVENT_COLUMNS)[: query.limit + 1]
-        )
-        return page_from_rows([event_from_row(r) for r in rows], query.limit)
+        matches = ACTOR_MATCHES if query.actor is not None else (None,)
+        events: list[AuditEvent] = []
+        for match in matches:  # an actor filter: one time-ordered index scan per match, merged below
+            rows = (
+                self._rows().filter(filters_of(query, match)).order_by("-occurred_at", "-id")
+                .values(*EVENT_COLUMNS)[: query.limit + 1]
+            )
+            events += [event_from_row(r) for r in rows]
+        if len(matches) > 1:
+            events = newest_first(events, query.limit + 1)
+        return page_from_rows(events, query.limit)
 
     def get(self, event_id: str) -> AuditEvent | None:
         if "\x00" in event_id or len(event_id) > 64:  # no event has such an id (and PostgreSQL refuses NUL)

@@ -54,10 +54,10 @@ def define_tables(metadata: MetaData, prefix: str = "audit_") -> AuditTables:
         # Every admin filter leads with the workspace and ends with time, so the first page of newest
         # events is an index range scan whatever the filter.
         Index(f"ix_{name}_ws_time", "workspace_id", "occurred_at", "id"),
-        # The actor filter matches id or name; with the event in the key, "this actor + this event" is a
-        # range scan already in time order (actor alone scans the actor's rows and sorts them).
-        Index(f"ix_{name}_ws_actor", "workspace_id", "actor_id", "event", "occurred_at"),
-        Index(f"ix_{name}_ws_actor_name", "workspace_id", "actor_name", "event", "occurred_at"),
+        # The actor filter matches id or name, one query each: the actor's rows in time order, the event
+        # in the key so "this actor + this event" is filtered in the index without reading other rows.
+        Index(f"ix_{name}_ws_actor_time", "workspace_id", "actor_id", "occurred_at", "event"),
+        Index(f"ix_{name}_ws_actor_name_time", "workspace_id", "actor_name", "occurred_at", "event"),
         Index(f"ix_{name}_ws_event", "workspace_id", "event", "occurred_at"),
         Index(f"ix_{name}_ws_resource", "workspace_id", "resource_type", "resource_id", "occurred_at"),
         Index(f"ix_{name}_time", "occurred_at"),

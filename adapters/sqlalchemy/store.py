@@ -12,7 +12,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from audit_middleware.events import AuditEvent
 from audit_middleware.export import EXPORT_COLUMNS
 from audit_middleware.integrity import Signer
-from audit_middleware.query import EventQuery, Page, page_from_rows
+from audit_middleware.query import ACTOR_MATCHES, EventQuery, Page, newest_first, page_from_rows
 from audit_middleware.store import STORED_COLUMNS, event_from_row, stored_rows
 
 from .integrity import SQLAlchemyIntegrity, allow_purge
@@ -116,17 +116,30 @@ def _core_insert(table: Table) -> Any:
     return statement
 
 
-def filters_of(query: EventQuery, table: Table) -> list[ColumnElement[bool]]:
+def filters_of(
+    query: EventQuery, table: Table, actor_match: str | None = None, *, event_unindexed: bool = False
+) -> list[ColumnElement[bool]]:
+    """The WHERE clauses of ``query``. The actor filter matches the actor's id or name; ``actor_match``
+    (``"id"`` or ``"name"``, see :data:`~audit_middleware.query.ACTOR_MATCHES`) keeps one of the two, the
+    ``name`` one leaving out rows whose id matches. ``event_unindexed`` compares the event as an expression
+    (``event || ''``), which keeps SQLite's planner off the event index: with an actor filter, the actor's
+    index in time order, with the event checked in it, is 3 to 5 times faster than the planner's choice."""
     c = table.c
     clauses: list[ColumnElement[bool]] = []
     if query.workspace_filtered:
         clauses.append(c.workspace_id.is_(None) if query.workspace_id is None else c.workspace_id == query.workspace_id)
     if query.events:
-        clauses.append(c.event == query.events[0] if len(query.events) == 1 else c.event.in_(query.events))
+        event = (c.event + "") if event_unindexed else c.event
+        clauses.append(event == query.events[0] if len(query.events) == 1 else event.in_(query.events))
     if query.category is not None:
         clauses.append(c.category == query.category)
     if query.actor is not None:
-        clauses.append(or_(c.actor_id == query.actor, c.actor_name == query.actor))
+        if actor_match == "id":
+            clauses.append(c.actor_id == query.actor)
+        elif actor_match == "name":
+            clauses.append(and_(c.actor_name == query.actor, or_(c.actor_id != query.actor, c.actor_id.is_(None))))
+        else:
+            clauses.append(or_(c.actor_id == query.actor, c.actor_name == query.actor))
     if query.actor_type is not None:
         clauses.append(c.actor_type == query.actor_type)
     if query.resource_type is not None:
@@ -183,20 +196,26 @@ class SQLAlchemyStore:
 
     def query(self, query: EventQuery) -> Page:
         c = self.table.c
-        statement = (
-            select(self.table)
-            .where(*filters_of(query, self.table))
-            .order_by(c.occurred_at.desc(), c.id.desc())
-            .limit(query.limit + 1)
-        )
+        matches = ACTOR_MATCHES if query.actor is not None else (None,)
+        rows: list[AuditEvent] = []
         with self.engine.connect() as connection:
-            rows = [event_from_row(row._mapping) for row in connection.execute(statement)]
+            sqlite = connection.dialect.name == "sqlite"
+            for match in matches:  # an actor filter: one time-ordered index scan per match, merged below
+                statement = (
+                    select(self.table)
+                    .where(*filters_of(query, self.table, match, event_unindexed=sqlite and match is not None))
+                    .order_by(c.occurred_at.desc(), c.id.desc())
+                    .limit(query.limit + 1)
+                )
+                rows += [event_from_row(row._mapping) for row in connection.execute(statement)]
+        if len(matches) > 1:
+            rows = newest_first(rows, query.limit + 1)
         return page_from_rows(rows, query.limit)
 
     def iter_export_batches(self, query: EventQuery, batch_size: int = 2000) -> Iterator[Sequence[Sequence[Any]]]:
         """Every matching row's :data:`~audit_middleware.export.EXPORT_COLUMNS` values as stored, newest
-        first, in lists of up to ``batch_size`` rows: what CSV export reads. One query streamed with a server-side cursor (``batch_size`` rows in
-        memory at a time), so the export is one consistent snapshot on PostgreSQL and MariaDB; on SQLite the
+        first, in lists of up to ``batch_size`` rows: what CSV export reads. One query streamed with a
+        server-side cursor, so the export is one consistent snapshot on PostgreSQL and MariaDB; on SQLite the
         time comes back as its stored text (formatting it needs no parse)."""
         c = self.table.c
         with self.engine.connect() as connection:

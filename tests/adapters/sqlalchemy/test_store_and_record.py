@@ -158,3 +158,26 @@ def test_export_from_stored_rows_is_the_csv_of_the_events(app):
     assert len(rows) == 5 and rows[0] == list(CSV_COLUMNS)
     assert rows[1][0].endswith(".000000Z")  # the whole-second time, newest first, keeps its microseconds
     assert "'=1+2" in rows[2] and "'\tMozilla" in rows[2]
+
+
+def test_actor_filter_matches_id_or_name_once_each_newest_first_across_pages(app):
+    """The actor filter runs one ordered query per match (id, name) and merges them: every row matching
+    either appears once, in time order, and keyset pages walk them without gaps or repeats."""
+    store = app.auditor.store
+    both = Actor.user("ada@example.com", "ada@example.com")  # id and name both match: must come once
+    by_name = Actor.user("7", "ada@example.com")
+    by_id = Actor.token("ada@example.com", "a token")
+    other = Actor.user("8", "bob@example.com")
+    events = [old_event(1 + n / 10, actor=[both, by_name, by_id, other][n % 4], workspace_id="ws_1")
+              for n in range(22)]
+    store.append(events)
+    expected = [e.id for e in sorted(events, key=lambda e: (e.occurred_at, e.id), reverse=True)
+                if e.actor is not other]
+    seen, query = [], EventQuery(actor="ada@example.com", limit=4).for_workspace("ws_1")
+    while True:
+        page = store.query(query)
+        seen += [e.id for e in page.events]
+        if page.next_cursor is None:
+            break
+        query = query.with_cursor(Cursor.decode(page.next_cursor))
+    assert seen == expected and len(expected) == 17

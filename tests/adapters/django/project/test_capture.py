@@ -405,3 +405,33 @@ def test_export_from_stored_rows_is_the_csv_of_the_events():
     exported = "".join(export_csv(store, query))
     assert exported == "".join(iter_csv(iter_events(store, query)))
     assert exported.count("'=HYPERLINK(1)") == 3 and "'-2+3" in exported
+
+
+def test_actor_filter_matches_id_or_name_once_each_newest_first_across_pages():
+    """The Django store's actor filter: one ordered query per match (id, name), merged; keyset pages walk
+    every matching event once."""
+    from datetime import datetime, timedelta, timezone
+
+    from audit_middleware import EventQuery
+    from audit_middleware.adapters.django.store import DjangoStore
+    from audit_middleware.events import AuditEvent as Event
+    from audit_middleware.ids import new_event_id
+    from audit_middleware.query import Cursor
+
+    actors = [Actor.user("ada@example.com", "ada@example.com"), Actor.user("7", "ada@example.com"),
+              Actor.token("ada@example.com", "a token"), Actor.user("8", "bob@example.com")]
+    now = datetime.now(timezone.utc)
+    events = [Event(new_event_id(), now - timedelta(minutes=n), "Warehouse Created", "Warehouses", "created",
+                    actors[n % 4], workspace_id="ws_actor") for n in range(22)]
+    store = DjangoStore()
+    store.append(events)
+    expected = [e.id for e in sorted(events, key=lambda e: (e.occurred_at, e.id), reverse=True)
+                if e.actor.name != "bob@example.com"]
+    seen, query = [], EventQuery(actor="ada@example.com", limit=4).for_workspace("ws_actor")
+    while True:
+        page = store.query(query)
+        seen += [e.id for e in page.events]
+        if page.next_cursor is None:
+            break
+        query = query.with_cursor(Cursor.decode(page.next_cursor))
+    assert seen == expected and len(expected) == 17
