@@ -6,13 +6,25 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, String, Table, and_, delete, insert, or_, select, type_coerce
+from sqlalchemy import (
+    Connection,
+    Engine,
+    String,
+    Table,
+    and_,
+    delete,
+    insert,
+    or_,
+    select,
+    type_coerce,
+    union_all,
+)
 from sqlalchemy.sql.elements import ColumnElement
 
 from audit_middleware.events import AuditEvent
 from audit_middleware.export import EXPORT_COLUMNS
 from audit_middleware.integrity import Signer
-from audit_middleware.query import ACTOR_MATCHES, EventQuery, Page, newest_first, page_from_rows
+from audit_middleware.query import ACTOR_MATCHES, EventQuery, Page, page_from_rows
 from audit_middleware.store import STORED_COLUMNS, event_from_row, stored_rows
 
 from .integrity import SQLAlchemyIntegrity, allow_purge
@@ -196,20 +208,24 @@ class SQLAlchemyStore:
 
     def query(self, query: EventQuery) -> Page:
         c = self.table.c
-        matches = ACTOR_MATCHES if query.actor is not None else (None,)
-        rows: list[AuditEvent] = []
+        limit = query.limit + 1
         with self.engine.connect() as connection:
-            sqlite = connection.dialect.name == "sqlite"
-            for match in matches:  # an actor filter: one time-ordered index scan per match, merged below
+            if query.actor is None:
                 statement = (
-                    select(self.table)
-                    .where(*filters_of(query, self.table, match, event_unindexed=sqlite and match is not None))
-                    .order_by(c.occurred_at.desc(), c.id.desc())
-                    .limit(query.limit + 1)
+                    select(self.table).where(*filters_of(query, self.table))
+                    .order_by(c.occurred_at.desc(), c.id.desc()).limit(limit)
                 )
-                rows += [event_from_row(row._mapping) for row in connection.execute(statement)]
-        if len(matches) > 1:
-            rows = newest_first(rows, query.limit + 1)
+            else:  # one time-ordered index scan per actor match, merged in one statement
+                sqlite = connection.dialect.name == "sqlite"
+                parts = [
+                    select(self.table)
+                    .where(*filters_of(query, self.table, match, event_unindexed=sqlite))
+                    .order_by(c.occurred_at.desc(), c.id.desc()).limit(limit).subquery()
+                    for match in ACTOR_MATCHES
+                ]
+                merged = union_all(*(select(part) for part in parts)).subquery()
+                statement = select(merged).order_by(merged.c.occurred_at.desc(), merged.c.id.desc()).limit(limit)
+            rows = [event_from_row(row._mapping) for row in connection.execute(statement)]
         return page_from_rows(rows, query.limit)
 
     def iter_export_batches(self, query: EventQuery, batch_size: int = 2000) -> Iterator[Sequence[Sequence[Any]]]:
