@@ -20,7 +20,6 @@ from audit_middleware.store import EVENT_COLUMNS, STORED_COLUMNS, event_from_row
 from . import conf
 from .models import AuditEvent as AuditEventRow
 
-_COLUMNS = STORED_COLUMNS
 _TIME = STORED_COLUMNS.index("occurred_at")
 
 
@@ -39,8 +38,8 @@ def _insert_sql(connection: Any, rows: int) -> str:
     sql = _SQL.get(key)
     if sql is None:
         table = connection.ops.quote_name(AuditEventRow._meta.db_table)
-        columns = ", ".join(connection.ops.quote_name(c) for c in _COLUMNS)
-        marks = "(" + ", ".join(["%s"] * len(_COLUMNS)) + ")"
+        columns = ", ".join(connection.ops.quote_name(c) for c in STORED_COLUMNS)
+        marks = "(" + ", ".join(["%s"] * len(STORED_COLUMNS)) + ")"
         # Identifiers are the model's own, quoted by the backend; every value is a bound parameter.
         sql = f"INSERT INTO {table} ({columns}) VALUES " + ", ".join([marks] * rows)  # noqa: S608
         if len(_SQL) < 64:
