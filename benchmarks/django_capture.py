@@ -270,9 +270,17 @@ def run_variant(variant, database, n, batch):
             assert not CRUDEvent.objects.filter(user__isnull=True).exists(), "easy-audit events without user"
         w = Warehouse.objects.first()
         w.capacity += 1
+        sent_with_commit = []
+        if variant == "audit-middleware":  # on psycopg the event INSERT goes with the COMMIT, past Django's cursor
+            from audit_middleware.adapters.django import store
+
+            send = store.send_with_commit
+            store.send_with_commit = lambda driver, statements: (
+                sent_with_commit.extend(label(sql, tables) + " with COMMIT" for sql, _ in statements),
+                send(driver, statements))
         with request(), CaptureQueriesContext(connection) as queries:
             w.save()
-        results["save_statements"] = [label(q["sql"], tables) for q in queries.captured_queries]
+        results["save_statements"] = [label(q["sql"], tables) for q in queries.captured_queries] + sent_with_commit
     return results
 
 

@@ -92,6 +92,16 @@ def run_variant(variant: str, url: str, n: int, batch: int) -> dict[str, float]:
 
         auditor = track(Session)
         auditor.create_tables()
+        # On psycopg the event INSERT goes with the COMMIT, past SQLAlchemy's cursor events: count it too
+        from audit_middleware.adapters.sqlalchemy import with_commit
+
+        send = with_commit.send_with_commit
+
+        def counted(driver_connection, statements):  # type: ignore[no-untyped-def]
+            sql_count[0] += len(statements)
+            return send(driver_connection, statements)
+
+        with_commit.send_with_commit = counted
         scope = [acting_as(Actor.user("7", "ada@example.com")),
                  request_context(RequestContext(ip="203.0.113.9", user_agent="bench/1.0", request_id="r-1",
                                                 method="POST", path="/warehouses"))]

@@ -14,7 +14,8 @@
   ``atomic`` block the adapter opens one around the audited save or bulk operation, so the change and its
   events commit together. Inside a block events wait in a per-connection buffer and are written with one
   executemany just before the outermost block commits (a savepoint rolled back drops its events; a
-  rollback drops all). ``event_recorded`` is sent after the commit (``transaction.on_commit``).
+  rollback drops all); on psycopg 3 they go with the COMMIT itself, one round trip for both
+  (``audit_middleware.commit_pipeline``). ``event_recorded`` is sent after the commit (``transaction.on_commit``).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from audit_middleware.events import AuditEvent
 from audit_middleware.recorder import logger
 from audit_middleware.signals import event_recorded
 
-from .store import insert_events
+from .store import commit_with_events, insert_events
 
 if TYPE_CHECKING:
     from .auditor import DjangoAuditor
@@ -120,8 +121,9 @@ def _pending(connection: Any) -> list[tuple[int, list[AuditEvent]]]:
     return pending  # type: ignore[no-any-return]
 
 
-def flush(connection: Any, sender: Any = None) -> None:
-    """Write the events waiting on ``connection``, in its current transaction."""
+def flush(connection: Any, sender: Any = None, *, with_commit: bool = False) -> None:
+    """Write the events waiting on ``connection``, in its current transaction; ``with_commit`` (the outermost
+    block is about to commit) sends them with the COMMIT where the driver can (store.commit_with_events)."""
     pending = connection.__dict__.get(PENDING)
     if not pending:
         return
@@ -129,7 +131,8 @@ def flush(connection: Any, sender: Any = None) -> None:
     pending.clear()
     events = [e for _, batch in entries for e in batch]
     try:
-        insert_events(connection, events)
+        if not (with_commit and commit_with_events(connection, events)):
+            insert_events(connection, events)
     except Exception as error:
         raise AuditWriteError(
             f"could not write {len(events)} audit event(s) ({events[0].event}, ...), so the change was not "
@@ -177,7 +180,7 @@ def _atomic_exit(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dic
                 pending.clear()
             return wrapped(*args, **kwargs)
         try:
-            flush(connection, _capture_sender[0])
+            flush(connection, _capture_sender[0], with_commit=True)
         except AuditWriteError as error:
             wrapped(type(error), error, error.__traceback__)  # rolls the transaction back
             raise

@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db import connections, router, transaction
 from django.db.models import Q
 
+from audit_middleware.commit_pipeline import can_pipeline, send_with_commit
 from audit_middleware.events import AuditEvent
 from audit_middleware.export import EXPORT_COLUMNS
 from audit_middleware.integrity import PURGE_SETTING
@@ -61,10 +62,7 @@ def insert_events(connection: Any, events: Sequence[AuditEvent], *, forward: boo
     executemany, or on SQLite one multi-row INSERT per 60 events."""
     if not events:
         return
-    adapt = connection.ops.adapt_datetimefield_value
-    rows = stored_rows(events, conf.signer())
-    for values in rows:
-        values[_TIME] = adapt(db_time(values[_TIME]))
+    rows = _stored_rows(connection, events)
     step = _rows_per_statement(connection)
     with connection.cursor() as cursor:
         if len(rows) == 1:
@@ -81,6 +79,30 @@ def insert_events(connection: Any, events: Sequence[AuditEvent], *, forward: boo
         outbox = get_outbox(connection.alias)
         if outbox is not None:
             outbox.write(connection, events)
+
+
+def _stored_rows(connection: Any, events: Sequence[AuditEvent]) -> list[list[Any]]:
+    adapt = connection.ops.adapt_datetimefield_value
+    rows = stored_rows(events, conf.signer())
+    for values in rows:
+        values[_TIME] = adapt(db_time(values[_TIME]))
+    return rows
+
+
+def commit_with_events(connection: Any, events: Sequence[AuditEvent]) -> bool:
+    """Write ``events`` and COMMIT ``connection``'s transaction in one round trip (psycopg 3 only, see
+    :mod:`audit_middleware.commit_pipeline`); Django's own commit then has nothing left to send. Returns
+    False, having sent nothing, where that cannot be done (another driver, or forwarding configured: the
+    outbox reads before it writes): the caller writes the events and commits as usual."""
+    driver_connection = connection.connection
+    if connection.vendor != "postgresql" or not can_pipeline(driver_connection):
+        return False
+    from .outbox import configured_forwarding
+
+    if configured_forwarding() is not None:
+        return False
+    send_with_commit(driver_connection, [(_insert_sql(connection, 1), _stored_rows(connection, events))])
+    return True
 
 
 def filters_of(query: EventQuery, actor_match: str | None = None) -> Q:

@@ -26,6 +26,7 @@ from audit_middleware.events import AuditEvent
 from audit_middleware.recorder import logger
 from audit_middleware.signals import event_recorded
 
+from . import with_commit
 from .store import insert_events
 
 if TYPE_CHECKING:
@@ -300,9 +301,14 @@ class SessionCapture:
             return
         try:
             connection = session.connection()
-            insert_events(connection, events, self.auditor.table)
-            if self.auditor.outbox is not None:  # delivery rows, same transaction (transactional outbox)
-                self.auditor.outbox.write(connection, events)
+            outbox = self.auditor.outbox
+            forwarding = outbox is not None and outbox.forwarding
+            if not forwarding and not session.twophase and with_commit.can_hold(connection):
+                with_commit.hold(connection, events, self.auditor.table)  # sent with the COMMIT
+            else:
+                insert_events(connection, events, self.auditor.table)
+                if outbox is not None:  # delivery rows, same transaction (transactional outbox)
+                    outbox.write(connection, events)
         except Exception as error:
             raise AuditWriteError(
                 f"could not write {len(events)} audit event(s) ({events[0].event}, ...), so the change was not "

@@ -62,26 +62,33 @@ def insert_events(connection: Connection, events: Sequence[AuditEvent], table: T
     the fastest there."""
     if not events:
         return
-    rows = stored_rows(events, signer_for(table))
-    insert = _driver_insert(table, connection.dialect)
+    insert = driver_insert(table, connection.dialect)
     if insert is None:  # a driver whose placeholders are not ``?`` or ``%s``: the compiled Core statement
+        rows = stored_rows(events, signer_for(table))
         connection.execute(_core_insert(table), [dict(zip(STORED_COLUMNS, r, strict=True)) for r in rows])
         return
-    if insert.processors:
-        for values in rows:
-            for index, process in insert.processors:
-                if values[index] is not None:
-                    values[index] = process(values[index])
+    rows = driver_rows(events, table, insert)
     step = insert.rows_per_statement
     if step == 1 or len(rows) == 1:
-        connection.exec_driver_sql(insert.sql(1), [tuple(values) for values in rows])
+        connection.exec_driver_sql(insert.sql(1), rows)
         return
     for start in range(0, len(rows), step):
         chunk = rows[start:start + step]
         connection.exec_driver_sql(insert.sql(len(chunk)), tuple(v for values in chunk for v in values))
 
 
-class _DriverInsert:
+def driver_rows(events: Sequence[AuditEvent], table: Table, insert: DriverInsert) -> list[tuple[Any, ...]]:
+    """The parameters of ``insert`` for each event: the stored values after the dialect's bind processors."""
+    rows = stored_rows(events, signer_for(table))
+    if insert.processors:
+        for values in rows:
+            for index, process in insert.processors:
+                if values[index] is not None:
+                    values[index] = process(values[index])
+    return [tuple(values) for values in rows]
+
+
+class DriverInsert:
     """A table's INSERT in one dialect's driver SQL: the text for n rows, and the bind processors to apply."""
 
     def __init__(self, table: Table, dialect: Any, mark: str) -> None:
@@ -108,17 +115,19 @@ class _DriverInsert:
 
 
 _MARKS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
-_DRIVER_INSERTS: dict[tuple[Table, str, str], _DriverInsert | None] = {}
+_DRIVER_INSERTS: dict[tuple[Table, str, str], DriverInsert | None] = {}
 _CORE_INSERTS: dict[Table, Any] = {}
 
 
-def _driver_insert(table: Table, dialect: Any) -> _DriverInsert | None:
+def driver_insert(table: Table, dialect: Any) -> DriverInsert | None:
+    """The table's INSERT in the driver's SQL for ``dialect``, made once; None for a driver whose placeholders
+    are not ``?`` or ``%s``."""
     key = (table, dialect.name, dialect.driver)
     try:
         return _DRIVER_INSERTS[key]
     except KeyError:
         mark = _MARKS.get(dialect.paramstyle)
-        insert_ = _DRIVER_INSERTS[key] = _DriverInsert(table, dialect, mark) if mark else None
+        insert_ = _DRIVER_INSERTS[key] = DriverInsert(table, dialect, mark) if mark else None
         return insert_
 
 

@@ -1,6 +1,7 @@
 """Django set up once for this process, on the database the environment names (see audit_django_settings)."""
 
 import os
+from contextlib import contextmanager
 
 import django
 import pytest
@@ -35,6 +36,32 @@ def _clean(_schema):
             model._base_manager.all().delete()
         User.objects.all().delete()
     AuditEvent.objects.all().delete()
+
+
+@contextmanager
+def audit_inserts(connection):
+    """The INSERTs into the audit table that the block sends, as ``(how, sql)``: ``"cursor"`` through Django's
+    cursor, ``"commit"`` with the COMMIT (psycopg pipeline, past Django's query log). Filled when the block
+    exits; the real functions run."""
+    from django.test.utils import CaptureQueriesContext
+
+    from audit_middleware.adapters.django import store
+
+    found = []
+    real = store.send_with_commit
+
+    def spy(driver_connection, statements):
+        found.extend(("commit", sql) for sql, _ in statements)
+        return real(driver_connection, statements)
+
+    store.send_with_commit = spy
+    try:
+        with CaptureQueriesContext(connection) as queries:
+            yield found
+    finally:
+        store.send_with_commit = real
+    found[:0] = [("cursor", q["sql"]) for q in queries.captured_queries
+                 if "INSERT INTO" in q["sql"].upper() and "audit_events" in q["sql"]]  # executemany: "5 times: ..."
 
 
 def events(**filters):

@@ -1,0 +1,112 @@
+"""Event rows sent with the COMMIT (psycopg): held from flush to commit, dropped on rollback, written at
+flush wherever holding is not safe (savepoints, autocommit, other drivers)."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import create_engine, func, select, text
+
+from audit_middleware import AuditWriteError
+from audit_middleware.adapters.sqlalchemy import with_commit
+
+
+def rows_in_transaction(session, table) -> int:
+    """Event rows this session's own transaction can see."""
+    return session.execute(select(func.count()).select_from(table)).scalar_one()
+
+
+def test_events_wait_for_the_commit_on_psycopg_and_are_written_at_flush_elsewhere(app, backend):
+    W, table = app.Warehouse, app.auditor.table
+    with app.Session() as s:
+        s.add(W(name="Main"))
+        s.flush()
+        held = backend == "postgresql"
+        assert rows_in_transaction(s, table) == (0 if held else 1)
+        assert with_commit.can_hold(s.connection()) is held
+        s.commit()
+    assert [e.event for e in app.events()] == ["Warehouse Created"]
+
+
+def test_a_rollback_drops_held_rows_and_the_next_transaction_on_the_connection_writes_only_its_own(app):
+    W = app.Warehouse
+    with app.engine.connect() as connection:  # one connection, two transactions: the app's own, joined
+        transaction = connection.begin()
+        with app.Session(bind=connection) as s:
+            s.add(W(name="rolled back"))
+            s.flush()
+        transaction.rollback()
+        transaction = connection.begin()
+        with app.Session(bind=connection) as s:
+            s.add(W(name="kept"))
+            s.flush()
+        transaction.commit()
+    assert [(e.event, e.resource_name) for e in app.events()] == [("Warehouse Created", "kept")]
+    with app.Session() as s:
+        assert [w.name for w in s.scalars(select(W))] == ["kept"]
+
+
+def test_savepoints_write_at_flush_and_their_rollback_drops_only_their_events(app, backend):
+    W = app.Warehouse
+    with app.Session() as s:
+        s.add(W(name="outer"))
+        s.flush()  # held on PostgreSQL
+        savepoint = s.begin_nested()
+        s.add(W(name="inner, undone"))
+        s.flush()  # inside a savepoint: written now, so that its rollback undoes it
+        assert rows_in_transaction(s, app.auditor.table) == (1 if backend == "postgresql" else 2)
+        savepoint.rollback()
+        with s.begin_nested():
+            s.add(W(name="inner, kept"))
+        s.commit()
+    assert sorted(e.resource_name for e in app.events()) == ["inner, kept", "outer"]
+
+
+def test_several_flushes_go_with_one_commit(app):
+    W = app.Warehouse
+    with app.Session() as s:
+        warehouses = [W(name=f"W{i}") for i in range(3)]
+        for w in warehouses:
+            s.add(w)
+            s.flush()
+        warehouses[0].enabled = False
+        s.flush()
+        s.commit()
+    events = app.events()
+    assert sorted(e.event for e in events) == ["Warehouse Created"] * 3 + ["Warehouse Disabled"]
+    assert len({e.id for e in events}) == 4
+
+
+def test_an_autocommit_engine_writes_at_flush(app, database_url, backend):
+    if backend != "postgresql":
+        pytest.skip("holding rows is for psycopg only")
+    engine = create_engine(database_url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            connection.begin()
+            assert not with_commit.can_hold(connection)
+    finally:
+        engine.dispose()
+
+
+def test_a_held_row_the_database_refuses_fails_the_commit_and_leaves_the_connection_clean(app, backend):
+    if backend != "postgresql":
+        pytest.skip("holding rows is for psycopg only")
+    W, table = app.Warehouse, app.auditor.table
+    with app.engine.begin() as c:  # refuse one resource name at the database, after capture built the row
+        c.execute(text(f"ALTER TABLE {table.name} ADD CONSTRAINT no_bad CHECK (resource_name <> 'bad')"))
+    with app.engine.connect() as connection:
+        transaction = connection.begin()
+        with app.Session(bind=connection) as s:
+            s.add(W(name="bad"))
+            s.flush()
+        with pytest.raises(AuditWriteError, match="could not write 1 audit event.*with the commit.*not saved"):
+            transaction.commit()
+        transaction.rollback()  # SQLAlchemy's rule after any failed commit
+        transaction = connection.begin()  # the same connection works, and holds nothing from before
+        with app.Session(bind=connection) as s:
+            s.add(W(name="good"))
+            s.flush()
+        transaction.commit()
+    with app.Session() as s:
+        assert [w.name for w in s.scalars(select(W))] == ["good"]
+    assert [e.resource_name for e in app.events()] == ["good"]
