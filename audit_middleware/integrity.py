@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
 from .store import EVENT_COLUMNS
-from .values import dumps
+from .values import compact_encoder, dumps
 
 KEY_ENV = "AUDIT_SIGNING_KEY"
 """Environment variable holding the signing key when the configuration names none."""
@@ -159,7 +158,7 @@ def canonical_values(stored: Sequence[Any]) -> bytes:
 
 
 _WIDTH = len(EVENT_COLUMNS)
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_encode = compact_encoder(sort_keys=False)
 
 
 @dataclass

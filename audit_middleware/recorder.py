@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -128,15 +127,30 @@ class Recorder:
             events.append(self.event(get(f"{resource} Modified"), changes=others, **kwargs))
         return events
 
-    @contextmanager
-    def guard(self, sender: Any, must_record: bool = False) -> Iterator[None]:
+    def guard(self, sender: Any, must_record: bool = False) -> CaptureGuard:
         """Run capture code; unless ``must_record``, log and count an error instead of raising it, so the
         host's write is never broken by the audit path."""
-        try:
-            yield
-        except Exception as error:
-            if must_record:
-                raise
-            self.errors.add(error)
-            logger.exception("audit-middleware could not capture an event; the write went ahead without it")
-            capture_failed.send(sender, error=error)
+        return CaptureGuard(self, sender, must_record)
+
+
+class CaptureGuard:
+    """The context manager :meth:`Recorder.guard` returns (a class: entered once per captured row)."""
+
+    __slots__ = ("recorder", "sender", "must_record")
+
+    def __init__(self, recorder: Recorder, sender: Any, must_record: bool) -> None:
+        self.recorder = recorder
+        self.sender = sender
+        self.must_record = must_record
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, traceback: Any) -> bool:
+        if error is None or self.must_record or not isinstance(error, Exception):
+            return False
+        self.recorder.errors.add(error)
+        logger.exception("audit-middleware could not capture an event; the write went ahead without it",
+                         exc_info=error)
+        capture_failed.send(self.sender, error=error)
+        return True

@@ -8,10 +8,28 @@ import decimal
 import enum
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+
+def compact_encoder(*, sort_keys: bool) -> Callable[[Any], str]:
+    """``json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=...).encode``, with the C
+    encoder made once instead of on every call (a third of the time of encoding an event's changes). Values
+    are already JSON-safe trees, so it skips the circular-reference check (a cycle raises RecursionError)."""
+    encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=sort_keys)
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - a Python without the json C accelerator
+        return encoder.encode
+    encode_chunks = make(None, encoder.default, json.encoder.encode_basestring, None, ":", ",", sort_keys,
+                         False, True)
+
+    def encode(value: Any) -> str:
+        return "".join(encode_chunks(value, 0))
+
+    return encode
+
+
+_encode_sorted = compact_encoder(sort_keys=True)
 PLAIN_TYPES: frozenset[type] = frozenset({str, int, bool, type(None)})
 """Types that are JSON as they are: callers on hot paths test ``type(v) in PLAIN_TYPES`` before calling."""
 
@@ -54,7 +72,7 @@ def json_safe(value: Any) -> Any:
 
 def dumps(value: Any) -> str:
     """Compact, key-sorted JSON of an already JSON-safe value."""
-    return _encoder.encode(value)
+    return _encode_sorted(value)
 
 
 def loads(text: str | bytes | None) -> Any:

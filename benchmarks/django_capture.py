@@ -39,8 +39,12 @@ from urllib.parse import urlsplit
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _workload import N_BATCH, N_WRITES, median, timed  # noqa: E402
 
-VARIANTS = ("baseline", "audit-middleware", "auditlog", "simple-history", "pghistory", "easy-audit")
-POSTGRESQL_ONLY = ("pghistory",)
+VARIANTS = ("baseline", "audit-middleware", "auditlog", "simple-history", "pghistory", "easy-audit",
+            "audit-middleware-unpipelined")
+POSTGRESQL_ONLY = ("pghistory", "audit-middleware-unpipelined")
+# audit-middleware-unpipelined: the event INSERT sent before the COMMIT instead of with it (what the psycopg
+# pipeline saves); not run unless named with --variant
+DEFAULT_VARIANTS = VARIANTS[:-1]
 PHASES = ("create", "update", "delete", "batch")
 PG = os.environ.get("AUDIT_BENCH_PG", "postgresql://postgres@127.0.0.1:5432")
 MARIADB = os.environ.get("AUDIT_BENCH_MARIADB", "mysql://root@127.0.0.1:3306")
@@ -147,7 +151,8 @@ def run_variant(variant, database, n, batch):
     from django.conf import settings
 
     apps = ["django.contrib.contenttypes", "django.contrib.auth", "django_bench_app"]
-    apps += {"audit-middleware": ["audit_middleware.adapters.django"], "auditlog": ["auditlog"],
+    apps += {"audit-middleware": ["audit_middleware.adapters.django"],
+             "audit-middleware-unpipelined": ["audit_middleware.adapters.django"], "auditlog": ["auditlog"],
              "simple-history": ["simple_history"], "pghistory": ["pgtrigger", "pghistory"],
              "easy-audit": ["django.contrib.sessions", "easyaudit"]}.get(variant, [])  # easyaudit imports Session
     extra = {}
@@ -183,9 +188,14 @@ def run_variant(variant, database, n, batch):
         for model in registry.get_app_config("django_bench_app").get_models():
             editor.create_model(model)
 
-    if variant == "audit-middleware":
+    if variant.startswith("audit-middleware"):
         from audit_middleware import Actor, acting_as
         from audit_middleware.adapters.django.models import AuditEvent
+
+        if variant == "audit-middleware-unpipelined":
+            from audit_middleware.adapters.django import capture
+
+            capture.commit_with_events = lambda connection, events: False
 
         scope = acting_as(Actor.user("7", "ada@example.com"))
         audit_models = [AuditEvent]
@@ -271,16 +281,19 @@ def run_variant(variant, database, n, batch):
         w = Warehouse.objects.first()
         w.capacity += 1
         sent_with_commit = []
-        if variant == "audit-middleware":  # on psycopg the event INSERT goes with the COMMIT, past Django's cursor
+        if variant.startswith("audit-middleware"):  # on psycopg the event INSERT goes with the COMMIT, past Django's log
             from audit_middleware.adapters.django import store
 
             send = store.send_with_commit
             store.send_with_commit = lambda driver, statements: (
-                sent_with_commit.extend(label(sql, tables) + " with COMMIT" for sql, _ in statements),
+                sent_with_commit.extend([*(label(sql, tables) for sql, _ in statements), "COMMIT"]),
                 send(driver, statements))
         with request(), CaptureQueriesContext(connection) as queries:
             w.save()
-        results["save_statements"] = [label(q["sql"], tables) for q in queries.captured_queries] + sent_with_commit
+        statements = [label(q["sql"], tables) for q in queries.captured_queries]
+        if sent_with_commit and statements[-1] == "COMMIT":  # Django logs its COMMIT, which sends nothing now
+            statements[-1] = " + ".join(sent_with_commit) + " (one round trip)"
+        results["save_statements"] = statements
     return results
 
 
@@ -307,8 +320,8 @@ def main():
         return
     os.makedirs(args.workdir, exist_ok=True)
     for backend in args.backend or ["sqlite"]:
-        variants = [v for v in args.variant or VARIANTS if backend == "postgresql" or v not in POSTGRESQL_ONLY]
-        skipped = [v for v in args.variant or VARIANTS if v not in variants]
+        variants = [v for v in args.variant or DEFAULT_VARIANTS if backend == "postgresql" or v not in POSTGRESQL_ONLY]
+        skipped = [v for v in args.variant or DEFAULT_VARIANTS if v not in variants]
         samples = {v: {p: [] for p in PHASES} for v in variants}
         statements, rows, stored, measured = {}, {}, {}, set()
         for _ in range(args.rounds):

@@ -20,7 +20,10 @@ from datetime import datetime, timezone
 sys.path.insert(0, os.path.dirname(__file__))
 from _workload import N_BATCH, N_WRITES, median, timed  # noqa: E402
 
-VARIANTS = ("baseline", "audit-middleware", "continuum")
+VARIANTS = ("baseline", "audit-middleware", "continuum", "audit-middleware-unpipelined")
+# audit-middleware-unpipelined (PostgreSQL): event rows written at flush, not sent with the COMMIT (what the
+# psycopg pipeline saves); not run unless named with --variant
+DEFAULT_VARIANTS = VARIANTS[:-1]
 PHASES = ("create", "update", "delete", "batch")
 PG = os.environ.get("AUDIT_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432")
 MARIADB = os.environ.get("AUDIT_BENCH_MARIADB", "mysql+pymysql://root@127.0.0.1:3306")
@@ -86,7 +89,7 @@ def run_variant(variant: str, url: str, n: int, batch: int) -> dict[str, float]:
     Base.metadata.create_all(engine)
     Session = sessionmaker(engine)
     scope: list = []
-    if variant == "audit-middleware":
+    if variant.startswith("audit-middleware"):
         from audit_middleware import Actor, RequestContext, acting_as, request_context
         from audit_middleware.adapters.sqlalchemy import track
 
@@ -102,6 +105,8 @@ def run_variant(variant: str, url: str, n: int, batch: int) -> dict[str, float]:
             return send(driver_connection, statements)
 
         with_commit.send_with_commit = counted
+        if variant == "audit-middleware-unpipelined":
+            with_commit.can_hold = lambda connection: False
         scope = [acting_as(Actor.user("7", "ada@example.com")),
                  request_context(RequestContext(ip="203.0.113.9", user_agent="bench/1.0", request_id="r-1",
                                                 method="POST", path="/warehouses"))]
@@ -147,7 +152,7 @@ def run_variant(variant: str, url: str, n: int, batch: int) -> dict[str, float]:
         before = sql_count[0]
         result[phase] = timed(fn)
         result[f"{phase}_sql"] = (sql_count[0] - before) / (batch if phase == "batch" else n)
-    if variant == "audit-middleware":
+    if variant.startswith("audit-middleware"):
         from sqlalchemy import func, select, text
 
         with engine.connect() as c:
@@ -173,7 +178,7 @@ def main() -> None:
     if args.child:
         print(json.dumps(run_variant(args.child[0], args.child[1], args.n, args.batch)))
         return
-    variants = args.variant or list(VARIANTS)
+    variants = args.variant or list(DEFAULT_VARIANTS)
     workdir = os.path.join(os.path.dirname(__file__), "out")
     os.makedirs(workdir, exist_ok=True)
     for backend in args.backend or ["sqlite"]:
