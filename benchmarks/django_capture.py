@@ -313,6 +313,9 @@ def main():
     parser.add_argument("--batch", type=int, default=N_BATCH)
     parser.add_argument("--workdir", default="benchmarks/out")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--async-commit", action="store_true",
+                        help="PostgreSQL synchronous_commit=off: commits do not wait for the disk, whose latency "
+                             "varies more than a round trip costs")
     parser.add_argument("--database", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -327,6 +330,8 @@ def main():
         for _ in range(args.rounds):
             for variant in variants:
                 database, name = fresh_database(backend, os.path.abspath(args.workdir))
+                if args.async_commit and backend == "postgresql":
+                    database["OPTIONS"] = {"options": "-c synchronous_commit=off"}
                 try:
                     out = subprocess.run(
                         [sys.executable, __file__, "--child", variant, "--database", json.dumps(database),
@@ -346,7 +351,8 @@ def main():
                 measured.add(result.get("bytes_measured"))
                 for phase in PHASES:
                     samples[variant][phase].append(result[phase])
-        print(f"\n## {backend}: {args.n} writes per phase, batch of {args.batch}, median of {args.rounds} rounds")
+        commits = ", synchronous_commit=off" if args.async_commit and backend == "postgresql" else ""
+        print(f"\n## {backend}{commits}: {args.n} writes per phase, batch of {args.batch}, median of {args.rounds} rounds")
         for variant in skipped:
             print(f"(skipped {variant}: PostgreSQL only)")
         print("| variant | " + " | ".join(f"{p} (µs/write)" for p in PHASES)

@@ -174,6 +174,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=N_BATCH)
     parser.add_argument("--variant", action="append", choices=VARIANTS)
     parser.add_argument("--child", nargs=2, metavar=("VARIANT", "URL"), help=argparse.SUPPRESS)
+    parser.add_argument("--async-commit", action="store_true",
+                        help="PostgreSQL synchronous_commit=off: commits do not wait for the disk, whose latency "
+                             "varies more than a round trip costs")
     args = parser.parse_args()
     if args.child:
         print(json.dumps(run_variant(args.child[0], args.child[1], args.n, args.batch)))
@@ -187,6 +190,8 @@ def main() -> None:
             order = variants[r % len(variants):] + variants[:r % len(variants)]
             for variant in order:
                 url, name = fresh_database(backend, workdir)
+                if args.async_commit and backend == "postgresql":
+                    url += "?options=-csynchronous_commit%3Doff"
                 try:
                     out = subprocess.run(
                         [sys.executable, __file__, "--child", variant, url, "--n", str(args.n), "--batch",
@@ -200,7 +205,8 @@ def main() -> None:
 
 def report(backend: str, args: argparse.Namespace, results: dict[str, list[dict[str, float]]]) -> None:
     base = {p: median([r[p] for r in results["baseline"]]) for p in PHASES} if "baseline" in results else None
-    print(f"\n### SQLAlchemy, {backend}: N={args.n} one transaction each, batch={args.batch}, "
+    commits = ", synchronous_commit=off" if args.async_commit and backend == "postgresql" else ""
+    print(f"\n### SQLAlchemy, {backend}{commits}: N={args.n} one transaction each, batch={args.batch}, "
           f"{args.rounds} rounds, medians")
     print("| variant | create | update | delete | batched create | SQL per write (c/u/d) | bytes/event |")
     print("|---|---|---|---|---|---|---|")
