@@ -15,7 +15,9 @@
   events commit together. Inside a block events wait in a per-connection buffer and are written with one
   executemany just before the outermost block commits (a savepoint rolled back drops its events; a
   rollback drops all); on psycopg 3 they go with the COMMIT itself, one round trip for both
-  (``audit_middleware.commit_pipeline``). ``event_recorded`` is sent after the commit (``transaction.on_commit``).
+  (``audit_middleware.commit_pipeline``). With autocommit turned off by hand no block commits, so events are
+  written at once into the app's open transaction. ``event_recorded`` is sent after the commit
+  (``transaction.on_commit``).
 """
 
 from __future__ import annotations
@@ -312,13 +314,14 @@ class DjangoCapture:
         if not events:
             return
         connection = connections[using]
-        if connection.in_atomic_block:
+        if connection.in_atomic_block and connection.commit_on_exit:
             _pending(connection).append((len(connection.savepoint_ids), events))
             # Registered now, at the savepoint the change happened in: Django drops it with that savepoint,
             # and a TestCase's captureOnCommitCallbacks sees it even though its transaction never commits.
             _after_commit(connection, events, self.auditor)
             return
-        # No transaction at all (a connection with autocommit turned off by hand, or raw use): write now.
+        # No block of ours will commit: autocommit turned off by hand (the app commits or rolls back itself,
+        # and Django's blocks inside are savepoints), or raw use. Write now, in whatever transaction is open.
         try:
             insert_events(connection, events)
         except Exception as error:

@@ -323,6 +323,28 @@ def test_autocommit_save_commits_row_and_event_together():
     assert events()[0].resource_id == str(w.pk)
 
 
+def test_with_autocommit_turned_off_by_hand_events_commit_and_roll_back_with_the_apps_transaction():
+    """Manual transactions (``set_autocommit(False)``): no block of the adapter commits, so events are written
+    at once into the open transaction: the app's commit keeps them, its rollback and a rolled-back block drop
+    them. (They used to wait for an outermost commit that never came, and were lost.)"""
+    transaction.set_autocommit(False)
+    try:
+        with transaction.atomic():
+            Warehouse.objects.create(name="in a block")
+        Warehouse.objects.create(name="bare save")
+        with pytest.raises(ValueError), transaction.atomic():
+            Warehouse.objects.create(name="block rolled back")
+            raise ValueError
+        transaction.commit()
+        Warehouse.objects.create(name="transaction rolled back")
+        transaction.rollback()
+    finally:
+        transaction.set_autocommit(True)
+    kept = ["bare save", "in a block"]
+    assert sorted(Warehouse.objects.values_list("name", flat=True)) == kept
+    assert sorted(e.resource_name for e in events()) == kept
+
+
 def test_a_failing_event_write_with_the_commit_fails_the_save_and_leaves_the_connection_usable():
     """The event row is refused by the database at the commit (PostgreSQL: sent with the COMMIT; elsewhere
     written just before it): the save raises, nothing of it is kept, and the next save works."""
