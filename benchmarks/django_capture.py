@@ -285,9 +285,12 @@ def run_variant(variant, database, n, batch):
             from audit_middleware.adapters.django import store
 
             send = store.send_with_commit
-            store.send_with_commit = lambda driver, statements: (
-                sent_with_commit.extend([*(label(sql, tables) for sql, _ in statements), "COMMIT"]),
-                send(driver, statements))
+
+            def counted(driver, statements):
+                sent_with_commit.extend([*(label(sql, tables) for sql, _ in statements), "COMMIT"])
+                send(driver, statements)
+
+            store.send_with_commit = counted
         with request(), CaptureQueriesContext(connection) as queries:
             w.save()
         statements = [label(q["sql"], tables) for q in queries.captured_queries]
