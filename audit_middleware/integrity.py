@@ -147,14 +147,23 @@ def canonical_row(row: Mapping[str, Any]) -> bytes:
 
 def canonical_values(stored: Sequence[Any]) -> bytes:
     """:func:`canonical_row` of the row whose :data:`EVENT_COLUMNS` values are ``stored``, in that order."""
+    global _last_time
     values = list(stored[:_WIDTH])
-    for index, value in enumerate(values):  # on the write path every value is already str or None
+    for index, value in enumerate(values):  # on the write path every value but the time is str or None
         if value is not None and type(value) is not str:
             if isinstance(value, datetime):
-                values[index] = _naive(value).isoformat(timespec="microseconds")
+                last = _last_time  # a flush's rows share one time object: formatted once
+                if last[0] is value:
+                    values[index] = last[1]
+                else:
+                    values[index] = _naive(value).isoformat(timespec="microseconds")
+                    _last_time = (value, values[index])
             else:
                 values[index] = str(value)
     return _encode(values).encode("utf-8")
+
+
+_last_time: tuple[Any, str] = (None, "")
 
 
 _WIDTH = len(EVENT_COLUMNS)

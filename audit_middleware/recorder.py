@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from .actors import Actor
 from .catalog import EventCatalog, EventDefinition
 from .config import AuditConfig, TrackingOptions
 from .context import current_actor, current_context, current_workspace
@@ -37,6 +38,18 @@ class CaptureErrors:
             self.last = error
 
 
+@dataclass(frozen=True, slots=True)
+class EventOrigin:
+    """Who and where events come from: the actor, workspace and request context, read once.
+
+    A flush's events are recorded under one origin (nothing can change it mid-flush), so they share it,
+    and share its ``context`` dict: treat an event's context as read-only."""
+
+    actor: Actor
+    workspace_id: str | None
+    context: dict[str, Any]
+
+
 class Recorder:
     """Builds events from the current context: actor, workspace and request facts.
 
@@ -57,6 +70,11 @@ class Recorder:
                 self.catalog.define(definition.name, definition.category, resource=options.resource,
                                     action=definition.action, must_record=True)
 
+    @staticmethod
+    def origin() -> EventOrigin:
+        """The current actor, workspace and request context (see :class:`EventOrigin`)."""
+        return EventOrigin(current_actor(), current_workspace(), current_context())
+
     def event(
         self,
         definition: EventDefinition,
@@ -67,20 +85,24 @@ class Recorder:
         changes: dict[str, list[Any]] | None = None,
         details: Mapping[str, Any] | None = None,
         occurred_at: datetime | None = None,
+        origin: EventOrigin | None = None,
     ) -> AuditEvent:
+        """An event of ``definition``, recorded under ``origin`` (by default the current one)."""
+        if origin is None:
+            origin = self.origin()
         return AuditEvent(
             id=new_event_id(),
             occurred_at=occurred_at or datetime.now(timezone.utc),
             event=definition.name,
             category=definition.category,
             action=definition.action,
-            actor=current_actor(),
+            actor=origin.actor,
             resource_type=resource_type,
             resource_id=None if resource_id is None else str(resource_id),
             resource_name=None if resource_name is None else str(resource_name),
-            workspace_id=current_workspace(),
+            workspace_id=origin.workspace_id,
             changes=changes or {},
-            context=current_context(),
+            context=origin.context,
             details=json_safe(dict(details)) if details else {},
         )
 
@@ -93,11 +115,13 @@ class Recorder:
         new: Mapping[str, Any],
         *,
         occurred_at: datetime | None = None,
+        origin: EventOrigin | None = None,
     ) -> list[AuditEvent]:
         """The events for one row: ``kind`` is ``created``, ``modified`` or ``deleted``.
 
         For ``modified``, ``old`` and ``new`` hold only the changed fields; a change that turns out to be no
         change yields no event. A toggle flip yields Enabled/Disabled, plus Modified for the other fields.
+        Capture of many rows at once reads the :meth:`origin` once and passes it.
         """
         exclude = options.exclude
         if exclude:
@@ -109,7 +133,7 @@ class Recorder:
         resource = options.resource
         kwargs: dict[str, Any] = {
             "resource_type": resource, "resource_id": resource_id, "resource_name": name,
-            "occurred_at": occurred_at,
+            "occurred_at": occurred_at, "origin": origin,
         }
         get = self.catalog.get
         if kind == "created":

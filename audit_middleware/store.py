@@ -70,17 +70,27 @@ def stored_rows(events: Sequence[AuditEvent], signer: Signer) -> list[list[Any]]
     """The values to insert for each event, in :data:`STORED_COLUMNS` order: names cut to
     :data:`NAME_LENGTH`, time as naive UTC, JSON fields as text, and last the row hash over those values.
 
-    This is the per-write hot path of every adapter: no dict per row, and each JSON field encoded once.
+    This is the per-write hot path of every adapter: no dict per row, and each JSON field encoded once. A
+    flush's events share their time and context objects (see :class:`~audit_middleware.recorder.EventOrigin`):
+    each is converted once.
     """
     rows: list[list[Any]] = []
+    last_time: Any = None
+    stored_time: Any = None
+    last_context: Any = None
+    context_text: str | None = None
     for event in events:
         actor = event.actor
+        if event.occurred_at is not last_time:
+            last_time, stored_time = event.occurred_at, utc_naive(event.occurred_at)
+        if event.context is not last_context:
+            last_context, context_text = event.context, dumps(event.context) if event.context else None
         values: list[Any] = [
-            event.id, utc_naive(event.occurred_at), event.event, event.category, event.action,
+            event.id, stored_time, event.event, event.category, event.action,
             actor.type, actor.id, actor.name, event.resource_type, event.resource_id, event.resource_name,
             event.workspace_id,
             dumps(event.changes) if event.changes else None,
-            dumps(event.context) if event.context else None,
+            context_text,
             dumps(event.details) if event.details else None,
         ]
         for index in _CAPPED:

@@ -41,7 +41,13 @@ def json_safe(value: Any) -> Any:
     precision lost), UUID a string, enums their value, bytes ``"base64:..."``, sets a sorted list, tuples a
     list, mappings a dict with string keys; anything else unknown its ``str()``.
     """
-    if type(value) in PLAIN_TYPES or isinstance(value, (bool, int, str)):
+    kind = type(value)
+    if kind in PLAIN_TYPES:
+        return value
+    convert = _CONVERT_EXACT.get(kind)  # the common column types, without walking the isinstance chain
+    if convert is not None:
+        return convert(value)
+    if isinstance(value, (bool, int, str)):
         return value
     if isinstance(value, float):
         if value != value or value in (float("inf"), float("-inf")):
@@ -68,6 +74,16 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {str(k): json_safe(v) for k, v in value.items()}
     return str(value)
+
+
+_CONVERT_EXACT: dict[type, Callable[[Any], Any]] = {
+    dt.datetime: dt.datetime.isoformat,
+    dt.date: dt.date.isoformat,
+    decimal.Decimal: str,
+    uuid.UUID: str,
+    dict: lambda value: {str(k): json_safe(v) for k, v in value.items()},
+    list: lambda value: [json_safe(v) for v in value],
+}
 
 
 def dumps(value: Any) -> str:

@@ -511,6 +511,7 @@ class DjangoCapture:
         events: list[AuditEvent] = []
         with recorder.guard(self.auditor, info.options.must_record):
             new_rows = {r[info.pk]: r for r in self._rows_by_pk(info, using, [r[info.pk] for r in old_rows])}
+            origin = recorder.origin()
             for row in old_rows:
                 new = new_rows.get(row[info.pk])
                 if new is None:
@@ -521,7 +522,8 @@ class DjangoCapture:
                 if info.label and info.label not in changed:
                     changed.append(info.label)
                 events += recorder.change_events(info.options, "modified", row[info.pk],
-                                                 {a: row[a] for a in changed}, {a: new[a] for a in changed})
+                                                 {a: row[a] for a in changed}, {a: new[a] for a in changed},
+                                                 origin=origin)
         self.emit(using, events)
 
     @staticmethod
@@ -549,11 +551,12 @@ class DjangoCapture:
             events: list[AuditEvent] = []
             with recorder.guard(self.auditor, info.options.must_record):
                 now = datetime.now(timezone.utc)
+                origin = recorder.origin()
                 for obj in created:
                     new = info.values(obj)
                     obj.__dict__[OLD] = dict(new)
                     events += recorder.change_events(info.options, "created", new.get(info.pk), {}, new,
-                                                     occurred_at=now)
+                                                     occurred_at=now, origin=origin)
             self.emit(using, events)
             return created
 
@@ -590,6 +593,7 @@ class DjangoCapture:
             events: list[AuditEvent] = []
             with recorder.guard(self.auditor, info.options.must_record):
                 now = datetime.now(timezone.utc)
+                origin = recorder.origin()
                 for obj, old in zip(objs, olds or [None] * len(objs), strict=True):
                     if old is None:
                         continue
@@ -603,7 +607,7 @@ class DjangoCapture:
                     if info.label and info.label not in after and info.label in d:
                         before[info.label] = after[info.label] = d[info.label]
                     events += recorder.change_events(info.options, "modified", obj.pk, before, after,
-                                                     occurred_at=now)
+                                                     occurred_at=now, origin=origin)
             self.emit(using, events)
             return result
 

@@ -23,7 +23,7 @@ from audit_middleware.config import TrackingOptions
 from audit_middleware.context import auditing_suspended
 from audit_middleware.errors import AuditWriteError
 from audit_middleware.events import AuditEvent
-from audit_middleware.recorder import logger
+from audit_middleware.recorder import EventOrigin, logger
 from audit_middleware.signals import event_recorded
 
 from . import with_commit
@@ -164,6 +164,7 @@ class SessionCapture:
             return
         recorder = self.auditor.recorder
         now = datetime.now(timezone.utc)
+        origin: EventOrigin | None = None  # read at the first audited row: a flush has one origin
         events: list[AuditEvent] = []
         fetched: dict[int, dict[str, Any]] = session.info.pop(OLD_VALUES_KEY, None) or {}
         for obj in session.new:
@@ -174,8 +175,9 @@ class SessionCapture:
             self.written[state.mapper] = None
             with recorder.guard(self.auditor, info.options.must_record):
                 values = {k: state.dict.get(k) for k in info.keys}
+                origin = origin or recorder.origin()
                 events += recorder.change_events(info.options, "created", info.resource_id(values), {}, values,
-                                                 occurred_at=now)
+                                                 occurred_at=now, origin=origin)
         for obj in session.dirty:
             state = inspect(obj)
             committed = state.committed_state
@@ -208,8 +210,9 @@ class SessionCapture:
                 label = info.options.label
                 if label and label not in new:
                     old[label] = new[label] = state.dict.get(label)
+                origin = origin or recorder.origin()
                 events += recorder.change_events(info.options, "modified", info.resource_id(ids), old, new,
-                                                 occurred_at=now)
+                                                 occurred_at=now, origin=origin)
         for obj in session.deleted:
             state = inspect(obj)
             info = self.info(state.mapper)
@@ -220,8 +223,9 @@ class SessionCapture:
                 values = {k: state.dict.get(k) for k in info.keys if k in state.dict}
                 if state.key is not None:
                     values.update(zip(info.pk_keys, state.key[1], strict=True))
+                origin = origin or recorder.origin()
                 events += recorder.change_events(info.options, "deleted", info.resource_id(values), values, {},
-                                                 occurred_at=now)
+                                                 occurred_at=now, origin=origin)
         self.write(session, events)
 
     def on_orm_execute(self, orm_state: ORMExecuteState) -> Any:
@@ -256,10 +260,11 @@ class SessionCapture:
         now = datetime.now(timezone.utc)
         events: list[AuditEvent] = []
         with recorder.guard(self.auditor, info.options.must_record):
+            origin = recorder.origin()
             if orm_state.is_delete:
                 for row in old_rows:
                     events += recorder.change_events(info.options, "deleted", info.resource_id(row), row, {},
-                                                     occurred_at=now)
+                                                     occurred_at=now, origin=origin)
             else:
                 keys = [tuple(r[k] for k in info.pk_keys) for r in old_rows]
                 new_by_pk = {
@@ -276,6 +281,7 @@ class SessionCapture:
                     events += recorder.change_events(
                         info.options, "modified", info.resource_id(row),
                         {k: row[k] for k in fields}, {k: new_row[k] for k in fields}, occurred_at=now,
+                        origin=origin,
                     )
         self.write(session, events)
         return result

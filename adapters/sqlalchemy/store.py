@@ -80,11 +80,15 @@ def insert_events(connection: Connection, events: Sequence[AuditEvent], table: T
 def driver_rows(events: Sequence[AuditEvent], table: Table, insert: DriverInsert) -> list[tuple[Any, ...]]:
     """The parameters of ``insert`` for each event: the stored values after the dialect's bind processors."""
     rows = stored_rows(events, signer_for(table))
-    if insert.processors:
+    for index, process in insert.processors:
+        last: Any = None
+        done: Any = None
         for values in rows:
-            for index, process in insert.processors:
-                if values[index] is not None:
-                    values[index] = process(values[index])
+            value = values[index]
+            if value is not None:
+                if value is not last:  # a flush's events share their time: processed once
+                    last, done = value, process(value)
+                values[index] = done
     return [tuple(values) for values in rows]
 
 

@@ -71,3 +71,20 @@ def test_toggle_flip_is_split_from_other_changes():
     assert split_toggle({"enabled": [False, True]}, "enabled")[0] == "Enabled"
     assert split_toggle({"name": ["a", "b"]}, "enabled")[0] is None
     assert split_toggle({"enabled": [None, False]}, "enabled")[0] is None
+
+
+def test_subclasses_of_the_common_types_convert_as_the_types_do():
+    """The exact common types take a shortcut past the isinstance checks; their subclasses must not lose it."""
+    import collections
+
+    class Moment(dt.datetime):
+        pass
+
+    class Tags(list):
+        pass
+
+    value = collections.OrderedDict(at=Moment(2026, 11, 25, 19, 7, 41), day=dt.date(2026, 11, 25),
+                                    tags=Tags([decimal.Decimal("1.50"), uuid.UUID(int=1)]), time=dt.time(9, 30))
+    assert json_safe(value) == {"at": "2026-11-25T19:07:41", "day": "2026-11-25",
+                                "tags": ["1.50", "00000000-0000-0000-0000-000000000001"], "time": "09:30:00"}
+    assert json_safe({1: [dt.datetime(2026, 1, 2, 3, 4, 5, 6)]}) == {"1": ["2026-01-02T03:04:05.000006"]}

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import delete, func, select, update
 
 from audit_middleware import Actor, RequestContext, acting_as, in_workspace, request_context, suspend_auditing
+from audit_middleware.context import RequestScope, request_scope
 from audit_middleware.diff import MASK
 from audit_middleware.testing import capture_events
 
@@ -119,6 +120,41 @@ def test_a_flush_that_changes_nothing_records_nothing(app):
         s.flush()
         s.commit()
     assert [e.event for e in app.events()] == ["Warehouse Created"]
+
+
+def test_a_flushs_events_share_the_origin_read_once_at_flush_time_and_only_when_a_row_is_audited(app):
+    """Actor, workspace and request context are read once per flush, at its first audited row: the events
+    of one flush carry the same ones, the next flush reads them again, and a flush of unaudited rows only
+    never resolves the request's actor (a user lookup in a web app)."""
+    loads = []
+
+    def load_actor():
+        loads.append(1)
+        return ADA
+
+    with app.Session() as s:
+        old = app.Warehouse(name="old")
+        s.add(old)
+        s.commit()
+        with request_scope(RequestScope(actor_loader=load_actor, workspace_loader=lambda: "ws_1")):
+            s.add(app.Note(body="not audited"))
+            s.flush()
+            assert loads == []
+            with request_context(RequestContext(ip="203.0.113.9", request_id="r-1")):
+                s.add_all([app.Warehouse(name="a"), app.Warehouse(name="b")])
+                old.name = "renamed"
+                s.flush()
+                assert loads == [1]
+            bob = Actor.user("8", "bob@example.com")
+            with acting_as(bob), in_workspace("ws_2"), request_context(RequestContext(request_id="r-2")):
+                s.delete(old)
+                s.commit()
+    first, second = app.events()[1:4], app.events()[4:]
+    assert sorted(e.resource_name for e in first) == ["a", "b", "renamed"]
+    for e in first:
+        assert (e.actor, e.workspace_id, e.context) == (ADA, "ws_1", {"ip": "203.0.113.9", "request_id": "r-1"})
+    assert [(e.event, e.actor, e.workspace_id, e.context) for e in second] == [
+        ("Warehouse Deleted", bob, "ws_2", {"request_id": "r-2"})]
 
 
 def test_rolled_back_savepoint_drops_only_its_own_events(app):

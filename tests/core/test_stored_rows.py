@@ -1,0 +1,46 @@
+"""The rows every adapter inserts: values and row hashes, whether events share their time and context or not."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timedelta, timezone
+
+from audit_middleware import Actor
+from audit_middleware.events import AuditEvent
+from audit_middleware.integrity import Signer
+from audit_middleware.store import EVENT_COLUMNS, event_to_row, stored_rows
+
+
+def _expected(event: AuditEvent) -> list[object]:
+    """The stored values worked out on their own: the event's row, then sha256 of its canonical JSON."""
+    row = event_to_row(event)
+    values = [row[name] for name in EVENT_COLUMNS]
+    canonical = [v.isoformat(timespec="microseconds") if isinstance(v, datetime) else v for v in values]
+    text = json.dumps(canonical, ensure_ascii=False, separators=(",", ":"))
+    return [*values, hashlib.sha256(text.encode("utf-8")).hexdigest()]
+
+
+def test_events_sharing_time_and_context_objects_or_not_each_get_their_own_values_and_hash():
+    """A flush's events share one time and one context object, converted once; events that do not (or
+    share them again after another one) must still each get their own."""
+    at = datetime(2026, 11, 25, 19, 7, 41, 123456, tzinfo=timezone.utc)
+    later = at + timedelta(seconds=1)
+    same_moment = datetime(2026, 11, 25, 20, 7, 41, 123456, tzinfo=timezone(timedelta(hours=1)))  # == at
+    shared = {"ip": "203.0.113.9", "request_id": "r-1"}
+    ada = Actor.user("7", "ada@example.com")
+
+    def event(n: int, occurred_at: datetime, context: dict[str, str]) -> AuditEvent:
+        return AuditEvent(f"id-{n}", occurred_at, "Warehouse Created", "Warehouses", "created", ada,
+                          resource_type="Warehouse", resource_id=str(n), changes={"name": [None, f"w{n}"]},
+                          context=context)
+
+    events = [event(1, at, shared), event(2, at, shared), event(3, later, {"request_id": "r-2"}),
+              event(4, at, shared), event(5, same_moment, {}), event(6, later, shared)]
+    rows = stored_rows(events, Signer())
+    assert rows == [_expected(e) for e in events]
+    assert [r[1] for r in rows] == [at.replace(tzinfo=None)] * 2 + [later.replace(tzinfo=None)] + \
+        [at.replace(tzinfo=None)] * 2 + [later.replace(tzinfo=None)]
+    assert [r[13] for r in rows] == [json.dumps(shared, separators=(",", ":"), sort_keys=True)] * 2 + \
+        ['{"request_id":"r-2"}'] + [json.dumps(shared, separators=(",", ":"), sort_keys=True)] + [None] + \
+        [json.dumps(shared, separators=(",", ":"), sort_keys=True)]
