@@ -49,7 +49,16 @@ def check_url(url: str) -> None:
     """Refuse URLs that are not absolute http(s) URLs (at configuration time)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"destination URL must be an absolute http:// or https:// URL, got {url!r}")
+        raise ValueError(f"destination URL must be an absolute http:// or https:// URL, got {shown_url(url)}")
+
+
+def shown_url(url: str) -> str:
+    """What an error message shows of a destination URL: its scheme and host at most. A Slack or webhook
+    URL's path is its secret, and the message ends up in logs."""
+    parts = urlsplit(url)
+    if parts.scheme and parts.hostname:
+        return f"'{parts.scheme}://{parts.hostname}/...' (the rest hidden)"
+    return f"{url[:8]!r}... ({len(url)} characters, the rest hidden)"
 
 
 def resolve(host: str, port: int, allow_private: bool) -> str:

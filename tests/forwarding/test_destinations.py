@@ -89,8 +89,14 @@ def test_stripe_and_github_style_signatures():
 def test_configuration_mistakes_are_reported_in_the_users_terms():
     with pytest.raises(ValueError, match="starts with 'whsec_'"):
         WebhookDestination("https://example.com/h", "not-a-secret")
-    with pytest.raises(ValueError, match="absolute http"):
-        SlackDestination("hooks.slack.com/services/x")
+    with pytest.raises(ValueError, match="absolute http") as missing_scheme:
+        SlackDestination("hooks.slack.com/services/T000/B000/XXXXsecretXXXX")
+    with pytest.raises(ValueError, match="absolute http") as wrong_scheme:
+        WebhookDestination("ftp://user:pw@example.com/hooks/secret-path", "whsec_x")
+    # The message goes to logs: a Slack or webhook URL's path (and any password) is a secret it must not hold.
+    for error in (missing_scheme.value, wrong_scheme.value):
+        assert "secret" not in str(error) and "XXXX" not in str(error) and "pw" not in str(error)
+    assert "'hooks.sl'..." in str(missing_scheme.value) and "'ftp://example.com/...'" in str(wrong_scheme.value)
     with pytest.raises(ValueError, match="region must be one of"):
         SegmentDestination("wk", region="mars")
     with pytest.raises(TypeError, match=r"write \['\* Disabled'\]"):
