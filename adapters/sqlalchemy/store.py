@@ -241,11 +241,18 @@ class SQLAlchemyStore:
         return self._engine if isinstance(self._engine, Engine) else self._engine()
 
     def create_tables(self) -> None:
+        """Create the audit tables and their indexes where they do not exist, including an index a later
+        release added to a table an earlier one created (on a large table, build it with Alembic first:
+        ``CREATE INDEX`` blocks writes to the table while it runs)."""
         tables = tables_of(self.table)
         assert self.table.metadata is not None
-        self.table.metadata.create_all(self.engine, [tables.events, tables.deliveries, tables.forwarding]
-                                       + ([tables.digests] if tables.digests is not None else []))
-        # Indexes are created with the table; nothing else to do.
+        every = [tables.events, tables.deliveries, tables.forwarding] + (
+            [tables.digests] if tables.digests is not None else [])
+        self.table.metadata.create_all(self.engine, every)
+        with self.engine.begin() as connection:  # create_all skips the indexes of a table that exists
+            for table in every:
+                for index in table.indexes:
+                    index.create(connection, checkfirst=True)
 
     def append(self, events: Sequence[AuditEvent]) -> None:
         with self.engine.begin() as connection:

@@ -181,3 +181,19 @@ def test_actor_filter_matches_id_or_name_once_each_newest_first_across_pages(app
             break
         query = query.with_cursor(Cursor.decode(page.next_cursor))
     assert seen == expected and len(expected) == 17
+
+
+def test_create_tables_adds_an_index_a_later_release_defines_to_an_existing_table(app):
+    """Tables made by an earlier release keep their rows; create_tables() adds the indexes they lack."""
+    from sqlalchemy import func, inspect, select
+
+    table = app.auditor.table
+    index = next(i for i in table.indexes if i.name.endswith("_ws_actor_name_time"))
+    app.auditor.store.append([old_event(1, workspace_id="ws_1")])
+    index.drop(app.engine)
+    assert index.name not in {i["name"] for i in inspect(app.engine).get_indexes(table.name)}
+    app.auditor.create_tables()
+    app.auditor.create_tables()  # and again: nothing left to do
+    assert {i.name for i in table.indexes} <= {i["name"] for i in inspect(app.engine).get_indexes(table.name)}
+    with app.engine.connect() as c:
+        assert c.execute(select(func.count()).select_from(table)).scalar_one() == 1
