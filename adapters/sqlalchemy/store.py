@@ -34,15 +34,9 @@ from .schema import audit_events, tables_of
 EngineSource = Engine | Callable[[], Engine]
 
 
-def rows_for(events: Sequence[AuditEvent], signer: Signer | None = None) -> list[dict[str, Any]]:
-    """The rows an insert writes, as dicts, each with its ``row_hash`` (see :mod:`audit_middleware.integrity`)."""
-    return [dict(zip(STORED_COLUMNS, values, strict=True)) for values in stored_rows(events, signer or _DEFAULT_SIGNER)]
-
-
 # The signing key belongs to the trail (the table), not to one caller: every path that inserts into a table
 # (capture, record, the outbox's test event, the CLI) signs with the key its auditor or store registered.
 _SIGNERS: dict[Table, Signer] = {}
-_DEFAULT_SIGNER = Signer.from_config()
 
 
 def set_signer(table: Table, signer: Signer) -> None:

@@ -10,11 +10,11 @@ import pytest
 from sqlalchemy import insert, select, text, update
 
 from audit_middleware import Actor, acting_as, in_workspace
-from audit_middleware.adapters.sqlalchemy.store import rows_for
 from audit_middleware.cli import main
 from audit_middleware.events import AuditEvent
 from audit_middleware.ids import new_event_id
 from audit_middleware.integrity import Signer
+from audit_middleware.store import STORED_COLUMNS, stored_rows
 
 from .conftest import make_app
 
@@ -94,7 +94,7 @@ def test_forged_rows_are_found_with_or_without_a_valid_hash(app):
     def forged(signer: Signer) -> dict:
         event = AuditEvent(new_event_id(), between, "Warehouse Deleted", "Warehouses", "deleted",
                            Actor.user("99", "mallory"), "Warehouse", "1", "ws_1-0", "ws_1")
-        return rows_for([event], signer)[0]
+        return dict(zip(STORED_COLUMNS, stored_rows([event], signer)[0], strict=True))
 
     without_key, with_key = forged(Signer("guessed")), forged(app.auditor.signer)
     unsigned = {**forged(Signer("x")), "row_hash": None}
