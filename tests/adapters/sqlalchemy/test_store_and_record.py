@@ -12,8 +12,10 @@ from audit_middleware import Actor, EventQuery, InvalidFilterError, UnknownEvent
 from audit_middleware.events import AuditEvent
 from audit_middleware.export import CSV_COLUMNS
 from audit_middleware.ids import new_event_id
-from audit_middleware.query import Cursor, parse_query
+from audit_middleware.query import parse_query
 from audit_middleware.testing import capture_events
+
+from ...paging import ids_by_pages
 
 ADA = Actor.user("7", "ada@example.com")
 TOKEN = Actor.token("tok_12", "ci-deploy")
@@ -62,15 +64,7 @@ def test_query_filters_and_keyset_pages_newest_first(app):
         ))
     store.append(events)
     newest_first = sorted(events, key=lambda e: e.occurred_at, reverse=True)
-    q = EventQuery(limit=7)
-    seen = []
-    while True:
-        page = store.query(q)
-        seen += [e.id for e in page.events]
-        if page.next_cursor is None:
-            break
-        q = q.with_cursor(Cursor.decode(page.next_cursor))
-    assert seen == [e.id for e in newest_first]
+    assert ids_by_pages(store, EventQuery(limit=7)) == [e.id for e in newest_first]
     for query in [
         EventQuery(events=("Warehouse Deleted",)),
         EventQuery(actor="ada@example.com"),
@@ -92,13 +86,7 @@ def test_events_in_one_flush_share_a_timestamp_and_still_page_without_gaps(app):
     with app.Session() as s:
         s.add_all([app.Warehouse(name=f"w{n}") for n in range(12)])
         s.commit()
-    ids, q = [], EventQuery(limit=5)
-    while True:
-        page = app.auditor.query(q)
-        ids += [e.id for e in page.events]
-        if not page.next_cursor:
-            break
-        q = q.with_cursor(Cursor.decode(page.next_cursor))
+    ids = ids_by_pages(app.auditor, EventQuery(limit=5))
     assert len(ids) == 12 == len(set(ids))
 
 
@@ -173,13 +161,7 @@ def test_actor_filter_matches_id_or_name_once_each_newest_first_across_pages(app
     store.append(events)
     expected = [e.id for e in sorted(events, key=lambda e: (e.occurred_at, e.id), reverse=True)
                 if e.actor is not other]
-    seen, query = [], EventQuery(actor="ada@example.com", limit=4).for_workspace("ws_1")
-    while True:
-        page = store.query(query)
-        seen += [e.id for e in page.events]
-        if page.next_cursor is None:
-            break
-        query = query.with_cursor(Cursor.decode(page.next_cursor))
+    seen = ids_by_pages(store, EventQuery(actor="ada@example.com", limit=4).for_workspace("ws_1"))
     assert seen == expected and len(expected) == 17
 
 

@@ -11,6 +11,7 @@ from audit_middleware.adapters.django import get_auditor, record
 from audit_middleware.adapters.django.models import AuditEvent
 from audit_middleware.testing import capture_events
 
+from ....paging import ids_by_pages
 from .conftest import audit_inserts, events, names
 
 
@@ -467,7 +468,6 @@ def test_actor_filter_matches_id_or_name_once_each_newest_first_across_pages():
     from audit_middleware.adapters.django.store import DjangoStore
     from audit_middleware.events import AuditEvent as Event
     from audit_middleware.ids import new_event_id
-    from audit_middleware.query import Cursor
 
     actors = [Actor.user("ada@example.com", "ada@example.com"), Actor.user("7", "ada@example.com"),
               Actor.token("ada@example.com", "a token"), Actor.user("8", "bob@example.com")]
@@ -478,11 +478,5 @@ def test_actor_filter_matches_id_or_name_once_each_newest_first_across_pages():
     store.append(events)
     expected = [e.id for e in sorted(events, key=lambda e: (e.occurred_at, e.id), reverse=True)
                 if e.actor.name != "bob@example.com"]
-    seen, query = [], EventQuery(actor="ada@example.com", limit=4).for_workspace("ws_actor")
-    while True:
-        page = store.query(query)
-        seen += [e.id for e in page.events]
-        if page.next_cursor is None:
-            break
-        query = query.with_cursor(Cursor.decode(page.next_cursor))
+    seen = ids_by_pages(store, EventQuery(actor="ada@example.com", limit=4).for_workspace("ws_actor"))
     assert seen == expected and len(expected) == 17
