@@ -146,24 +146,18 @@ def canonical_row(row: Mapping[str, Any]) -> bytes:
 
 
 def canonical_values(stored: Sequence[Any]) -> bytes:
-    """:func:`canonical_row` of the row whose :data:`EVENT_COLUMNS` values are ``stored``, in that order."""
-    global _last_time
+    """:func:`canonical_row` of the row whose :data:`EVENT_COLUMNS` values are ``stored``, in that order (the
+    time may be given as its :func:`canonical_time` text already)."""
     values = list(stored[:_WIDTH])
     for index, value in enumerate(values):  # on the write path every value but the time is str or None
         if value is not None and type(value) is not str:
-            if isinstance(value, datetime):
-                last = _last_time  # a flush's rows share one time object: formatted once
-                if last[0] is value:
-                    values[index] = last[1]
-                else:
-                    values[index] = _naive(value).isoformat(timespec="microseconds")
-                    _last_time = (value, values[index])
-            else:
-                values[index] = str(value)
+            values[index] = canonical_time(value) if isinstance(value, datetime) else str(value)
     return _encode(values).encode("utf-8")
 
 
-_last_time: tuple[Any, str] = (None, "")
+def canonical_time(moment: datetime) -> str:
+    """A time as the row hash covers it: naive UTC, ISO 8601 with microseconds."""
+    return _naive(moment).isoformat(timespec="microseconds")
 
 
 _WIDTH = len(EVENT_COLUMNS)

@@ -24,6 +24,7 @@ STORED_COLUMNS: tuple[str, ...] = (*EVENT_COLUMNS, "row_hash")
 NAME_LENGTH = 255
 """Actor and resource ids and names are stored cut to this many characters (the column width)."""
 _CAPPED = tuple(EVENT_COLUMNS.index(name) for name in ("actor_id", "actor_name", "resource_id", "resource_name"))
+_OCCURRED_AT = EVENT_COLUMNS.index("occurred_at")
 
 
 @runtime_checkable
@@ -74,15 +75,19 @@ def stored_rows(events: Sequence[AuditEvent], signer: Signer) -> list[list[Any]]
     flush's events share their time and context objects (see :class:`~audit_middleware.recorder.EventOrigin`):
     each is converted once.
     """
+    from .integrity import canonical_time  # integrity imports this module
+
     rows: list[list[Any]] = []
     last_time: Any = None
     stored_time: Any = None
+    hashed_time = ""
     last_context: Any = None
     context_text: str | None = None
     for event in events:
         actor = event.actor
         if event.occurred_at is not last_time:
             last_time, stored_time = event.occurred_at, utc_naive(event.occurred_at)
+            hashed_time = canonical_time(stored_time)
         if event.context is not last_context:
             last_context, context_text = event.context, dumps(event.context) if event.context else None
         values: list[Any] = [
@@ -97,7 +102,9 @@ def stored_rows(events: Sequence[AuditEvent], signer: Signer) -> list[list[Any]]
             value = values[index]
             if value is not None and len(value) > NAME_LENGTH:
                 values[index] = value[:NAME_LENGTH]
-        values.append(signer.values_hash(values))
+        hashed = values.copy()
+        hashed[_OCCURRED_AT] = hashed_time
+        values.append(signer.values_hash(hashed))
         rows.append(values)
     return rows
 

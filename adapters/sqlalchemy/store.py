@@ -15,6 +15,7 @@ from sqlalchemy import (
     bindparam,
     delete,
     insert,
+    inspect,
     or_,
     select,
     type_coerce,
@@ -244,9 +245,12 @@ class SQLAlchemyStore:
             [tables.digests] if tables.digests is not None else [])
         self.table.metadata.create_all(self.engine, every)
         with self.engine.begin() as connection:  # create_all skips the indexes of a table that exists
+            inspector = inspect(connection)
             for table in every:
+                present = {i["name"] for i in inspector.get_indexes(table.name, schema=table.schema)}
                 for index in table.indexes:
-                    index.create(connection, checkfirst=True)
+                    if index.name not in present:
+                        index.create(connection)
 
     def append(self, events: Sequence[AuditEvent]) -> None:
         with self.engine.begin() as connection:
