@@ -256,9 +256,20 @@ class SQLAlchemyStore:
         with self.engine.begin() as connection:
             insert_events(connection, events, self.table)
 
+    def _reading(self) -> Connection:
+        """A connection for one read statement. On PostgreSQL it runs in autocommit: no BEGIN before the
+        statement and no ROLLBACK when the connection goes back to the pool (two round trips fewer), and the
+        driver may keep the statement prepared across pages (psycopg forgets its prepared statements at every
+        ROLLBACK), so a repeated page query is not planned again. One statement sees one snapshot either way.
+        """
+        connection = self.engine.connect()
+        if connection.dialect.name == "postgresql":
+            connection.execution_options(isolation_level="AUTOCOMMIT")  # undone when it returns to the pool
+        return connection
+
     def query(self, query: EventQuery) -> Page:
         parameters = page_parameters(query)
-        with self.engine.connect() as connection:
+        with self._reading() as connection:
             statement = self._page_statement(query, parameters, connection.dialect.name == "sqlite")
             result = connection.execute(statement, parameters)
             rows = [event_from_row(row._mapping) for row in result]
@@ -319,7 +330,7 @@ class SQLAlchemyStore:
     def get(self, event_id: str) -> AuditEvent | None:
         if "\x00" in event_id or len(event_id) > 64:  # no event has such an id (and PostgreSQL refuses NUL)
             return None
-        with self.engine.connect() as connection:
+        with self._reading() as connection:
             row = connection.execute(select(self.table).where(self.table.c.id == event_id)).first()
         return event_from_row(row._mapping) if row is not None else None
 
@@ -329,7 +340,7 @@ class SQLAlchemyStore:
         statement = select(func.count()).select_from(self.table)
         if query is not None:
             statement = statement.where(*filters_of(query, self.table))
-        with self.engine.connect() as connection:
+        with self._reading() as connection:
             return int(connection.execute(statement).scalar_one())
 
     def purge(self, before: datetime, batch_size: int = 1000) -> int:

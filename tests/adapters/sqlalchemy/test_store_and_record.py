@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -179,3 +180,59 @@ def test_create_tables_adds_an_index_a_later_release_defines_to_an_existing_tabl
     assert {i.name for i in table.indexes} <= {i["name"] for i in inspect(app.engine).get_indexes(table.name)}
     with app.engine.connect() as c:
         assert c.execute(select(func.count()).select_from(table)).scalar_one() == 1
+
+
+def test_a_store_read_leaves_the_hosts_connections_transactional(app):
+    """Reads may run in autocommit (PostgreSQL), but the pooled connection goes back as it came: the app's next
+    transaction on it still rolls back."""
+    from sqlalchemy import func, select
+
+    store = app.auditor.store
+    store.append([old_event(1, workspace_id="ws_1")])
+    for _ in range(3):
+        assert store.query(EventQuery(limit=5).for_workspace("ws_1")).events
+        assert store.count(EventQuery().for_workspace("ws_1")) == 1
+    with app.engine.connect() as c:
+        c.execute(app.Warehouse.__table__.insert().values(name="never"))
+        c.rollback()
+        assert c.execute(select(func.count()).select_from(app.Warehouse.__table__)).scalar_one() == 0
+
+
+def test_postgresql_page_reads_send_no_begin_or_rollback_and_stay_prepared(app, backend, tmp_path):
+    """On PostgreSQL a page read is one statement in autocommit: no BEGIN before it, no ROLLBACK after it
+    (checked in libpq's own trace of what went over the wire), so psycopg keeps the page statement prepared
+    and the server stops planning it on every page."""
+    if backend != "postgresql":
+        pytest.skip("autocommit reads are PostgreSQL's: SQLite opens no transaction for a read, and on MariaDB "
+                    "switching autocommit would cost a round trip of its own")
+    from sqlalchemy import create_engine
+
+    from audit_middleware.adapters.sqlalchemy import SQLAlchemyStore
+
+    engine = create_engine(app.engine.url, pool_size=1, max_overflow=0)  # one connection: every read reuses it
+    store = SQLAlchemyStore(engine, app.auditor.table)
+    store.append([old_event(1 + n / 10, workspace_id="ws_1", actor=[ADA, TOKEN][n % 2]) for n in range(6)])
+    trace = tmp_path / "libpq.trace"
+    with engine.connect() as c:
+        pgconn = c.connection.driver_connection.pgconn
+    with open(trace, "w") as sink:
+        pgconn.trace(sink.fileno())
+        try:
+            for n in range(8):
+                assert store.query(EventQuery(actor=["7", "tok_12"][n % 2], limit=2).for_workspace("ws_1")).events
+            with engine.begin() as c:  # the app's own transaction on the same connection
+                c.exec_driver_sql("SELECT 1")
+        finally:
+            pgconn.untrace()
+    # What the client sent: "<time>\tF\t<length>\t<message>\t<payload>" (a query's own newlines continue it)
+    sent = re.findall(r"^[^\t\n]+\tF\t\d+\t(\w+)\t?(.*)$", trace.read_text(), re.MULTILINE)
+    commands = [text.split('"')[1].split()[0] for kind, text in sent if kind == "Query"]
+    assert commands == ["BEGIN", "SELECT", "COMMIT"], commands  # the app's transaction; the reads sent none
+    page_parses = [text for kind, text in sent if kind == "Parse" and "UNION ALL" in text]
+    assert len(page_parses) < 8, "after a few pages psycopg prepares the statement and stops sending it"
+    with engine.connect() as c:
+        prepared = c.exec_driver_sql(
+            "SELECT generic_plans + custom_plans FROM pg_prepared_statements WHERE statement LIKE 'SELECT%%UNION ALL%%'"
+        ).scalars().all()
+    engine.dispose()
+    assert prepared and max(prepared) >= 2, "the actor page statement is prepared once and executed again"
