@@ -61,7 +61,8 @@ class SQLAlchemyAuditor:
         self.recorder = Recorder(config, catalog)
         self.table = table
         engine = bind if bind is not None else _engine_of(target)
-        self._bind = engine
+        # One store for the auditor's life: it keeps the page statements it built (one per filter shape).
+        self._store = SQLAlchemyStore(engine, table) if engine is not None else None
         #: the transactional outbox when destinations are configured (see outbox.py), else None
         self.outbox: SQLAlchemyOutbox | None = None
         if destinations is not None:
@@ -86,12 +87,12 @@ class SQLAlchemyAuditor:
 
     @property
     def store(self) -> SQLAlchemyStore:
-        if self._bind is None:
+        if self._store is None:
             raise RuntimeError(
                 "track(Session) could not find the engine the audit tables live on: "
                 "pass track(Session, bind=engine)"
             )
-        return SQLAlchemyStore(self._bind, self.table)
+        return self._store
 
     def register(self, *models: Any) -> None:
         """Define the catalog events of these mapped classes now (they are otherwise defined when SQLAlchemy

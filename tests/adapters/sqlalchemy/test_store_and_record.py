@@ -236,3 +236,14 @@ def test_postgresql_page_reads_send_no_begin_or_rollback_and_stay_prepared(app, 
         ).scalars().all()
     engine.dispose()
     assert prepared and max(prepared) >= 2, "the actor page statement is prepared once and executed again"
+
+
+def test_the_auditor_keeps_one_store_whose_page_statements_are_built_once_per_filter_shape(app):
+    """The admin views ask ``auditor.store`` on every request: it is one store, keeping the statement it built
+    for each shape of filter (building the actor filter's UNION ALL costs more than running it)."""
+    store = app.auditor.store
+    store.append([old_event(1, workspace_id="ws_1"), old_event(2, workspace_id="ws_1", actor=TOKEN)])
+    pages = [app.auditor.query(EventQuery(actor=actor, limit=5).for_workspace("ws_1")) for actor in ("7", "tok_12")]
+    assert [[e.actor.id for e in page.events] for page in pages] == [["7"], ["tok_12"]]
+    assert app.auditor.store is store
+    assert len(store._pages) == 1, "both pages ran the statement built for the first"
