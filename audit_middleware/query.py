@@ -253,13 +253,8 @@ def params_from_pairs(pairs: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
 
 ACTOR_MATCHES: tuple[str, str] = ("id", "name")
 """The actor filter matches an actor's id or name: stores run one ordered query per match (each an index
-range scan in time order, where an OR of the two would read and sort every row of the actor) and merge
-them with :func:`newest_first`; the ``name`` query leaves out rows the ``id`` query has."""
-
-
-def newest_first(events: Iterable[AuditEvent], limit: int) -> list[AuditEvent]:
-    """The first ``limit`` of ``events`` by time then id, newest first (merging a page's ordered parts)."""
-    return sorted(events, key=lambda e: (e.occurred_at, e.id), reverse=True)[:limit]
+range scan in time order, where an OR of the two would read and sort every row of the actor), merged newest
+first in the same statement (UNION ALL); the ``name`` query leaves out rows the ``id`` query has."""
 
 
 def page_from_rows(rows: list[AuditEvent], limit: int) -> Page:
@@ -272,3 +267,34 @@ def page_from_rows(rows: list[AuditEvent], limit: int) -> Page:
 
 def to_json_page(page: Page) -> dict[str, Any]:
     return {"events": [e.to_json() for e in page.events], "next_cursor": page.next_cursor}
+
+
+def page_parameters(query: EventQuery) -> dict[str, Any]:
+    """The values of ``query``'s filters, by the names the stores' page statements give their parameters
+    (``f_workspace``, ``f_event`` or ``f_events``, ``f_actor``, ..., ``f_at`` and ``f_last_id`` for the cursor):
+    a statement built once per shape of query (:func:`page_shape`) is run with these values."""
+    values: dict[str, Any] = {}
+    if query.workspace_filtered and query.workspace_id is not None:
+        values["f_workspace"] = query.workspace_id
+    if query.events:
+        if len(query.events) == 1:
+            values["f_event"] = query.events[0]
+        else:
+            values["f_events"] = list(query.events)
+    for name in ("category", "actor", "actor_type", "resource_type", "resource_id", "since", "until"):
+        value = getattr(query, name)
+        if value is not None:
+            values[f"f_{name}"] = value
+    if query.cursor is not None:
+        values["f_at"], values["f_last_id"] = query.cursor.occurred_at, query.cursor.id
+    return values
+
+
+#: the parameters holding a time (naive UTC)
+TIME_PARAMETERS = frozenset({"f_since", "f_until", "f_at"})
+
+
+def page_shape(query: EventQuery, parameters: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What a page statement depends on besides its :func:`page_parameters` values: which filters are set,
+    whether the workspace filter asks for events without one, how many events are listed, the page size."""
+    return (query.workspace_filtered, tuple(parameters), len(query.events), query.limit)

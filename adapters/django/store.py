@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from datetime import datetime, timezone
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import datetime, timedelta, timezone
 from itertools import islice
 from typing import Any
 
@@ -15,7 +15,15 @@ from audit_middleware.commit_pipeline import can_pipeline, send_with_commit
 from audit_middleware.events import AuditEvent
 from audit_middleware.export import EXPORT_COLUMNS
 from audit_middleware.integrity import PURGE_SETTING
-from audit_middleware.query import ACTOR_MATCHES, EventQuery, Page, newest_first, page_from_rows
+from audit_middleware.query import (
+    ACTOR_MATCHES,
+    TIME_PARAMETERS,
+    EventQuery,
+    Page,
+    page_from_rows,
+    page_parameters,
+    page_shape,
+)
 from audit_middleware.store import EVENT_COLUMNS, STORED_COLUMNS, event_from_row, stored_rows
 
 from . import conf
@@ -105,37 +113,125 @@ def commit_with_events(connection: Any, events: Sequence[AuditEvent]) -> bool:
     return True
 
 
-def filters_of(query: EventQuery, actor_match: str | None = None) -> Q:
+def filters_of(query: EventQuery, actor_match: str | None = None, values: Mapping[str, Any] | None = None) -> Q:
     """The filter of ``query``; ``actor_match`` keeps one of the actor filter's two matches (see
-    :data:`~audit_middleware.query.ACTOR_MATCHES`), the ``name`` one leaving out rows whose id matches."""
+    :data:`~audit_middleware.query.ACTOR_MATCHES`), the ``name`` one leaving out rows whose id matches. The
+    values come from ``values`` (``query``'s :func:`~audit_middleware.query.page_parameters` by default)."""
+    v = page_parameters(query) if values is None else values
     q = Q()
     if query.workspace_filtered:
-        q &= Q(workspace_id__isnull=True) if query.workspace_id is None else Q(workspace_id=query.workspace_id)
+        q &= Q(workspace_id__isnull=True) if query.workspace_id is None else Q(workspace_id=v["f_workspace"])
     if query.events:
-        q &= Q(event=query.events[0]) if len(query.events) == 1 else Q(event__in=query.events)
+        q &= Q(event=v["f_event"]) if len(query.events) == 1 else Q(event__in=v["f_events"])
     if query.category is not None:
-        q &= Q(category=query.category)
+        q &= Q(category=v["f_category"])
     if query.actor is not None:
+        actor = v["f_actor"]
         if actor_match == "id":
-            q &= Q(actor_id=query.actor)
+            q &= Q(actor_id=actor)
         elif actor_match == "name":
-            q &= Q(actor_name=query.actor) & ~Q(actor_id=query.actor)
+            q &= Q(actor_name=actor) & ~Q(actor_id=actor)
         else:
-            q &= Q(actor_id=query.actor) | Q(actor_name=query.actor)
+            q &= Q(actor_id=actor) | Q(actor_name=actor)
     if query.actor_type is not None:
-        q &= Q(actor_type=query.actor_type)
+        q &= Q(actor_type=v["f_actor_type"])
     if query.resource_type is not None:
-        q &= Q(resource_type=query.resource_type)
+        q &= Q(resource_type=v["f_resource_type"])
     if query.resource_id is not None:
-        q &= Q(resource_id=query.resource_id)
+        q &= Q(resource_id=v["f_resource_id"])
     if query.since is not None:
-        q &= Q(occurred_at__gte=db_time(query.since))
+        q &= Q(occurred_at__gte=db_time(v["f_since"]))
     if query.until is not None:
-        q &= Q(occurred_at__lt=db_time(query.until))
+        q &= Q(occurred_at__lt=db_time(v["f_until"]))
     if query.cursor is not None:
-        at = db_time(query.cursor.occurred_at)
-        q &= Q(occurred_at__lt=at) | Q(occurred_at=at, id__lt=query.cursor.id)
+        at = db_time(v["f_at"])
+        q &= Q(occurred_at__lt=at) | Q(occurred_at=at, id__lt=v["f_last_id"])
     return q
+
+
+class PageStatement:
+    """The first (or next) page's SQL for one shape of query, compiled by the ORM once and run with each
+    query's values: compiling the two actor matches through the ORM costs more than running them.
+
+    It is compiled with a marker in place of every value; ``sources`` says, for each of its parameters in
+    order, which :func:`~audit_middleware.query.page_parameters` value goes there (a constant the ORM added
+    stays as it is). The rows go through the ORM's own converters (``compiler``). An actor filter's two
+    matches are one statement: each match's newest rows, merged newest first."""
+
+    __slots__ = ("sql", "sources", "compiler")
+
+    def __init__(self, connection: Any, queryset_for: Callable[[Mapping[str, Any], str | None], Any],
+                 parameters: Mapping[str, Any], matches: Sequence[str | None], limit: int) -> None:
+        markers = _markers(parameters)
+        by_bound = {_bound(connection, name, marker): (name, None) for name, marker in markers.items()
+                    if not isinstance(marker, list)}
+        by_bound.update({item: (name, i) for name, marker in markers.items() if isinstance(marker, list)
+                         for i, item in enumerate(marker)})
+        parts: list[str] = []
+        self.sources: list[tuple[str, int | None] | tuple[None, Any]] = []
+        for match in matches:
+            compiler = queryset_for(markers, match).query.get_compiler(connection=connection)
+            sql, params = compiler.as_sql()
+            parts.append(sql)
+            self.sources += [by_bound.get(p, (None, p)) if _hashable(p) else (None, p) for p in params]
+            self.compiler = compiler
+        if len(parts) == 1:
+            self.sql = parts[0]
+        else:
+            quote = connection.ops.quote_name
+            members = " UNION ALL SELECT * FROM ".join(f"({sql}) {quote(f'm{i}')}" for i, sql in enumerate(parts))
+            # The members are the ORM's own SQL (values bound); names are quoted and the limit is an int.
+            self.sql = (f"SELECT * FROM {members} ORDER BY {quote('occurred_at')} DESC, {quote('id')} DESC "  # noqa: S608
+                        f"LIMIT {int(limit)}")
+
+    def parameters(self, connection: Any, values: Mapping[str, Any]) -> list[Any]:
+        bound: list[Any] = []
+        for name, where in self.sources:
+            if name is None:
+                bound.append(where)
+            else:
+                value = values[name] if where is None else values[name][where]
+                bound.append(_bound(connection, name, value))
+        return bound
+
+    def rows(self, cursor_rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
+        converted = self.compiler.results_iter(results=[cursor_rows])
+        return [dict(zip(EVENT_COLUMNS, row, strict=True)) for row in converted]
+
+
+def _markers(parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """A value per parameter that nothing else in a compiled statement can equal."""
+    markers: dict[str, Any] = {}
+    for n, (name, value) in enumerate(parameters.items()):
+        if name in TIME_PARAMETERS:
+            markers[name] = _MARKER_TIME + timedelta(seconds=n)
+        elif isinstance(value, list):
+            markers[name] = [f"\x1faudit-middleware {name} {i}\x1f" for i in range(len(value))]
+        else:
+            markers[name] = f"\x1faudit-middleware {name}\x1f"
+    return markers
+
+
+_MARKER_TIME = datetime(1971, 2, 3, 4, 5, 6, 789012)
+
+
+def _bound(connection: Any, name: str, value: Any) -> Any:
+    """A value as the ORM binds it (a time through the DateTimeField, as its lookups do; text as it is)."""
+    if name in TIME_PARAMETERS:
+        return _OCCURRED_AT.get_db_prep_value(db_time(value), connection, prepared=False)
+    return value
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
+_OCCURRED_AT = AuditEventRow._meta.get_field("occurred_at")
+_PAGES: dict[tuple[Any, ...], PageStatement] = {}
 
 
 class DjangoStore:
@@ -152,17 +248,24 @@ class DjangoStore:
             insert_events(connections[self.using], events)
 
     def query(self, query: EventQuery) -> Page:
-        matches = ACTOR_MATCHES if query.actor is not None else (None,)
-        events: list[AuditEvent] = []
-        for match in matches:  # an actor filter: one time-ordered index scan per match, merged below
-            rows = (
-                self._rows().filter(filters_of(query, match)).order_by("-occurred_at", "-id")
-                .values(*EVENT_COLUMNS)[: query.limit + 1]
-            )
-            events += [event_from_row(r) for r in rows]
-        if len(matches) > 1:
-            events = newest_first(events, query.limit + 1)
-        return page_from_rows(events, query.limit)
+        connection = connections[self.using]
+        values = page_parameters(query)
+        key = (self.using, connection.vendor, *page_shape(query, values))
+        statement = _PAGES.get(key)
+        if statement is None:
+            matches = ACTOR_MATCHES if query.actor is not None else (None,)
+
+            def queryset_for(markers: Mapping[str, Any], match: str | None) -> Any:
+                return (self._rows().filter(filters_of(query, match, markers)).order_by("-occurred_at", "-id")
+                        .values(*EVENT_COLUMNS)[: query.limit + 1])
+
+            statement = PageStatement(connection, queryset_for, values, matches, query.limit + 1)
+            if len(_PAGES) < 256:
+                _PAGES[key] = statement
+        with connection.cursor() as cursor:
+            cursor.execute(statement.sql, statement.parameters(connection, values))
+            rows = statement.rows(cursor.fetchall())
+        return page_from_rows([event_from_row(r) for r in rows], query.limit)
 
     def get(self, event_id: str) -> AuditEvent | None:
         if "\x00" in event_id or len(event_id) > 64:  # no event has such an id (and PostgreSQL refuses NUL)

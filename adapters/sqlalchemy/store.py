@@ -26,7 +26,15 @@ from sqlalchemy.sql.elements import ColumnElement
 from audit_middleware.events import AuditEvent
 from audit_middleware.export import EXPORT_COLUMNS
 from audit_middleware.integrity import Signer
-from audit_middleware.query import ACTOR_MATCHES, EventQuery, Page, page_from_rows
+from audit_middleware.query import (
+    ACTOR_MATCHES,
+    TIME_PARAMETERS,
+    EventQuery,
+    Page,
+    page_from_rows,
+    page_parameters,
+    page_shape,
+)
 from audit_middleware.store import STORED_COLUMNS, event_from_row, stored_rows
 
 from .integrity import SQLAlchemyIntegrity, allow_purge
@@ -150,7 +158,7 @@ def filters_of(
     # one statement serves every query of a shape.
     p = {
         name: bindparam(name, value, expanding=name == "f_events",
-                        type_=c.occurred_at.type if name in _TIME_PARAMETERS else None)
+                        type_=c.occurred_at.type if name in TIME_PARAMETERS else None)
         for name, value in page_parameters(query).items()
     }
     clauses: list[ColumnElement[bool]] = []
@@ -185,26 +193,6 @@ def filters_of(
     return clauses
 
 
-def page_parameters(query: EventQuery) -> dict[str, Any]:
-    """The values of :func:`filters_of`'s named parameters for ``query``."""
-    values: dict[str, Any] = {}
-    if query.workspace_filtered and query.workspace_id is not None:
-        values["f_workspace"] = query.workspace_id
-    if query.events:
-        if len(query.events) == 1:
-            values["f_event"] = query.events[0]
-        else:
-            values["f_events"] = list(query.events)
-    for name in ("category", "actor", "actor_type", "resource_type", "resource_id", "since", "until"):
-        value = getattr(query, name)
-        if value is not None:
-            values[f"f_{name}"] = value
-    if query.cursor is not None:
-        values["f_at"], values["f_last_id"] = query.cursor.occurred_at, query.cursor.id
-    return values
-
-
-_TIME_PARAMETERS = frozenset({"f_since", "f_until", "f_at"})
 
 
 class SQLAlchemyStore:
@@ -279,7 +267,7 @@ class SQLAlchemyStore:
         """The statement of a first (or next) page, built once per shape of query (which parameters it has,
         whether it is filtered to no workspace, the page size) and reused with new values: building the actor
         filter's UNION ALL costs more than running it."""
-        key = (sqlite, query.workspace_filtered, tuple(parameters), query.limit)
+        key = (sqlite, *page_shape(query, parameters))
         statement = self._pages.get(key)
         if statement is not None:
             return statement

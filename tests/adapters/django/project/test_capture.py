@@ -480,3 +480,45 @@ def test_actor_filter_matches_id_or_name_once_each_newest_first_across_pages():
                 if e.actor.name != "bob@example.com"]
     seen = ids_by_pages(store, EventQuery(actor="ada@example.com", limit=4).for_workspace("ws_actor"))
     assert seen == expected and len(expected) == 17
+
+
+def test_store_pages_are_compiled_once_per_shape_and_run_with_each_querys_own_values():
+    """The Django store compiles a page's SQL once per shape of query and runs it with each query's values:
+    many queries of the same shapes, values changing every time (times, event lists, actors, cursors), each
+    give exactly the events their filter matches, newest first; an actor page is one statement."""
+    import random
+    from datetime import datetime, timedelta, timezone
+
+    from audit_middleware import EventQuery
+    from audit_middleware.adapters.django.store import DjangoStore
+    from audit_middleware.events import AuditEvent as Event
+    from audit_middleware.ids import new_event_id
+
+    now = datetime.now(timezone.utc)
+    actors = [Actor.user("1", "ada"), Actor.user("2", "bob"), Actor.token("tok_3", "ci"), Actor.system("cron")]
+    verbs = ["Warehouse Created", "Warehouse Modified", "Warehouse Deleted"]
+    events = [Event(new_event_id(), now - timedelta(minutes=7 * n), verbs[n % 3], "Warehouses", "x",
+                    actors[n % 4], resource_type="Warehouse", resource_id=str(n % 5), workspace_id="ws_shapes")
+              for n in range(60)]
+    store = DjangoStore()
+    store.append(events)
+    newest = sorted(events, key=lambda e: (e.occurred_at, e.id), reverse=True)
+    rng = random.Random(5)
+    naive_now = now.replace(tzinfo=None)
+    for _ in range(12):
+        actor = rng.choice(actors)
+        since = naive_now - timedelta(minutes=rng.randrange(100, 400))
+        queries = [
+            EventQuery(actor=rng.choice([actor.id, actor.name]), events=tuple(rng.sample(verbs, 2)), since=since,
+                       until=since + timedelta(minutes=rng.randrange(60, 200)), limit=3),
+            EventQuery(actor_type=actor.type, resource_type="Warehouse", resource_id=str(rng.randrange(5)),
+                       limit=4),
+            EventQuery(events=(rng.choice(verbs),), category="Warehouses", limit=5),
+        ]
+        for query in queries:
+            query = query.for_workspace("ws_shapes")
+            expected = [e.id for e in newest if query.matches(e)]
+            assert expected and ids_by_pages(store, query) == expected, query
+    with CaptureQueriesContext(connection) as queries:
+        page = store.query(EventQuery(actor="ada", limit=3).for_workspace("ws_shapes"))
+    assert len(queries.captured_queries) == 1 and [e.actor.id for e in page.events] == ["1", "1", "1"]
