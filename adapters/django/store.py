@@ -9,7 +9,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connections, router, transaction
-from django.db.models import Q
+from django.db.models import CharField, F, Func, Q
+from django.db.models.lookups import Exact, In
 
 from audit_middleware.commit_pipeline import can_pipeline, send_with_commit
 from audit_middleware.events import AuditEvent
@@ -113,16 +114,23 @@ def commit_with_events(connection: Any, events: Sequence[AuditEvent]) -> bool:
     return True
 
 
-def filters_of(query: EventQuery, actor_match: str | None = None, values: Mapping[str, Any] | None = None) -> Q:
+def filters_of(query: EventQuery, actor_match: str | None = None, values: Mapping[str, Any] | None = None, *,
+               event_unindexed: bool = False) -> Q:
     """The filter of ``query``; ``actor_match`` keeps one of the actor filter's two matches (see
     :data:`~audit_middleware.query.ACTOR_MATCHES`), the ``name`` one leaving out rows whose id matches. The
-    values come from ``values`` (``query``'s :func:`~audit_middleware.query.page_parameters` by default)."""
+    values come from ``values`` (``query``'s :func:`~audit_middleware.query.page_parameters` by default).
+    ``event_unindexed`` compares the event as an expression (``event || ''``), as the SQLAlchemy store does on
+    SQLite: it keeps SQLite's planner on the actor's index, in time order, instead of the event's."""
     v = page_parameters(query) if values is None else values
     q = Q()
     if query.workspace_filtered:
         q &= Q(workspace_id__isnull=True) if query.workspace_id is None else Q(workspace_id=v["f_workspace"])
     if query.events:
-        q &= Q(event=v["f_event"]) if len(query.events) == 1 else Q(event__in=v["f_events"])
+        if event_unindexed:
+            event = _Unindexed(F("event"))
+            q &= Q(Exact(event, v["f_event"])) if len(query.events) == 1 else Q(In(event, v["f_events"]))
+        else:
+            q &= Q(event=v["f_event"]) if len(query.events) == 1 else Q(event__in=v["f_events"])
     if query.category is not None:
         q &= Q(category=v["f_category"])
     if query.actor is not None:
@@ -147,6 +155,13 @@ def filters_of(query: EventQuery, actor_match: str | None = None, values: Mappin
         at = db_time(v["f_at"])
         q &= Q(occurred_at__lt=at) | Q(occurred_at=at, id__lt=v["f_last_id"])
     return q
+
+
+class _Unindexed(Func):
+    """``<text> || ''``: the same text, as an expression no index answers."""
+
+    template = "(%(expressions)s || '')"
+    output_field = CharField()
 
 
 class PageStatement:
@@ -256,8 +271,9 @@ class DjangoStore:
             matches = ACTOR_MATCHES if query.actor is not None else (None,)
 
             def queryset_for(markers: Mapping[str, Any], match: str | None) -> Any:
-                return (self._rows().filter(filters_of(query, match, markers)).order_by("-occurred_at", "-id")
-                        .values(*EVENT_COLUMNS)[: query.limit + 1])
+                unindexed = match is not None and connection.vendor == "sqlite"
+                return (self._rows().filter(filters_of(query, match, markers, event_unindexed=unindexed))
+                        .order_by("-occurred_at", "-id").values(*EVENT_COLUMNS)[: query.limit + 1])
 
             statement = PageStatement(connection, queryset_for, values, matches, query.limit + 1)
             if len(_PAGES) < 256:

@@ -522,3 +522,35 @@ def test_store_pages_are_compiled_once_per_shape_and_run_with_each_querys_own_va
     with CaptureQueriesContext(connection) as queries:
         page = store.query(EventQuery(actor="ada", limit=3).for_workspace("ws_shapes"))
     assert len(queries.captured_queries) == 1 and [e.actor.id for e in page.events] == ["1", "1", "1"]
+
+
+def test_sqlite_reads_an_actor_and_event_page_through_the_actors_index():
+    """On SQLite the page's event filter is an expression, so the planner (with statistics: ANALYZE) walks the
+    actor's index in time order, checking the event in it, instead of every row of the event: 3 to 4 times
+    faster on a large trail (benchmarks/RESULTS.md)."""
+    if connection.vendor != "sqlite":
+        pytest.skip("the planner choice this works around is SQLite's")
+    from datetime import datetime, timedelta, timezone
+
+    from audit_middleware import EventQuery
+    from audit_middleware.adapters.django.store import DjangoStore
+    from audit_middleware.events import AuditEvent as Event
+    from audit_middleware.ids import new_event_id
+
+    now = datetime.now(timezone.utc)
+    verbs = [f"Warehouse Verb{v} Done" for v in range(30)]  # more events than actors: the planner's pick
+    store = DjangoStore()
+    store.append([Event(new_event_id(), now - timedelta(minutes=n), verbs[n % 30], "Warehouses", "x",
+                        Actor.user(str(n % 7), f"user{n % 7}"), workspace_id="ws_plan") for n in range(2100)])
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
+    query = EventQuery(actor="user3", events=(verbs[3], verbs[10]), limit=3)
+    with CaptureQueriesContext(connection) as queries:
+        page = store.query(query.for_workspace("ws_plan"))
+    assert [e.event for e in page.events] == [verbs[3], verbs[10], verbs[3]]  # rows 3, 10 and 213, newest first
+    assert {e.actor.name for e in page.events} == {"user3"}
+    (sql,) = [q["sql"] for q in queries.captured_queries]
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN QUERY PLAN " + sql)
+        plan = " ".join(str(row[-1]) for row in cursor.fetchall())
+    assert "audit_ev_ws_actor" in plan and "audit_ev_ws_event" not in plan, plan
