@@ -168,16 +168,17 @@ class PageStatement:
     """The first (or next) page's SQL for one shape of query, compiled by the ORM once and run with each
     query's values: compiling the two actor matches through the ORM costs more than running them.
 
-    It is compiled with a marker in place of every value; ``sources`` says, for each of its parameters in
-    order, which :func:`~audit_middleware.query.page_parameters` value goes there (a constant the ORM added
-    stays as it is). The rows go through the ORM's own converters (``compiler``). An actor filter's two
-    matches are one statement: each match's newest rows, merged newest first."""
+    It is compiled with ``markers`` in place of the values (see :func:`_markers`); ``sources`` says, for each
+    of its parameters in order, which :func:`~audit_middleware.query.page_parameters` value goes there (a
+    constant the ORM added stays as it is). ``reusable`` is False when some marker was not found among the
+    compiled parameters (a backend that binds values differently): then only these values are right for it.
+    The rows go through the ORM's own converters (``compiler``). An actor filter's two matches are one
+    statement: each match's newest rows, merged newest first."""
 
-    __slots__ = ("sql", "sources", "compiler")
+    __slots__ = ("sql", "sources", "compiler", "reusable")
 
     def __init__(self, connection: Any, queryset_for: Callable[[Mapping[str, Any], str | None], Any],
-                 parameters: Mapping[str, Any], matches: Sequence[str | None], limit: int) -> None:
-        markers = _markers(parameters)
+                 markers: Mapping[str, Any], matches: Sequence[str | None], limit: int) -> None:
         by_bound = {_bound(connection, name, marker): (name, None) for name, marker in markers.items()
                     if not isinstance(marker, list)}
         by_bound.update({item: (name, i) for name, marker in markers.items() if isinstance(marker, list)
@@ -190,6 +191,7 @@ class PageStatement:
             parts.append(sql)
             self.sources += [by_bound.get(p, (None, p)) if _hashable(p) else (None, p) for p in params]
             self.compiler = compiler
+        self.reusable = set(by_bound.values()) <= {source for source in self.sources if source[0] is not None}
         if len(parts) == 1:
             self.sql = parts[0]
         else:
@@ -275,8 +277,10 @@ class DjangoStore:
                 return (self._rows().filter(filters_of(query, match, markers, event_unindexed=unindexed))
                         .order_by("-occurred_at", "-id").values(*EVENT_COLUMNS)[: query.limit + 1])
 
-            statement = PageStatement(connection, queryset_for, values, matches, query.limit + 1)
-            if len(_PAGES) < 256:
+            statement = PageStatement(connection, queryset_for, _markers(values), matches, query.limit + 1)
+            if not statement.reusable:  # compiled for this query's own values, not kept
+                statement = PageStatement(connection, queryset_for, values, matches, query.limit + 1)
+            elif len(_PAGES) < 256:
                 _PAGES[key] = statement
         with connection.cursor() as cursor:
             cursor.execute(statement.sql, statement.parameters(connection, values))

@@ -554,3 +554,26 @@ def test_sqlite_reads_an_actor_and_event_page_through_the_actors_index():
         cursor.execute("EXPLAIN QUERY PLAN " + sql)
         plan = " ".join(str(row[-1]) for row in cursor.fetchall())
     assert "audit_ev_ws_actor" in plan and "audit_ev_ws_event" not in plan, plan
+
+
+def test_a_page_statement_whose_values_the_backend_binds_differently_is_not_reused(monkeypatch):
+    """Should the ORM bind a value differently from the store's own conversion (another backend), the markers
+    are not found in the compiled statement: the store then runs a statement compiled for the query's own
+    values, and keeps none, rather than a statement with a marker left in it."""
+    from datetime import datetime, timedelta, timezone
+
+    from audit_middleware import EventQuery
+    from audit_middleware.adapters.django import store as store_module
+    from audit_middleware.events import AuditEvent as Event
+    from audit_middleware.ids import new_event_id
+
+    now = datetime.now(timezone.utc)
+    events = [Event(new_event_id(), now - timedelta(minutes=n), "Warehouse Created", "Warehouses", "created",
+                    Actor.user(str(n % 3), f"user{n % 3}"), workspace_id="ws_bound") for n in range(9)]
+    store = store_module.DjangoStore()
+    store.append(events)
+    monkeypatch.setattr(store_module, "_bound", lambda connection, name, value: ("not", "as bound", str(value)))
+    monkeypatch.setattr(store_module, "_PAGES", {})
+    query = EventQuery(actor="user1", since=(now - timedelta(hours=1)).replace(tzinfo=None), limit=2)
+    assert ids_by_pages(store, query.for_workspace("ws_bound")) == [e.id for e in events if e.actor.id == "1"]
+    assert store_module._PAGES == {}
