@@ -193,8 +193,6 @@ def filters_of(
     return clauses
 
 
-
-
 class SQLAlchemyStore:
     """:class:`~audit_middleware.store.EventStore` over an engine (or a callable returning one)."""
 
