@@ -74,7 +74,8 @@ class ModelInfo:
         exclude = frozenset(by_name.get(n, n) for n in options.exclude)
         self.options = TrackingOptions(options.resource, options.category, exclude, toggle, self.label,
                                        options.must_record)
-        self.m2m = {f.name: f for f in meta.many_to_many if f.concrete}
+        # Every ManyToManyField (Django 6.1 no longer counts them as concrete: they have no column).
+        self.m2m = {f.name: f for f in meta.many_to_many if isinstance(f, models.ManyToManyField)}
 
     def values(self, obj: models.Model, attnames: Iterable[str] | None = None) -> dict[str, Any]:
         d = obj.__dict__
