@@ -31,15 +31,33 @@ def neutralise(cell: str) -> str:
     return cell
 
 
+CONTEXT_CELLS: tuple[str, ...] = ("ip", "user_agent", "request_id")
+"""The context fields the CSV has a column for."""
+
+
+def _cell_text(value: Any) -> str:
+    """A cell's text: a context value that is not text is written as its JSON (``true``, ``5``, ``{"a":1}``),
+    as PostgreSQL's own JSON functions give it; anything else as ``str``."""
+    return dumps(value) if isinstance(value, (bool, int, float, list, dict)) else str(value)
+
+
+def _context_value(value: Any) -> Any:
+    """A context cell's value: text with NUL written as U+FFFD (PostgreSQL's text cannot hold NUL, so its
+    export writes it so; every export does the same)."""
+    if type(value) is str:
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    return value
+
+
 def csv_row(event: AuditEvent) -> list[str]:
     context = event.context
     values: list[Any] = [
         utc_iso(event.occurred_at), event.event, event.category, event.actor.type, event.actor.id,
         event.actor.name, event.resource_type, event.resource_id, event.resource_name, event.workspace_id,
-        dumps(event.changes) if event.changes else "", context.get("ip"), context.get("user_agent"),
-        context.get("request_id"), event.id,
+        dumps(event.changes) if event.changes else "",
+        *(_context_value(context.get(name)) for name in CONTEXT_CELLS), event.id,
     ]
-    return [neutralise("" if v is None else str(v)) for v in values]
+    return [neutralise(v if type(v) is str else "" if v is None else _cell_text(v)) for v in values]
 
 
 class _Line:
@@ -92,11 +110,15 @@ def _stored_time(value: Any) -> str:
 
 
 _NO_CONTEXT: dict[str, Any] = {}
+_JSON_NUL = "\\u0000"
 _scan = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # the C scanner decode() wraps
 
 
 def _context_of(text: str) -> dict[str, Any]:
-    """The stored context JSON as a dict (written compact, so the scanner needs no whitespace skipping)."""
+    """The stored context JSON as a dict (written compact, so the scanner needs no whitespace skipping). An
+    escaped NUL (``\\u0000``) is read as U+FFFD, as PostgreSQL's export reads it (:data:`POSTGRESQL_CONTEXT`)."""
+    if _JSON_NUL in text:
+        text = text.replace(_JSON_NUL, "\\ufffd")
     try:
         value, _ = _scan(text, 0)
     except StopIteration:
@@ -117,9 +139,64 @@ def csv_row_from_stored(values: Sequence[Any]) -> list[str | None]:
     )
     starts = _FORMULA_FIRST
     return [  # None stays None: csv.writer writes it as an empty field, as csv_row's ""
-        ("'" + v if v and v[0] in starts else v) if type(v) is str else v if v is None else neutralise(str(v))
+        ("'" + v if v and v[0] in starts else v) if type(v) is str else v if v is None else neutralise(_cell_text(v))
         for v in cells
     ]
+
+
+POSTGRESQL_TIME_FORMAT = 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'
+"""``to_char``'s pattern for :func:`~audit_middleware.events.utc_iso`'s text."""
+
+POSTGRESQL_CONTEXT = (
+    r"json_to_record(CASE WHEN left(e.context, 1) = '{' THEN replace(e.context, E'\\u0000', E'\\ufffd')::json END)"
+    " AS c(ip text, user_agent text, request_id text)"
+)
+"""The context's CSV fields, parsed once per row (an escaped NUL, which PostgreSQL's text cannot hold, is read
+as U+FFFD; :func:`csv_row_from_stored` reads it the same way)."""
+
+
+def _postgresql_cell(expression: str) -> str:
+    """SQL for one text cell as :func:`csv_row_from_stored` writes it: a formula start quoted; empty text as
+    NULL, which COPY writes unquoted, as ``csv.writer`` writes an empty string."""
+    return (f"CASE WHEN left({expression}, 1) IN ('=', '+', '-', '@', E'\\t', E'\\r') "
+            f"THEN '''' || {expression} ELSE NULLIF({expression}, '') END")
+
+
+def postgresql_csv_copy(rows_sql: str, *, time_zone_aware: bool) -> str:
+    """``COPY ... TO STDOUT (FORMAT csv)`` of the rows ``rows_sql`` selects (a SELECT of
+    :data:`EXPORT_COLUMNS` from the events table, filtered, not ordered: its ``%s`` or ``%(name)s`` marks are
+    bound by the driver), newest first, each cell formatted and neutralised in the server exactly as
+    :func:`csv_row_from_stored` does in Python. The server then does the per-row work while the exporting
+    process only copies bytes: on a two-core machine it runs about twice as fast. ``time_zone_aware``: the
+    time column is ``timestamptz`` (Django), not ``timestamp`` holding UTC (SQLAlchemy)."""
+    at = "e.occurred_at AT TIME ZONE 'UTC'" if time_zone_aware else "e.occurred_at"
+    cells = [
+        f"to_char({at}, '{POSTGRESQL_TIME_FORMAT}')",
+        *(_postgresql_cell(f"e.{name}") for name in EXPORT_COLUMNS[1:11]),  # event ... changes
+        *(_postgresql_cell(f"c.{name}") for name in CONTEXT_CELLS),
+        _postgresql_cell("e.id"),
+    ]
+    return (
+        "COPY (SELECT " + ", ".join(cells) + " FROM (" + rows_sql + ") AS e"  # noqa: S608  (the ORM's SQL)
+        " LEFT JOIN LATERAL " + POSTGRESQL_CONTEXT + " ON true"
+        " ORDER BY e.occurred_at DESC, e.id DESC) TO STDOUT (FORMAT csv)"
+    )
+
+
+def iter_postgresql_csv(cursor: Any, statement: str, params: Any, rows_per_chunk: int) -> Iterator[tuple[str, int]]:
+    """Run :func:`postgresql_csv_copy`'s ``statement`` on a psycopg 3 ``cursor`` and give its CSV text in
+    chunks of ``rows_per_chunk`` rows, with each chunk's row count. COPY ends rows with ``\\n`` (each row is
+    one message from the server, so its last byte is the row's end): they get ``\\r\\n``, as ``csv.writer``
+    writes them. Closing the iterator early cancels the COPY (psycopg does)."""
+    with cursor.copy(statement, params) as copy:
+        rows: list[Any] = []
+        for row in copy:
+            rows.append(row[:-1])
+            if len(rows) == rows_per_chunk:
+                yield (b"\r\n".join(rows) + b"\r\n").decode(), len(rows)
+                rows = []
+        if rows:
+            yield (b"\r\n".join(rows) + b"\r\n").decode(), len(rows)
 
 
 class CsvExport:
@@ -127,7 +204,8 @@ class CsvExport:
     memory; ``rows`` counts the event rows written so far.
 
     Stores that hand out stored rows (``iter_export_batches``: lists of rows of :data:`EXPORT_COLUMNS` values)
-    skip building event objects."""
+    skip building event objects; those whose database writes the CSV itself (``iter_csv_chunks`` returning
+    chunks of CSV text and their row counts, not None: PostgreSQL's COPY) skip formatting too."""
 
     def __init__(self, store: EventStore, query: EventQuery, *, rows_per_chunk: int = 200) -> None:
         self.store = store
@@ -140,6 +218,17 @@ class CsvExport:
         writer = csv.writer(line.buffer, lineterminator="\r\n")
         writer.writerow(CSV_COLUMNS)
         size = self.rows_per_chunk
+        csv_chunks = getattr(self.store, "iter_csv_chunks", None)
+        texts = csv_chunks(self.query, size) if csv_chunks is not None else None
+        if texts is not None:
+            header = line.take()
+            for text, rows in texts:
+                self.rows += rows
+                yield header + text if header else text
+                header = ""
+            if header:
+                yield header
+            return
         batches = getattr(self.store, "iter_export_batches", None)
         if batches is not None:
             chunks: Iterator[Sequence[Sequence[str | None]]] = (

@@ -14,7 +14,7 @@ from django.db.models.lookups import Exact, In
 
 from audit_middleware.commit_pipeline import can_pipeline, send_with_commit
 from audit_middleware.events import AuditEvent
-from audit_middleware.export import EXPORT_COLUMNS
+from audit_middleware.export import EXPORT_COLUMNS, iter_postgresql_csv, postgresql_csv_copy
 from audit_middleware.integrity import PURGE_SETTING
 from audit_middleware.query import (
     ACTOR_MATCHES,
@@ -300,6 +300,34 @@ class DjangoStore:
         queryset = self._rows().filter(filters_of(query)).order_by("-occurred_at", "-id")
         rows = queryset.values_list(*EXPORT_COLUMNS).iterator(chunk_size=batch_size)
         return iter(lambda: list(islice(rows, batch_size)), [])
+
+    def iter_csv_chunks(self, query: EventQuery, rows_per_chunk: int = 200) -> Iterator[tuple[str, int]] | None:
+        """The CSV rows of every matching event, newest first, written by PostgreSQL itself (one COPY, one
+        snapshot; see :func:`~audit_middleware.export.postgresql_csv_copy`), in chunks of ``rows_per_chunk``
+        rows with their counts.
+
+        The COPY runs on a connection of its own, opened for the export and closed after it, so the thread's
+        connection stays free for other queries between chunks. That connection cannot see a transaction
+        still open on this thread, so inside an ``atomic`` block, on other databases and on psycopg2 this
+        gives None: the export formats :meth:`iter_export_batches`' rows instead, to the same bytes."""
+        connection = connections[self.using]
+        if connection.vendor != "postgresql" or connection.in_atomic_block or not connection.get_autocommit():
+            return None
+        from django.db.backends.postgresql.psycopg_any import is_psycopg3
+
+        return self._copy_csv(query, rows_per_chunk) if is_psycopg3 else None
+
+    def _copy_csv(self, query: EventQuery, rows_per_chunk: int) -> Iterator[tuple[str, int]]:
+        rows = self._rows().filter(filters_of(query)).order_by().values_list(*EXPORT_COLUMNS)
+        sql, params = rows.query.get_compiler(using=self.using).as_sql()
+        statement = postgresql_csv_copy(sql, time_zone_aware=True)
+        connection = connections.create_connection(self.using)
+        try:
+            connection.ensure_connection()
+            with connection.connection.cursor() as cursor:
+                yield from iter_postgresql_csv(cursor, statement, params, rows_per_chunk)
+        finally:
+            connection.close()
 
     def count(self, query: EventQuery | None = None) -> int:
         rows = self._rows()

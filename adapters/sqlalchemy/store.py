@@ -24,7 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.sql.elements import ColumnElement
 
 from audit_middleware.events import AuditEvent
-from audit_middleware.export import EXPORT_COLUMNS
+from audit_middleware.export import EXPORT_COLUMNS, iter_postgresql_csv, postgresql_csv_copy
 from audit_middleware.integrity import Signer
 from audit_middleware.query import (
     ACTOR_MATCHES,
@@ -312,6 +312,25 @@ class SQLAlchemyStore:
                 yield from result.partitions()
             finally:  # also when the reader stops early: the server-side cursor is closed, not left to GC
                 result.close()
+
+    def iter_csv_chunks(self, query: EventQuery, rows_per_chunk: int = 200) -> Iterator[tuple[str, int]] | None:
+        """The CSV rows of every matching event, newest first, written by PostgreSQL itself (one COPY, one
+        snapshot; see :func:`~audit_middleware.export.postgresql_csv_copy`), in chunks of ``rows_per_chunk``
+        rows with their counts. None on other databases and drivers: the export formats
+        :meth:`iter_export_batches`' rows instead, to the same bytes."""
+        dialect = self.engine.dialect
+        if dialect.name != "postgresql" or dialect.driver != "psycopg":
+            return None
+        return self._copy_csv(query, rows_per_chunk)
+
+    def _copy_csv(self, query: EventQuery, rows_per_chunk: int) -> Iterator[tuple[str, int]]:
+        c = self.table.c
+        rows = select(*(c[name] for name in EXPORT_COLUMNS)).where(*filters_of(query, self.table))
+        with self._reading() as connection:
+            compiled = rows.compile(dialect=connection.dialect, compile_kwargs={"render_postcompile": True})
+            statement = postgresql_csv_copy(compiled.string, time_zone_aware=False)
+            with connection.connection.driver_connection.cursor() as cursor:
+                yield from iter_postgresql_csv(cursor, statement, compiled.params, rows_per_chunk)
 
     def get(self, event_id: str) -> AuditEvent | None:
         if "\x00" in event_id or len(event_id) > 64:  # no event has such an id (and PostgreSQL refuses NUL)

@@ -19,6 +19,7 @@ PACKAGE_DIRS = ("audit_middleware", "adapters")
 #: (file, count) of S608 suppressions: each formats quoted identifiers and ``%s`` marks, never a value
 REVIEWED_S608 = Counter({
     "adapters/django/store.py": 2, "adapters/django/outbox.py": 3, "adapters/sqlalchemy/store.py": 1,
+    "audit_middleware/export.py": 1,  # PostgreSQL's CSV COPY around the store's own SELECT, its marks bound
 })
 #: (file, count) of f-strings that start an SQL statement: quoted identifiers from the models or schema,
 #: module constants and ``%s`` marks only, every value bound

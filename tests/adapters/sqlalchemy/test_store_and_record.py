@@ -16,6 +16,7 @@ from audit_middleware.ids import new_event_id
 from audit_middleware.query import parse_query
 from audit_middleware.testing import capture_events
 
+from ...awkward_csv import assert_exports_the_awkward_events, awkward_events
 from ...paging import ids_by_pages
 
 ADA = Actor.user("7", "ada@example.com")
@@ -247,3 +248,40 @@ def test_the_auditor_keeps_one_store_whose_page_statements_are_built_once_per_fi
     assert [[e.actor.id for e in page.events] for page in pages] == [["7"], ["tok_12"]]
     assert app.auditor.store is store
     assert len(store._pages) == 1, "both pages ran the statement built for the first"
+
+
+
+def test_export_of_awkward_text_is_byte_for_byte_the_csv_of_the_events(app):
+    """Every way of exporting gives the same bytes: on PostgreSQL the database writes the CSV itself (COPY),
+    elsewhere the stored rows are formatted in Python; both must equal the CSV of the events."""
+    store = app.auditor.store
+    store.append(awkward_events("ws_awkward") + [old_event(1, workspace_id="ws_other")])
+    assert_exports_the_awkward_events(store, EventQuery().for_workspace("ws_awkward"))
+    on_postgresql = store.engine.dialect.name == "postgresql"
+    assert (store.iter_csv_chunks(EventQuery()) is not None) == on_postgresql
+
+
+def test_an_export_stopped_early_leaves_its_connection_usable(app):
+    """A download cancelled after its first chunk: the export stops (on PostgreSQL its COPY is cancelled)
+    and the store's next reads and exports work on the same pool."""
+    from sqlalchemy import text
+
+    from audit_middleware.export import export_csv
+
+    store = app.auditor.store
+    when = datetime.now(timezone.utc) - timedelta(days=1)
+    store.append([AuditEvent(new_event_id(), when - timedelta(seconds=n), "Warehouse Created", "Warehouses",
+                             "created", ADA, workspace_id="ws_big") for n in range(3000)])
+    query = EventQuery().for_workspace("ws_big")
+    chunks = export_csv(store, query, rows_per_chunk=100)
+    first = next(chunks)
+    assert first.startswith(",".join(CSV_COLUMNS) + "\r\n") and first.count("\r\n") == 101
+    chunks.close()
+    assert store.count(query) == 3000 and len(store.query(EventQuery(limit=5).for_workspace("ws_big")).events) == 5
+    if store.engine.dialect.name == "postgresql":
+        with store.engine.connect() as connection:
+            copying = connection.execute(text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'COPY%'"
+                " AND state = 'active'")).scalar_one()
+        assert copying == 0
+    assert "".join(export_csv(store, query)).count("\r\n") == 3001

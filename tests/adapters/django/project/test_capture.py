@@ -9,8 +9,10 @@ from testapp.models import Ignored, Item, Source, Tag, Warehouse
 from audit_middleware import Actor, acting_as, in_workspace, suspend_auditing
 from audit_middleware.adapters.django import get_auditor, record
 from audit_middleware.adapters.django.models import AuditEvent
+from audit_middleware.export import export_csv
 from audit_middleware.testing import capture_events
 
+from ....awkward_csv import assert_exports_the_awkward_events, awkward_events
 from ....paging import ids_by_pages
 from .conftest import audit_inserts, events, names
 
@@ -577,3 +579,54 @@ def test_a_page_statement_whose_values_the_backend_binds_differently_is_not_reus
     query = EventQuery(actor="user1", since=(now - timedelta(hours=1)).replace(tzinfo=None), limit=2)
     assert ids_by_pages(store, query.for_workspace("ws_bound")) == [e.id for e in events if e.actor.id == "1"]
     assert store_module._PAGES == {}
+
+
+def test_export_of_awkward_text_is_byte_for_byte_the_csv_of_the_events():
+    """The Django store's export of text a CSV writer must quote or neutralise, in every column: on
+    PostgreSQL written by the database (COPY, on a connection of its own), elsewhere formatted in Python from
+    stored rows; both are the CSV of the events. Inside a transaction the export sees its uncommitted rows."""
+    from audit_middleware import EventQuery
+    from audit_middleware.adapters.django.store import DjangoStore
+
+    store = DjangoStore()
+    store.append(awkward_events("ws_awkward"))
+    query = EventQuery().for_workspace("ws_awkward")
+    assert_exports_the_awkward_events(store, query)
+    assert (store.iter_csv_chunks(query) is not None) == (connection.vendor == "postgresql")
+    with transaction.atomic():
+        with in_workspace("ws_awkward"):
+            Warehouse.objects.create(name="not committed yet")
+        assert store.iter_csv_chunks(query) is None
+        assert "not committed yet" in "".join(export_csv(store, query))
+
+
+def test_an_export_stopped_early_closes_its_connection_and_leaves_the_threads_usable():
+    """A download cancelled after its first chunk: the export stops, the connection it opened is closed, and
+    the thread's own connection keeps working (it was free between chunks)."""
+    from datetime import datetime, timedelta, timezone
+
+    from audit_middleware import EventQuery
+    from audit_middleware.adapters.django.store import DjangoStore
+    from audit_middleware.events import AuditEvent as Event
+    from audit_middleware.ids import new_event_id
+
+    def sessions():
+        if connection.vendor != "postgresql":
+            return 0
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()")
+            return cursor.fetchone()[0]
+
+    now = datetime.now(timezone.utc)
+    store = DjangoStore()
+    store.append([Event(new_event_id(), now - timedelta(seconds=n), "Warehouse Created", "Warehouses", "created",
+                        Actor.user("7", "ada"), workspace_id="ws_big") for n in range(3000)])
+    query = EventQuery().for_workspace("ws_big")
+    before = sessions()
+    chunks = export_csv(store, query, rows_per_chunk=100)
+    assert next(chunks).count("\r\n") == 101
+    assert Warehouse.objects.count() == 0  # the thread's connection answers while the export is open
+    assert sessions() == before + (connection.vendor == "postgresql")
+    chunks.close()
+    assert sessions() == before and store.count(query) == 3000
+    assert "".join(export_csv(store, query)).count("\r\n") == 3001
