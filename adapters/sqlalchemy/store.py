@@ -291,9 +291,10 @@ class SQLAlchemyStore:
 
     def iter_export_batches(self, query: EventQuery, batch_size: int = 2000) -> Iterator[Sequence[Sequence[Any]]]:
         """Every matching row's :data:`~audit_middleware.export.EXPORT_COLUMNS` values as stored, newest
-        first, in lists of up to ``batch_size`` rows: what CSV export reads. One query streamed with a
-        server-side cursor, so the export is one consistent snapshot on PostgreSQL and MariaDB; on SQLite the
-        time comes back as its stored text (formatting it needs no parse)."""
+        first, in lists of up to ``batch_size`` rows: what CSV export reads where the database does not write
+        the CSV itself (:meth:`iter_csv_chunks`). One query streamed with a server-side cursor, so the export
+        is one consistent snapshot on PostgreSQL and MariaDB; on SQLite the time comes back as its stored text
+        (formatting it needs no parse)."""
         c = self.table.c
         with self.engine.connect() as connection:
             raw_time = connection.dialect.name == "sqlite"
@@ -307,10 +308,18 @@ class SQLAlchemyStore:
                 .where(*filters_of(query, self.table))
                 .order_by(c.occurred_at.desc(), c.id.desc())
             )
-            result = connection.execution_options(stream_results=True, yield_per=batch_size).execute(statement)
+            if raw_time:
+                # Every column comes back as the driver's own text, nothing for SQLAlchemy to convert: the
+                # driver's rows are read as they are, without a Row built around each.
+                result = connection.execute(statement)
+                fetch = result.cursor.fetchmany
+                batches: Iterator[Sequence[Sequence[Any]]] = iter(lambda: fetch(batch_size), [])
+            else:
+                result = connection.execution_options(stream_results=True, yield_per=batch_size).execute(statement)
+                batches = result.partitions()
             try:
-                yield from result.partitions()
-            finally:  # also when the reader stops early: the server-side cursor is closed, not left to GC
+                yield from batches
+            finally:  # also when the reader stops early: the (server-side) cursor is closed, not left to GC
                 result.close()
 
     def iter_csv_chunks(self, query: EventQuery, rows_per_chunk: int = 200) -> Iterator[tuple[str, int]] | None:
