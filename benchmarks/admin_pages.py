@@ -56,6 +56,8 @@ FRAMEWORKS = {"flask": "http_apps.admin_flask:create_app()", "django": "http_app
 SEEDS = {"flask": 8, "django": 9}  # not read_side's 7: each run asks for rows no earlier run just read
 PREFIX = "/admin/audit-trail"
 ROUTES = {"page": f"{PREFIX}/", "json": f"{PREFIX}/events.json"}
+EXPORT = f"{PREFIX}/export.csv"
+EXPORT_RUNS = 5
 USER_AGENT = "admin-pages-bench"
 WARMUP = 20
 CHECKED = 5
@@ -109,7 +111,8 @@ def in_process(framework: str, module: Any) -> Fetch:
 
     def fetch_django(path: str, headers: dict[str, str]) -> tuple[int, bytes]:
         response = django_client.get(path, headers=headers)
-        return response.status_code, response.content
+        body = b"".join(response.streaming_content) if response.streaming else response.content
+        return response.status_code, body
 
     return fetch_django
 
@@ -209,8 +212,45 @@ def measure(fetch: Fetch, viewers: dict[str, dict[str, str]], url: str, runs: in
             route: {"p50_ms": median(t), "p99_ms": sorted(t)[max(0, int(len(t) * 0.99) - 1)]}
             for route, t in times.items()
         }
+    results["export"] = measure_export(fetch, viewers, store, catalog)
     store.close()
     return results
+
+
+def measure_export(fetch: Fetch, viewers: dict[str, dict[str, str]], store: Any, catalog: Any) -> dict[str, Any]:
+    """The whole CSV download of one workspace (the longest window, from 90 days down, that the admin view's
+    export cap lets through), as its owner: rows/s of the full response, best and median of EXPORT_RUNS after
+    one warm-up; the body must be the SQLAlchemy store's CSV of the same filters, byte for byte."""
+    from datetime import timedelta
+
+    from audit_middleware.admin_view import MAX_EXPORT_ROWS, Viewer, parse_request
+    from audit_middleware.config import DEFAULT_RETENTION_DAYS
+    from audit_middleware.export import CsvExport
+
+    workspace = sorted(viewers)[3]
+    days = DEFAULT_RETENTION_DAYS
+    while True:
+        since = (datetime.now(timezone.utc) - timedelta(days=days)).replace(microsecond=0, tzinfo=None)
+        params = urlencode([("since", since.isoformat())])
+        admin = parse_request(parse_qs(params), catalog=catalog, viewer=Viewer(workspace),
+                              retention_days=DEFAULT_RETENTION_DAYS)
+        if store.count(admin.export_query) <= MAX_EXPORT_ROWS or days < 2:
+            break
+        days //= 2
+    expected = CsvExport(store, admin.export_query)
+    expected_body = "".join(expected).encode()
+    rates = []
+    for i in range(EXPORT_RUNS + 1):
+        start = time.perf_counter()
+        status, body = fetch(f"{EXPORT}?{params}", viewers[workspace])
+        elapsed = time.perf_counter() - start
+        if status != 200:
+            raise SystemExit(f"GET {EXPORT}?{params} as the owner of {workspace}: {status}\n{body[:3000]!r}")
+        if body != expected_body:
+            raise SystemExit(f"GET {EXPORT}?{params}: {len(body):,} bytes, not the store's {len(expected_body):,}")
+        if i:
+            rates.append(expected.rows / elapsed)
+    return {"rows": expected.rows, "days": days, "best": max(rates), "median": median(rates)}
 
 
 def child(framework: str, url: str, runs: int, via: str) -> dict[str, Any]:
@@ -286,6 +326,10 @@ def main() -> None:
                        else f"DIFFERENT from the SQLAlchemy store's in {len(r['mismatched'])}: "
                        + "; ".join(r["mismatched"][:5]))
             print(f"- {framework}: rows shown in the first {r['checked']} responses checked: {verdict}")
+        for framework in frameworks:
+            e = results[framework]["export"]
+            print(f"- {framework}: CSV download of one workspace, {e['rows']:,} rows ({e['days']} days), the "
+                  f"store's bytes: {e['median']:,.0f} rows/s median, {e['best']:,.0f} best of {EXPORT_RUNS}")
     print(f"\nload average at the end: {os.getloadavg()[0]:.2f}", file=sys.stderr)
 
 
