@@ -12,7 +12,7 @@ from django.db import models, router
 from audit_middleware.catalog import EventCatalog
 from audit_middleware.context import auditing_suspended
 from audit_middleware.events import AuditEvent
-from audit_middleware.export import iter_csv
+from audit_middleware.export import export_csv
 from audit_middleware.query import EventQuery, Page
 from audit_middleware.recorder import Recorder
 from audit_middleware.store import iter_events, retention_cutoff
@@ -114,7 +114,8 @@ class DjangoAuditor:
         return iter_events(self.store(using), query if query is not None else EventQuery(**filters))
 
     def export_csv(self, query: EventQuery | None = None, **filters: Any) -> Iterator[str]:
-        return iter_csv(self.iter_events(query, **filters))
+        """The CSV of every matching event, streamed in chunks of rows (see :class:`~audit_middleware.export.CsvExport`)."""
+        return export_csv(self.store(), query if query is not None else EventQuery(**filters))
 
     def purge(self, *, retention_days: int | None = None, batch_size: int | None = None,
               using: str | None = None) -> int:

@@ -200,7 +200,7 @@ class SQLAlchemyAuditor:
         return iter_events(self.store, query if query is not None else EventQuery(**filters))
 
     def export_csv(self, query: EventQuery | None = None, **filters: Any) -> Iterator[str]:
-        """The CSV of every matching event, one row at a time."""
+        """The CSV of every matching event, streamed in chunks of rows (see :class:`~audit_middleware.export.CsvExport`)."""
         return export_csv(self.store, query if query is not None else EventQuery(**filters))
 
     def purge(self, *, retention_days: int | None = None, batch_size: int | None = None) -> int:

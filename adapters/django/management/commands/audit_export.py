@@ -7,9 +7,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from audit_middleware.errors import InvalidFilterError
-from audit_middleware.export import iter_csv
+from audit_middleware.export import CsvExport
 from audit_middleware.query import parse_query
-from audit_middleware.store import iter_events
 
 from ...store import DjangoStore
 
@@ -38,15 +37,12 @@ class Command(BaseCommand):
             raise CommandError(f"--{error.parameter.replace('_', '-')}: {error.message}") from None
         if options["workspace"] is not None:
             query = query.for_workspace(options["workspace"])
-        rows = iter_csv(iter_events(DjangoStore(options["database"]), query))
-        count = -1
+        export = CsvExport(DjangoStore(options["database"]), query)
         if options["output"]:
             with open(options["output"], "w", newline="", encoding="utf-8") as handle:
-                for chunk in rows:
+                for chunk in export:
                     handle.write(chunk)
-                    count += 1
         else:
-            for chunk in rows:
+            for chunk in export:
                 self.stdout.write(chunk, ending="")
-                count += 1
-        self.stderr.write(f"exported {count} event(s)")
+        self.stderr.write(f"exported {export.rows} event(s)")
