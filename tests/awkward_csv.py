@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -56,3 +57,9 @@ def assert_exports_the_awkward_events(store: Any, query: EventQuery) -> None:
     assert {(r["ip"], r["user_agent"], r["request_id"]) for r in cells} == {
         ("'=1", 'a,"b"\nc', ""), ("5", "true", '{"a":null,"b":[1,"é"]}'), ("2.5", "nul\ufffdhere", ""), ("", "", "")}
     assert all(r["occurred_at"].endswith("Z") and len(r["occurred_at"]) == 27 for r in cells)
+    for text in ("'already quoted", "%s %(name)s %%", 'say "hi"', "\\N", "a,b"):  # filter values, bound
+        by_actor = replace(query, actor=text)
+        exported = "".join(CsvExport(store, by_actor))
+        assert exported == "".join(iter_csv(iter_events(store, by_actor)))
+        assert [row[CSV_COLUMNS.index("actor_id")] for row in csv.reader(io.StringIO(exported, newline=""))][1:] == [
+            "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text]
