@@ -21,6 +21,10 @@ route. ``--via client`` (default): the Flask test client / Django test Client, i
 ``--via http``: real HTTP over loopback to gunicorn (one sync worker), one request at a time, each on a new
 connection (the sync worker closes it), timed from connect to the last byte of the body.
 
+Then the CSV download of one workspace (``export.csv``; the longest window the export cap lets through), once
+to warm up and 5 times measured: rows/s of the whole response, its bytes checked against the SQLAlchemy
+store's own export of the same filters.
+
 A request without a session must get a 403. The first 5 responses of each shape and route are checked:
 status 200, and the rows shown (the page's ``data-event-id``, the JSON's ids) are the SQLAlchemy store's for
 the same filters, workspace and retention window. Printed: p50 / p99 per shape, route and framework, next to the SQLAlchemy store's query alone

@@ -6,8 +6,10 @@ Generates the events once per backend (kept between runs in benchmarks/out/ for 
 database ``audit_bench_read_<N>``; ``--fresh`` regenerates), then measures at the store level:
 - the first page (50 rows) filtered by actor + event + a 30-day window, and by resource: p50 / p99 over
   many random filters;
-- CSV export of one workspace through the store's keyset pages: rows/s and the exporting process's peak RSS
-  growth, in a subprocess, for two export sizes (RSS must not grow with the row count).
+- CSV export of one workspace through ``CsvExport`` (what the admin views and the CLI use: PostgreSQL's COPY
+  on PostgreSQL, the stored rows formatted in Python elsewhere): rows/s and the exporting process's peak RSS
+  growth, in a subprocess, for two export sizes (RSS must not grow with the row count). The capped one stops
+  after 5,000 rows, so its rows/s is also how soon the first rows come.
 The same pages' full response time through the Flask and Django admin views: ``benchmarks/admin_pages.py``.
 """
 
