@@ -3,6 +3,8 @@ flush wherever holding is not safe (savepoints, autocommit, other drivers)."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from sqlalchemy import create_engine, func, select, text
 
@@ -110,3 +112,41 @@ def test_a_held_row_the_database_refuses_fails_the_commit_and_leaves_the_connect
     with app.Session() as s:
         assert [w.name for w in s.scalars(select(W))] == ["good"]
     assert [e.resource_name for e in app.events()] == ["good"]
+
+
+@pytest.mark.parametrize("writes", [1, 40])
+def test_rows_sent_with_the_commit_keep_every_value_as_it_was(app, backend, writes, tmp_path):
+    """A few rows go with the COMMIT as one query text, their values quoted by psycopg; more go in a pipeline
+    (both ways run here, seen in libpq's trace of what was sent). Text that quoting must get right reads back
+    exactly, in every row."""
+    from audit_middleware.commit_pipeline import ONE_QUERY_ROWS
+
+    assert 1 <= ONE_QUERY_ROWS < 40  # one parametrization each way
+    awkward = ["it's", "%s %(name)s %%", "back\\slash", "E'\\x41'", "'); DROP TABLE x; --", "é 日本 🙂", "$1 $$ $$"]
+    W = app.Warehouse
+    trace = tmp_path / "libpq.trace"
+    with app.Session() as s:
+        for i in range(writes):
+            s.add(W(name=awkward[i % len(awkward)] + f" {i}"))
+        s.flush()
+        if backend != "postgresql":
+            s.commit()
+        else:
+            pgconn = s.connection().connection.driver_connection.pgconn
+            with open(trace, "w") as sink:
+                pgconn.trace(sink.fileno())
+                try:
+                    s.commit()
+                finally:
+                    pgconn.untrace()
+    stored = sorted((e.resource_name for e in app.events()), key=lambda name: int(name.rsplit(" ", 1)[1]))
+    assert stored == [awkward[i % len(awkward)] + f" {i}" for i in range(writes)]
+    if backend == "postgresql":  # what the commit sent: "<time>\tF\t<length>\t<message>\t<payload>"
+        sent = re.findall(r"^[^\t\n]+\tF\t\d+\t(\w+)\t?(.*)$", trace.read_text(), re.MULTILINE)
+        queries = [text for kind, text in sent if kind == "Query"]
+        if writes <= ONE_QUERY_ROWS:
+            assert len(queries) == 1 and "INSERT INTO" in queries[0] and queries[0].rstrip('"').endswith("COMMIT")
+            assert [kind for kind, _ in sent] == ["Query"], "the rows and the COMMIT are the one message sent"
+        else:
+            assert not queries and sum("INSERT INTO" in text for kind, text in sent if kind == "Parse") >= 1
+            assert sum(kind == "Sync" for kind, _ in sent) == 1, "rows and COMMIT in one pipeline, one sync"
