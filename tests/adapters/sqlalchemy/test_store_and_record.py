@@ -285,3 +285,4 @@ def test_an_export_stopped_early_leaves_its_connection_usable(app):
                 " AND state = 'active'")).scalar_one()
         assert copying == 0
     assert "".join(export_csv(store, query)).count("\r\n") == 3001
+    assert "".join(export_csv(store, EventQuery().for_workspace("nobody"))) == ",".join(CSV_COLUMNS) + "\r\n"

@@ -637,3 +637,6 @@ def test_an_export_stopped_early_closes_its_connection_and_leaves_the_threads_us
         assert exporting_sessions() == 0
     assert store.count(query) == 3000
     assert "".join(export_csv(store, query)).count("\r\n") == 3001
+    header = "occurred_at,event,category,actor_type,actor_id,actor_name,resource_type,resource_id,resource_name,"
+    assert "".join(export_csv(store, EventQuery().for_workspace("nobody"))).startswith(header)
+    assert "".join(export_csv(store, EventQuery().for_workspace("nobody"))).count("\r\n") == 1
