@@ -3,13 +3,15 @@
 A write's events are known before its transaction commits, and nothing reads them before. So where it is
 safe, an adapter keeps the rows until the commit and sends them with it: ``INSERT ...; COMMIT`` travel
 together (one query text for a few rows, a psycopg pipeline for many) and the server runs them in order, so
-a failing INSERT aborts the transaction (the change is not saved either) and a failing COMMIT loses both. The driver's own
-``commit()`` then finds the transaction closed and sends nothing. Loopback PostgreSQL answers in about
-85 µs on the benchmark machine: that is the round trip this saves on every audited transaction.
+a failing INSERT aborts the transaction (the change is not saved either) and a failing COMMIT loses both.
+The driver's own ``commit()`` then finds the transaction closed and sends nothing. Loopback PostgreSQL
+answers in 23 to 107 µs on the benchmark machine, depending on the day: that is the round trip this saves
+on every audited transaction.
 
 The adapters decide when it is safe (an explicit transaction at its outermost level, no forwarding outbox,
 whose delivery rows need a SELECT first); this module only talks to the driver connection, duck-typed, so
-the core imports no driver (psycopg's quoting is imported once a psycopg connection is handed in). The rows bypass the framework's SQL logging and cursor events.
+the core imports no driver (psycopg's quoting is imported once a psycopg connection is handed in). The rows
+bypass the framework's SQL logging and cursor events.
 """
 
 from __future__ import annotations
@@ -73,8 +75,8 @@ def send_with_commit(driver_connection: Any, statements: Statements) -> None:
 def _send_as_one_query(driver_connection: Any, statements: Statements) -> None:
     """The INSERTs and the COMMIT as one query text: one message in PostgreSQL's simple query protocol, run in
     order in the open transaction, the rest skipped after a failing statement (so COMMIT never runs after a
-    failed INSERT). It spares psycopg's pipeline machinery: about 20 µs of CPU and 50 µs of wall time less
-    per audited write. The values are quoted by psycopg's own client-side binding (``ClientCursor.mogrify``,
+    failed INSERT). It spares psycopg's pipeline machinery: 30 to 60 µs of CPU and 55 to 75 µs of wall time
+    less per audited Django save on PostgreSQL, in process. The values are quoted by psycopg's own client-side binding (``ClientCursor.mogrify``,
     what Django sends every query with); without parameters psycopg sends the text as it is."""
     from psycopg import ClientCursor  # type: ignore[import-not-found,unused-ignore]  # a psycopg 3 connection
 
