@@ -42,8 +42,8 @@ from _workload import N_BATCH, N_WRITES, median, timed  # noqa: E402
 VARIANTS = ("baseline", "audit-middleware", "auditlog", "simple-history", "pghistory", "easy-audit",
             "audit-middleware-unpipelined")
 POSTGRESQL_ONLY = ("pghistory", "audit-middleware-unpipelined")
-# audit-middleware-unpipelined: the event INSERT sent before the COMMIT instead of with it (what the psycopg
-# pipeline saves); not run unless named with --variant
+# audit-middleware-unpipelined: the event INSERT sent before the COMMIT instead of with it (what sending
+# it with the COMMIT saves); not run unless named with --variant
 DEFAULT_VARIANTS = VARIANTS[:-1]
 PHASES = ("create", "update", "delete", "batch")
 PG = os.environ.get("AUDIT_BENCH_PG", "postgresql://postgres@127.0.0.1:5432")

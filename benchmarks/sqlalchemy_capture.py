@@ -21,8 +21,8 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _workload import N_BATCH, N_WRITES, median, timed  # noqa: E402
 
 VARIANTS = ("baseline", "audit-middleware", "continuum", "audit-middleware-unpipelined")
-# audit-middleware-unpipelined (PostgreSQL): event rows written at flush, not sent with the COMMIT (what the
-# psycopg pipeline saves); not run unless named with --variant
+# audit-middleware-unpipelined (PostgreSQL): event rows written at flush, not sent with the COMMIT (what
+# sending them with the COMMIT saves); not run unless named with --variant
 DEFAULT_VARIANTS = VARIANTS[:-1]
 PHASES = ("create", "update", "delete", "batch")
 PG = os.environ.get("AUDIT_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432")
