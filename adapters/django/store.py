@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from itertools import islice
+from operator import itemgetter
 from typing import Any
 
 from django.conf import settings
@@ -303,16 +304,22 @@ class DjangoStore:
         queryset = self._rows().filter(filters_of(query)).order_by("-occurred_at", "-id")
         if connections[self.using].vendor == "sqlite":
             stored = queryset.annotate(occurred_at_text=Cast("occurred_at", TextField()))
-            rows = stored.values_list("occurred_at_text", *EXPORT_COLUMNS[1:])
-            return self._driver_batches(*rows.query.get_compiler(using=self.using).as_sql(), batch_size)
+            compiler = stored.values_list("occurred_at_text", *EXPORT_COLUMNS[1:]).query.get_compiler(using=self.using)
+            sql, params = compiler.as_sql()
+            # Django before 5.2 selects annotations after the fields, whatever the values_list order (its own
+            # iterator puts them back): the time column is found where the compiler put it.
+            at = [alias for _, _, alias in compiler.select].index("occurred_at_text")
+            order = None if at == 0 else itemgetter(at, *(i for i in range(len(compiler.select)) if i != at))
+            return self._driver_batches(sql, params, batch_size, order)
         stream = queryset.values_list(*EXPORT_COLUMNS).iterator(chunk_size=batch_size)
         return iter(lambda: list(islice(stream, batch_size)), [])
 
-    def _driver_batches(self, sql: str, params: Sequence[Any], batch_size: int) -> Iterator[Sequence[Sequence[Any]]]:
+    def _driver_batches(self, sql: str, params: Sequence[Any], batch_size: int,
+                        order: Callable[[Sequence[Any]], Sequence[Any]] | None) -> Iterator[Sequence[Sequence[Any]]]:
         with connections[self.using].cursor() as cursor:
             cursor.execute(sql, params)
             while batch := cursor.fetchmany(batch_size):
-                yield batch
+                yield batch if order is None else list(map(order, batch))
 
     def iter_csv_chunks(self, query: EventQuery, rows_per_chunk: int = 200) -> Iterator[tuple[str, int]] | None:
         """The CSV rows of every matching event, newest first, written by PostgreSQL itself (one COPY, one
