@@ -145,9 +145,8 @@ def csv_row_from_stored(values: Sequence[Any]) -> list[str | None]:
     ]
 
 
-_PLAIN_CELLS = re.compile('["\r\n\x00]|(?:^|,)[=+\\-@\t]')
-"""In cells joined by commas: what makes ``csv.writer`` quote a cell (a quote, CR, LF), a NUL, or a cell
-starting like a formula; a comma inside a cell shows as one comma too many."""
+_FORMULA_AFTER_COMMA = re.compile(",[=+\\-@\t]")
+"""In cells joined by commas: a cell (other than the first) starting like a formula."""
 
 
 def _quoted(cell: str) -> str:
@@ -164,7 +163,7 @@ def csv_text_from_stored(rows: Iterable[Sequence[Any]], writer: Any, line: _Line
     its own. Any other row goes through :func:`csv_row_from_stored` and ``writer`` (a ``csv.writer`` writing
     into ``line``). Twice as fast as writing every row with ``csv.writer``."""
     lines: list[str] = []
-    search = _PLAIN_CELLS.search
+    formula = _FORMULA_AFTER_COMMA.search
     for row in rows:
         (at, event, category, actor_type, actor_id, actor_name, resource_type, resource_id, resource_name,
          workspace_id, changes, context_text, event_id) = row
@@ -175,7 +174,9 @@ def csv_text_from_stored(rows: Iterable[Sequence[Any]], writer: Any, line: _Line
             head = (f"{_stored_time(at)},{event},{category},{actor_type},{actor_id or ''},{actor_name or ''},"
                     f"{resource_type or ''},{resource_id or ''},{resource_name or ''},{workspace_id or ''}")
             tail = f"{ip or ''},{user_agent or ''},{request_id or ''},{event_id}"
-            if (head.count(",") == 9 and tail.count(",") == 3 and not search(head) and not search(tail)
+            cells = f"{head},{tail}"  # every cell but the changes: a comma more means a comma in a cell
+            if (cells.count(",") == 13 and not ('"' in cells or "\r" in cells or "\n" in cells or "\x00" in cells)
+                    and not formula(cells) and cells[0] not in _FORMULA_FIRST
                     and not (changes and (changes[0] in _FORMULA_FIRST or "\x00" in changes))):
                 lines.append(f"{head},{_quoted(changes) if changes else ''},{tail}\r\n")
                 continue

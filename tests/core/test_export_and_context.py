@@ -79,7 +79,7 @@ def test_stored_rows_are_written_as_csv_writer_writes_them_whichever_way_each_ro
     for n in range(4000):
         cell = [rng.choice(texts) if rng.random() < 0.15 else rng.choice(plain) for _ in range(9)]
         nullable = [None if rng.random() < 0.1 else c for c in cell]
-        changes = rng.choice([None, "", json.dumps({rng.choice(texts): [rng.choice(texts), None]})])
+        changes = rng.choice([None, "", "-1", json.dumps({rng.choice(texts): [rng.choice(texts), None]})])
         rows.append((rng.choice(times), cell[0], cell[1], cell[2], *nullable[3:], changes, rng.choice(contexts),
                      f"evt_{n}"))
     line = _Line()
