@@ -13,7 +13,12 @@ from audit_middleware.catalog import EventCatalog
 from audit_middleware.context import RequestScope, current_context, current_workspace, request_scope
 from audit_middleware.events import AuditEvent
 from audit_middleware.export import (
-    CSV_COLUMNS, _Line, csv_row_from_stored, csv_text_from_stored, iter_csv, neutralise,
+    CSV_COLUMNS,
+    _Line,
+    csv_row_from_stored,
+    csv_text_from_stored,
+    iter_csv,
+    neutralise,
 )
 from audit_middleware.recorder import Recorder
 
