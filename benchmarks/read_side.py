@@ -1,9 +1,10 @@
 """Read side at scale: the admin view's first page and CSV export over a large trail.
 
     python benchmarks/read_side.py --backend sqlite --backend postgresql --events 1000000
+    python benchmarks/read_side.py --backend mariadb --events 1000000
 
 Generates the events once per backend (kept between runs in benchmarks/out/ for SQLite and in the PostgreSQL
-database ``audit_bench_read_<N>``; ``--fresh`` regenerates), then measures at the store level:
+or MariaDB database ``audit_bench_read_<N>``; ``--fresh`` regenerates), then measures at the store level:
 - the first page (50 rows) filtered by actor + event + a 30-day window, and by resource: p50 / p99 over
   many random filters;
 - CSV export of one workspace through ``CsvExport`` (what the admin views and the CLI use: PostgreSQL's COPY
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from audit_middleware.catalog import EventCatalog
 
 PG = os.environ.get("AUDIT_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432")
+MARIADB = os.environ.get("AUDIT_BENCH_MARIADB", "mysql+pymysql://root@127.0.0.1:3306")
 WORKSPACES = 20
 ACTORS = 400
 RESOURCES = 20_000
@@ -48,6 +50,8 @@ def url_for(backend: str, n: int) -> str:
         out = os.path.join(os.path.dirname(__file__), "out")
         os.makedirs(out, exist_ok=True)
         return f"sqlite:///{out}/read-{n}.sqlite3"
+    if backend == "mariadb":
+        return f"{MARIADB}/audit_bench_read_{n}?charset=utf8mb4"
     return f"{PG}/audit_bench_read_{n}"
 
 
@@ -57,7 +61,14 @@ def ensure_database(backend: str, n: int, fresh: bool) -> str:
     from audit_middleware.adapters.sqlalchemy import SQLAlchemyStore, audit_events
 
     url = url_for(backend, n)
-    if backend == "postgresql":
+    if backend == "mariadb":
+        admin = create_engine(f"{MARIADB}/test", isolation_level="AUTOCOMMIT")
+        with admin.connect() as c:
+            if fresh:
+                c.execute(text(f"DROP DATABASE IF EXISTS audit_bench_read_{n}"))
+            c.execute(text(f"CREATE DATABASE IF NOT EXISTS audit_bench_read_{n} CHARACTER SET utf8mb4"))
+        admin.dispose()
+    elif backend == "postgresql":
         admin = create_engine(f"{PG}/postgres", isolation_level="AUTOCOMMIT")
         with admin.connect() as c:
             exists = c.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"),
@@ -110,6 +121,8 @@ def generate(store, n: int) -> None:
     with store.engine.begin() as c:
         if store.engine.dialect.name == "postgresql":
             c.exec_driver_sql("ANALYZE audit_events")
+        elif store.engine.dialect.name == "mysql":
+            c.exec_driver_sql("ANALYZE TABLE audit_events").fetchall()
         elif store.engine.dialect.name == "sqlite":
             c.exec_driver_sql("ANALYZE")
 
@@ -189,7 +202,7 @@ def export_child(url: str, workspace: str, limit_rows: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--backend", action="append", choices=("sqlite", "postgresql"))
+    parser.add_argument("--backend", action="append", choices=("sqlite", "postgresql", "mariadb"))
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=300)
     parser.add_argument("--fresh", action="store_true")
