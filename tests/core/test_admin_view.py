@@ -117,6 +117,19 @@ def test_rows_show_changes_readably_and_keep_masked_values_hidden():
     assert (other.date, other.time) == ("2026-11-25", "11:59:57")
 
 
+
+def test_the_page_objects_answer_item_lookups_as_django_templates_make_them():
+    store = MemoryStore()
+    store.append([event(1, name="Warehouse Created", changes={"name": [None, "W1"]})])
+    page = build_page(store, catalog(), request({}))
+    row = page.rows[0]
+    assert page["rows"] is page.rows and page["form"]["actor"] == page.form.actor == ""
+    assert row["resource_name"] == row.resource_name == "W1" and row["changes"][0]["new"] == "W1"
+    assert page.form["event_groups"][0][1][0]["name"] == page.form.event_groups[0][1][0].name
+    for missing in ("no_such_field", 0):
+        with pytest.raises(KeyError):
+            row[missing]
+
 def test_the_csv_is_named_with_the_date_and_the_stylesheet_ships():
     assert csv_filename(request({})) == "audit-trail-2026-11-25.csv"
     assert ".at-table" in stylesheet_text()
