@@ -34,9 +34,14 @@ def add_revert_routes(blueprint: Blueprint, audit: AuditTrail) -> None:
 
     @blueprint.context_processor
     def revert_helpers() -> dict[str, Any]:
+        allowed: list[bool] = []  # can_revert() once per page, when the first revertible row asks
+
         def revertible(row: Any) -> bool:
-            return bool(row.resource_type and row.resource_id and row.action in REVERTIBLE_ACTIONS
-                        and can_revert())
+            if not (row.resource_type and row.resource_id and row.action in REVERTIBLE_ACTIONS):
+                return False
+            if not allowed:
+                allowed.append(can_revert())
+            return allowed[0]
 
         def revert_notice() -> str:
             reverted = request.args.get("reverted", "")

@@ -109,3 +109,19 @@ def test_the_can_revert_argument_lets_only_some_viewers_revert(database_url):
         assert "/revert" not in owner.get(INDEX).data.decode()
     finally:
         dispose(test_app)
+
+
+def test_the_can_revert_check_runs_once_per_page_however_many_rows_it_covers(database_url):
+    test_app = make_app(database_url)
+    calls = []
+    test_app.audit.can_revert = lambda: calls.append(1) or True  # a check that may cost a query
+    try:
+        owner = test_app.client("ada@a.example")
+        for name in ("One", "Two", "Three"):
+            warehouse_id = owner.post("/warehouses", data={"name": name}).json["id"]
+            owner.post(f"/warehouses/{warehouse_id}", data={"enabled": "false"})
+        calls.clear()
+        page = owner.get(INDEX).data.decode()
+        assert page.count('class="at-revert"') == 6 and len(calls) == 1  # 3 created, 3 disabled
+    finally:
+        dispose(test_app)
