@@ -20,10 +20,9 @@ from django.http import (
     JsonResponse,
     StreamingHttpResponse,
 )
-from django.middleware.csrf import get_token
 from django.shortcuts import render
+from django.template.backends.utils import csrf_input
 from django.urls import reverse
-from django.utils.html import format_html
 from django.views.decorators.http import require_GET
 
 from audit_middleware.admin_view import (
@@ -111,6 +110,9 @@ def _store() -> DjangoStore:
     return DjangoStore(router.db_for_read(AuditEvent))
 
 
+_EVENT_ID_MARK = "__event_id__"  # stands for the row's id in the revert URL reversed once per page
+
+
 @audit_view
 def index(request: HttpRequest, admin: AdminRequest) -> HttpResponse:
     page = build_page(_store(), get_auditor().catalog, admin)
@@ -124,13 +126,9 @@ def index(request: HttpRequest, admin: AdminRequest) -> HttpResponse:
         start, end = reverse("audit_middleware:revert", args=[_EVENT_ID_MARK]).split(_EVENT_ID_MARK, 1)
         context |= {
             "revertible_actions": sorted(REVERTIBLE_ACTIONS), "revert_start": start, "revert_end": end,
-            "revert_csrf_input": format_html('<input type="hidden" name="csrfmiddlewaretoken" value="{}">',
-                                             get_token(request)),
+            "revert_csrf_input": csrf_input(request),  # what {% csrf_token %} renders
         }
     return render(request, "audit_middleware/events.html", context)
-
-
-_EVENT_ID_MARK = "__event_id__"
 
 
 @audit_view

@@ -9,6 +9,7 @@ it allows.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -34,14 +35,11 @@ def add_revert_routes(blueprint: Blueprint, audit: AuditTrail) -> None:
 
     @blueprint.context_processor
     def revert_helpers() -> dict[str, Any]:
-        allowed: list[bool] = []  # can_revert() once per page, when the first revertible row asks
+        allowed = functools.cache(can_revert)  # asked once per page, when the first revertible row asks
 
         def revertible(row: Any) -> bool:
-            if not (row.resource_type and row.resource_id and row.action in REVERTIBLE_ACTIONS):
-                return False
-            if not allowed:
-                allowed.append(can_revert())
-            return allowed[0]
+            return bool(row.resource_type and row.resource_id and row.action in REVERTIBLE_ACTIONS
+                        and allowed())
 
         def revert_notice() -> str:
             reverted = request.args.get("reverted", "")
