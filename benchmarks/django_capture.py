@@ -138,7 +138,7 @@ def storage(connection, tables):
                                  "TABLE (InnoDB estimates, 16 KiB pages) grown by the create phase; row: not measured")
 
 
-def run_variant(variant, database, n, batch):
+def run_variant(variant, database, n, batch, atomic=False):
     """Runs inside the subprocess: configure Django for ``variant`` and time each phase."""
     if database["ENGINE"].endswith("mysql"):
         import pymysql
@@ -164,7 +164,7 @@ def run_variant(variant, database, n, batch):
         DEFAULT_AUTO_FIELD="django.db.models.BigAutoField", SECRET_KEY="bench", **extra,
     )
     django.setup()
-    from contextlib import nullcontext
+    from contextlib import contextmanager, nullcontext
 
     from django.apps import apps as registry
     from django.core.management import call_command
@@ -172,7 +172,7 @@ def run_variant(variant, database, n, batch):
     from django.test.utils import CaptureQueriesContext
     from django_bench_app.models import Warehouse
 
-    request = nullcontext  # what a request around each write adds (pghistory: its context)
+    request = nullcontext  # what a request around each write adds (pghistory: its context; --atomic: a transaction)
     if variant == "pghistory":
         import pghistory
 
@@ -182,6 +182,13 @@ def run_variant(variant, database, n, batch):
 
         def request():
             return pghistory.context(user=7, url="/warehouses/")
+
+    per_write = request
+    if atomic:  # as ATOMIC_REQUESTS wraps each request (pghistory's middleware, inside it, adds its context)
+        @contextmanager
+        def per_write():
+            with transaction.atomic(), request():
+                yield
 
     call_command("migrate", verbosity=0)  # the apps with migrations (auth first: history rows point at users)
     with connection.schema_editor() as editor:  # pgtrigger's schema editor installs Meta.triggers with the table
@@ -237,12 +244,12 @@ def run_variant(variant, database, n, batch):
 
     def create():
         for i in range(n):
-            with request():
+            with per_write():
                 ids.append(make(i).pk)
 
     def update():
         for pk in ids:
-            with request():
+            with per_write():
                 w = Warehouse.objects.get(pk=pk)
                 w.name = f"{w.name} (renamed)"
                 w.schedule = "@daily"  # the same two fields as sqlalchemy_capture.py: one audit row per save
@@ -250,7 +257,7 @@ def run_variant(variant, database, n, batch):
 
     def delete():
         for w in list(Warehouse.objects.filter(pk__in=ids)):
-            with request():
+            with per_write():
                 w.delete()
 
     def batch_create():
@@ -319,10 +326,16 @@ def main():
     parser.add_argument("--async-commit", action="store_true",
                         help="PostgreSQL synchronous_commit=off: commits do not wait for the disk, whose latency "
                              "varies more than a round trip costs")
+    parser.add_argument("--sqlite-wal", action="store_true",
+                        help="SQLite in WAL mode (PRAGMA journal_mode=WAL on every connection) instead of its default "
+                             "rollback journal")
+    parser.add_argument("--atomic", action="store_true",
+                        help="each create, update and delete inside transaction.atomic(), as a request under "
+                             "ATOMIC_REQUESTS = True (the default: autocommit saves, one transaction each)")
     parser.add_argument("--database", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(run_variant(args.child, json.loads(args.database), args.n, args.batch)))
+        print(json.dumps(run_variant(args.child, json.loads(args.database), args.n, args.batch, args.atomic)))
         return
     os.makedirs(args.workdir, exist_ok=True)
     for backend in args.backend or ["sqlite"]:
@@ -335,16 +348,19 @@ def main():
                 database, name = fresh_database(backend, os.path.abspath(args.workdir))
                 if args.async_commit and backend == "postgresql":
                     database["OPTIONS"] = {"options": "-c synchronous_commit=off"}
+                if args.sqlite_wal and backend == "sqlite":
+                    database["OPTIONS"] = {"init_command": "PRAGMA journal_mode=WAL"}
                 try:
                     out = subprocess.run(
                         [sys.executable, __file__, "--child", variant, "--database", json.dumps(database),
-                         "--n", str(args.n), "--batch", str(args.batch)],
+                         "--n", str(args.n), "--batch", str(args.batch), *(["--atomic"] if args.atomic else [])],
                         check=False, capture_output=True, text=True,
                     )
                 finally:
                     drop_database(backend, name)
-                    if name is None and os.path.exists(database["NAME"]):
-                        os.remove(database["NAME"])
+                    for suffix in ("", "-wal", "-shm") if name is None else ():
+                        if os.path.exists(database["NAME"] + suffix):
+                            os.remove(database["NAME"] + suffix)
                 if out.returncode:
                     sys.exit(f"{variant} on {backend} failed:\n{out.stderr}")
                 result = json.loads(out.stdout.strip().splitlines()[-1])
@@ -355,6 +371,8 @@ def main():
                 for phase in PHASES:
                     samples[variant][phase].append(result[phase])
         commits = ", synchronous_commit=off" if args.async_commit and backend == "postgresql" else ""
+        commits += ", WAL" if args.sqlite_wal and backend == "sqlite" else ""
+        commits += ", each write in transaction.atomic()" if args.atomic else ""
         print(f"\n## {backend}{commits}: {args.n} writes per phase, batch of {args.batch}, median of {args.rounds} rounds")
         for variant in skipped:
             print(f"(skipped {variant}: PostgreSQL only)")

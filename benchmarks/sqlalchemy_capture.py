@@ -84,6 +84,8 @@ def run_variant(variant: str, url: str, n: int, batch: int) -> dict[str, float]:
 
     configure_mappers()
     engine = create_engine(url)
+    if url.startswith("sqlite") and os.environ.get("BENCH_SQLITE_WAL"):
+        event.listen(engine, "connect", lambda dbapi_connection, _: dbapi_connection.execute("PRAGMA journal_mode=WAL"))
     sql_count = [0]
     event.listen(engine, "before_cursor_execute", lambda *a, **k: sql_count.__setitem__(0, sql_count[0] + 1))
     Base.metadata.create_all(engine)
@@ -177,7 +179,12 @@ def main() -> None:
     parser.add_argument("--async-commit", action="store_true",
                         help="PostgreSQL synchronous_commit=off: commits do not wait for the disk, whose latency "
                              "varies more than a round trip costs")
+    parser.add_argument("--sqlite-wal", action="store_true",
+                        help="SQLite in WAL mode (PRAGMA journal_mode=WAL on every connection) instead of its default "
+                             "rollback journal")
     args = parser.parse_args()
+    if args.sqlite_wal:
+        os.environ["BENCH_SQLITE_WAL"] = "1"  # read by the children
     if args.child:
         print(json.dumps(run_variant(args.child[0], args.child[1], args.n, args.batch)))
         return
@@ -206,6 +213,7 @@ def main() -> None:
 def report(backend: str, args: argparse.Namespace, results: dict[str, list[dict[str, float]]]) -> None:
     base = {p: median([r[p] for r in results["baseline"]]) for p in PHASES} if "baseline" in results else None
     commits = ", synchronous_commit=off" if args.async_commit and backend == "postgresql" else ""
+    commits += ", WAL" if args.sqlite_wal and backend == "sqlite" else ""
     print(f"\n### SQLAlchemy, {backend}{commits}: N={args.n} one transaction each, batch={args.batch}, "
           f"{args.rounds} rounds, medians")
     print("| variant | create | update | delete | batched create | SQL per write (c/u/d) | bytes/event |")
