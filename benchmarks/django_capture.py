@@ -12,6 +12,9 @@ request would: create N rows (``objects.create``), update two fields of each (``
 delete each (``delete``), and create 10,000 rows inside one ``transaction.atomic()``. Prints medians, the
 ratio to the unaudited baseline, microseconds added per write, the SQL statements each save issued, the audit
 rows after each phase (the child also asserts that every phase recorded rows) and the bytes stored per event.
+``--atomic`` runs each create, update and delete inside ``transaction.atomic()`` instead (as a request under
+``ATOMIC_REQUESTS = True``: the baseline then pays a BEGIN and a COMMIT too); ``--sqlite-wal`` puts SQLite in
+WAL mode instead of its default rollback journal.
 
 Peers and how each runs:
 
