@@ -84,8 +84,8 @@ def insert_events(connection: Any, events: Sequence[AuditEvent], *, forward: boo
             for start in range(0, len(rows), step):
                 chunk = rows[start:start + step]
                 cursor.execute(_insert_sql(connection, len(chunk)), [v for values in chunk for v in values])
-    if forward:  # the transactional outbox: delivery rows in the same transaction as the events
-        from .outbox import get_outbox
+    if forward and conf.get("DESTINATIONS"):  # the transactional outbox: delivery rows in the same transaction
+        from .outbox import get_outbox  # imported only then: forwarding's HTTP modules are not cheap to load
 
         outbox = get_outbox(connection.alias)
         if outbox is not None:
@@ -108,10 +108,11 @@ def commit_with_events(connection: Any, events: Sequence[AuditEvent]) -> bool:
     driver_connection = connection.connection
     if connection.vendor != "postgresql" or not can_pipeline(driver_connection):
         return False
-    from .outbox import configured_forwarding
+    if conf.get("DESTINATIONS"):
+        from .outbox import configured_forwarding
 
-    if configured_forwarding() is not None:
-        return False
+        if configured_forwarding() is not None:
+            return False
     send_with_commit(driver_connection, [(_insert_sql(connection, 1), _stored_rows(connection, events))])
     return True
 

@@ -7,6 +7,7 @@ checked, so a DNS answer that changes between the check and the connection canno
 
 from __future__ import annotations
 
+import functools
 import http.client
 import ipaddress
 import socket
@@ -92,7 +93,11 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
         self.sock = self._ssl_context.wrap_socket(sock, server_hostname=self.host)
 
 
-_ssl_context = ssl.create_default_context()
+@functools.cache
+def _default_ssl_context() -> ssl.SSLContext:
+    """Made at the first HTTPS post, not at import: loading the system's CA certificates takes about 20 ms,
+    which every process importing forwarding (the first audited write on Django) would otherwise pay."""
+    return ssl.create_default_context()
 
 
 def post(
@@ -111,7 +116,7 @@ def post(
         path += "?" + parts.query
     connection: http.client.HTTPConnection
     if parts.scheme == "https":
-        connection = _PinnedHTTPSConnection(host, address, port, timeout, _ssl_context)
+        connection = _PinnedHTTPSConnection(host, address, port, timeout, _default_ssl_context())
     else:
         connection = http.client.HTTPConnection(address, port, timeout=timeout)
     all_headers = {"Host": parts.netloc.rsplit("@", 1)[-1], "Content-Length": str(len(body)),
