@@ -294,7 +294,8 @@ def verdict(route: str, ratio: float, added_ms: float) -> str:
 
 
 def report(framework: str, backend: str, servers: dict[str, Server], args: argparse.Namespace) -> None:
-    print(f"\n## {framework}, {backend}: wrk -t{args.threads} -c{args.connections} -d{args.duration}, "
+    atomic = ", ATOMIC_REQUESTS" if args.atomic_requests and framework == "django" else ""
+    print(f"\n## {framework}, {backend}{atomic}: wrk -t{args.threads} -c{args.connections} -d{args.duration}, "
           f"median of {args.rounds} round(s)")
     print(f"{'route':<6} {'without req/s':>13} {'with req/s':>11} {'with/without':>12} {'added ms/req':>12} "
           f"{'p50 ms w/o / with':>18} {'worker CPU us/req w/o / with':>29}  target")
@@ -376,6 +377,9 @@ def main() -> None:
     parser.add_argument("--warmup", default="1s", help="wrk's -d per warm-up run (each route and variant)")
     parser.add_argument("--threads", type=int, default=1, help="wrk's -t")
     parser.add_argument("--connections", type=int, default=4, help="wrk's -c")
+    parser.add_argument("--atomic-requests", action="store_true",
+                        help="Django: ATOMIC_REQUESTS = True (each request one transaction), with and without the "
+                             "trail alike")
     parser.add_argument("--pin", action="store_true",
                         help="pin wrk to CPU 0 and the gunicorn servers to CPU 1 (sched_setaffinity)")
     parser.add_argument("--workdir", default=None,
@@ -395,6 +399,8 @@ def main() -> None:
         raise SystemExit(f"gunicorn is not installed in {sys.prefix}: "
                          f"{sys.executable} -m pip install -r benchmarks/requirements.txt")
     args.server_cpu, args.wrk_cpu = (1, 0) if args.pin else (None, None)
+    if args.atomic_requests:
+        os.environ["HTTP_BENCH_ATOMIC_REQUESTS"] = "1"  # read by the Django app in each server
     workdir = os.path.abspath(args.workdir) if args.workdir else tempfile.mkdtemp(prefix="http-bench-")
     os.makedirs(workdir, exist_ok=True)
     script = os.path.join(workdir, "http_load.lua")
