@@ -58,6 +58,10 @@ _cache: dict[str, Any] = {}
 
 
 def _settings() -> dict[str, Any]:
+    """``AUDIT_TRAIL``, checked once (cached until the setting changes: every request and save reads it)."""
+    found = _cache.get("settings")
+    if found is not None:
+        return found  # type: ignore[no-any-return]
     value = getattr(settings, SETTING, None) or {}
     if not isinstance(value, dict):
         raise ImproperlyConfigured(f"settings.{SETTING} must be a dict, not {type(value).__name__}")
@@ -66,6 +70,7 @@ def _settings() -> dict[str, Any]:
         raise ImproperlyConfigured(
             f"settings.{SETTING} has unknown key(s) {sorted(unknown)}; known keys: {sorted(KNOWN_KEYS)}"
         )
+    _cache["settings"] = value
     return value
 
 
@@ -74,8 +79,13 @@ def get(key: str, default: Any = None) -> Any:
 
 
 def _callable(key: str) -> Callable[..., Any] | None:
+    """The callable ``key`` names, its dotted path imported once (cached until the setting changes)."""
+    cached = _cache.get(f"callable {key}", _cache)
+    if cached is not _cache:
+        return cached  # type: ignore[no-any-return]
     value = get(key)
     if value is None:
+        _cache[f"callable {key}"] = None
         return None
     if isinstance(value, str):
         try:
@@ -84,6 +94,7 @@ def _callable(key: str) -> Callable[..., Any] | None:
             raise ImproperlyConfigured(f"settings.{SETTING}[{key!r}] = {value!r} cannot be imported: {error}") from None
     if not callable(value):
         raise ImproperlyConfigured(f"settings.{SETTING}[{key!r}] must be a callable or its dotted path")
+    _cache[f"callable {key}"] = value
     return value  # type: ignore[no-any-return]
 
 

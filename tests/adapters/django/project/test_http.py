@@ -358,6 +358,20 @@ def test_unknown_setting_key_is_an_error_naming_it():
     assert conf.audit_config().retention_days == 90
 
 
+def test_loader_settings_are_read_again_after_they_change():
+    """The loaders are imported once and kept until AUDIT_TRAIL changes: an override takes effect on the next
+    request, and the dotted path comes back after it."""
+    from django.conf import settings
+    from django.test import override_settings
+
+    Client().post("/warehouses/", {"name": "A"}, HTTP_X_WORKSPACE="ws_header")
+    with override_settings(AUDIT_TRAIL={**settings.AUDIT_TRAIL, "WORKSPACE_LOADER": lambda request: "ws_override"}):
+        Client().post("/warehouses/", {"name": "B"}, HTTP_X_WORKSPACE="ws_header")
+    Client().post("/warehouses/", {"name": "C"}, HTTP_X_WORKSPACE="ws_header")
+    assert [(e.resource_name, e.workspace_id) for e in events()] == [
+        ("A", "ws_header"), ("B", "ws_override"), ("C", "ws_header")]
+
+
 def test_exclude_models_setting_and_retention_setting_apply_after_override():
     """EXCLUDE_MODELS silences a model and RETENTION_DAYS changes the window, read again after the change."""
     from django.conf import settings
