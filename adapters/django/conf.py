@@ -1,4 +1,5 @@
-"""Settings, read lazily from one ``AUDIT_TRAIL`` dict in the project's settings (never written).
+"""Settings, read lazily from one ``AUDIT_TRAIL`` dict in the project's settings (never written), checked once
+and kept, with the callables its dotted paths name, until the setting changes (``setting_changed``).
 
 Keys (all optional):
 
