@@ -50,6 +50,7 @@ OLD = "_audit_old"         # {attname: value}: what the database holds, as far a
 M2M_OLD = "_audit_m2m_old"
 PENDING = "_audit_pending"  # on a DatabaseWrapper: [(depth, [events]), ...] waiting for the commit
 WRITTEN = "_audit_written"
+LAST_BATCH = "_audit_last_batch"  # on a DatabaseWrapper: (events, sender, on_commit callback) last registered
 _CHUNK = 500
 
 # Django's own bookkeeping: never audited.
@@ -153,7 +154,7 @@ def flush_all_pending() -> None:
             flush(connection, _capture_sender[0])
 
 
-def _after_commit(connection: Any, events: list[AuditEvent], sender: Any) -> None:
+def _after_commit(connection: Any, events: list[AuditEvent], sender: Any) -> Callable[[], None]:
     def send() -> None:
         try:
             event_recorded.send(sender, events=events)
@@ -161,6 +162,29 @@ def _after_commit(connection: Any, events: list[AuditEvent], sender: Any) -> Non
             logger.exception("an event_recorded receiver failed: %s", error)
 
     transaction.on_commit(send, using=connection.alias)
+    return send
+
+
+def _joins_last_batch(connection: Any, sender: Any) -> list[AuditEvent] | None:
+    """The pending batch new events of ``sender`` can join, if any: the last one buffered, at the current
+    savepoint, whose ``on_commit`` callback is still the last registered, under the same savepoints. Events
+    joining it are then written, dropped by a rollback and announced exactly as a batch of their own would
+    be, without one more callback (and its objects, which the garbage collector walks) for every save."""
+    last = connection.__dict__.get(LAST_BATCH)
+    pending = connection.__dict__.get(PENDING)
+    if last is None or not pending:
+        return None
+    batch, last_sender, send = last
+    depth, pending_batch = pending[-1]
+    if pending_batch is not batch or last_sender is not sender or depth != len(connection.savepoint_ids):
+        return None
+    callbacks = connection.run_on_commit  # Django 4.2+: (savepoint ids, callback, robust) in order
+    if not callbacks:
+        return None
+    entry = callbacks[-1]
+    if not isinstance(entry, tuple) or len(entry) < 2 or entry[1] is not send:
+        return None
+    return batch if entry[0] == set(connection.savepoint_ids) else None
 
 
 def _atomic_exit(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -171,11 +195,14 @@ def _atomic_exit(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dic
     pending = state.get(PENDING)
     written = state.get(WRITTEN)
     if not pending and not written:
+        if not connection.savepoint_ids:  # the outermost block: its callbacks hold the last batch from now on
+            state.pop(LAST_BATCH, None)
         return wrapped(*args, **kwargs)
     exc_type = args[0] if args else kwargs.get("exc_type")
     failing = exc_type is not None or connection.needs_rollback or connection.closed_in_transaction
     depth = len(connection.savepoint_ids)
     if depth == 0:  # the outermost block: commit or roll back
+        state.pop(LAST_BATCH, None)
         if written:
             written.clear()
         if failing:
@@ -316,10 +343,15 @@ class DjangoCapture:
             return
         connection = connections[using]
         if connection.in_atomic_block and connection.commit_on_exit:
-            _pending(connection).append((len(connection.savepoint_ids), events))
+            batch = _joins_last_batch(connection, self.auditor)
+            if batch is not None:
+                batch.extend(events)
+                return
+            batch = list(events)
+            _pending(connection).append((len(connection.savepoint_ids), batch))
             # Registered now, at the savepoint the change happened in: Django drops it with that savepoint,
             # and a TestCase's captureOnCommitCallbacks sees it even though its transaction never commits.
-            _after_commit(connection, events, self.auditor)
+            connection.__dict__[LAST_BATCH] = (batch, self.auditor, _after_commit(connection, batch, self.auditor))
             return
         # No block of ours will commit: autocommit turned off by hand (the app commits or rolls back itself,
         # and Django's blocks inside are savepoints), or raw use. Write now, in whatever transaction is open.

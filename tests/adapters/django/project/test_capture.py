@@ -1,7 +1,10 @@
 """Capture on the Django ORM: saves, deletes, toggles, m2m, bulk operations and transactions."""
 
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
+
 import pytest
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
 from django.db.models import F
 from django.test.utils import CaptureQueriesContext
 from testapp.models import Ignored, Item, Source, Tag, Warehouse
@@ -640,3 +643,119 @@ def test_an_export_stopped_early_closes_its_connection_and_leaves_the_threads_us
     header = "occurred_at,event,category,actor_type,actor_id,actor_name,resource_type,resource_id,resource_name,"
     assert "".join(export_csv(store, EventQuery().for_workspace("nobody"))).startswith(header)
     assert "".join(export_csv(store, EventQuery().for_workspace("nobody"))).count("\r\n") == 1
+
+
+def test_released_savepoint_keeps_its_events_when_a_later_sibling_rolls_back():
+    """Events of a nested block that completed belong to the outer transaction: a later nested block that
+    rolls back at the same depth must not drop them (nor announce them without writing them)."""
+    with capture_events() as seen:
+        with transaction.atomic():
+            with transaction.atomic():
+                Warehouse.objects.create(name="released")
+            try:
+                with transaction.atomic():
+                    Warehouse.objects.create(name="dropped")
+                    raise ValueError
+            except ValueError:
+                pass
+    assert [e.resource_name for e in events()] == ["released"]
+    assert [e.resource_name for e in seen] == ["released"]
+
+
+def test_saves_of_one_block_are_announced_together_and_in_order_with_the_apps_callbacks():
+    """The saves of one transaction are announced after its commit in one event_recorded call per run of
+    saves, and the app's own on_commit callbacks keep their place between those runs."""
+    order = []
+    with capture_events() as seen:
+        from audit_middleware.signals import event_recorded
+
+        def note(_sender, events, **_):
+            order.append([e.resource_name for e in events])
+
+        event_recorded.connect(note, weak=False)
+        try:
+            with transaction.atomic():
+                Warehouse.objects.create(name="a")
+                Warehouse.objects.create(name="b")
+                transaction.on_commit(lambda: order.append("app"))
+                Warehouse.objects.create(name="c")
+                with transaction.atomic():
+                    Warehouse.objects.create(name="d")
+                Warehouse.objects.create(name="e")
+                assert order == []
+        finally:
+            event_recorded.disconnect(note)
+    assert order == [["a", "b"], "app", ["c"], ["d"], ["e"]]
+    assert [e.resource_name for e in seen] == ["a", "b", "c", "d", "e"]
+    assert [e.resource_name for e in events()] == ["a", "b", "c", "d", "e"]
+
+
+def test_saves_joining_a_batch_are_dropped_with_their_savepoint_and_the_batch_before_it_is_kept():
+    """A save inside a savepoint never joins the batch of the block around it: rolling the savepoint back
+    drops its events only, and the next save of the outer block starts a batch of its own."""
+    with capture_events() as seen, transaction.atomic():
+        Warehouse.objects.create(name="outer 1")
+        try:
+            with transaction.atomic():
+                Warehouse.objects.create(name="inner")
+                raise ValueError
+        except ValueError:
+            pass
+        Warehouse.objects.create(name="outer 2")
+    assert [e.resource_name for e in seen] == ["outer 1", "outer 2"]
+    assert [e.resource_name for e in events()] == ["outer 1", "outer 2"]
+
+
+def test_a_transaction_of_more_events_than_one_insert_chunk_writes_them_all_with_their_hashes():
+    """2,500 saves in one transaction (more than one 1,000-row chunk, and many 60-row SQLite statements):
+    every event is written, in order, each with the hash of its own row."""
+    from audit_middleware.adapters.django.integrity import DjangoIntegrity
+
+    with capture_events() as seen, transaction.atomic():
+        for i in range(2500):
+            Warehouse.objects.create(name=f"w{i}")
+    stored = list(AuditEvent.objects.order_by("occurred_at", "id").values_list("resource_name", flat=True))
+    assert stored == [f"w{i}" for i in range(2500)] and len(seen) == 2500
+    report = DjangoIntegrity().verify(delay=timedelta(0))
+    assert report.ok, report.problems[:3]
+
+
+def test_event_times_are_passed_to_the_database_as_django_passes_any_datetime():
+    """Capture passes an event's time to the driver exactly as Django passes a DateTimeField's value (plain
+    text on SQLite and MySQL in UTC, the aware moment on PostgreSQL), summer and winter, with and without
+    microseconds."""
+    from audit_middleware.adapters.django.store import _time_adapter, db_time
+
+    wrapper = connections["default"]
+    adapt = _time_adapter(wrapper)
+    for moment in (datetime(2026, 1, 15, 8, 30, 0), datetime(2026, 7, 15, 8, 30, 0, 123456),
+                   datetime(2026, 3, 29, 1, 30, 0, 5)):
+        assert adapt(moment) == wrapper.ops.adapt_datetimefield_value(db_time(moment))
+
+
+def test_a_connection_with_a_time_zone_of_its_own_gets_event_times_in_it():
+    """Where the database stores local times (DATABASES' TIME_ZONE, on a backend without time zone support),
+    event times are converted to that zone as Django converts every datetime, and read back as the same
+    moment; PostgreSQL refuses such a setting and takes the aware moment."""
+    from audit_middleware.adapters.django.store import _time_adapter, db_time
+
+    wrapper = connections["default"]
+    summer = datetime(2026, 7, 15, 8, 30, 0, 123456)
+    if wrapper.features.supports_timezones:
+        assert _time_adapter(wrapper)(summer) == db_time(summer)
+        return
+    saved = wrapper.settings_dict.get("TIME_ZONE")
+    wrapper.settings_dict["TIME_ZONE"] = "Europe/Paris"
+    for cached in ("timezone", "timezone_name"):
+        wrapper.__dict__.pop(cached, None)
+    try:
+        adapt = _time_adapter(wrapper)
+        assert adapt is not str and adapt(summer) == "2026-07-15 10:30:00.123456"
+        Warehouse.objects.create(name="in Paris")
+        (event,) = events()
+        assert abs(event.occurred_at - datetime.now(dt_timezone.utc)) < timedelta(minutes=5)
+    finally:
+        wrapper.settings_dict["TIME_ZONE"] = saved
+        for cached in ("timezone", "timezone_name"):
+            wrapper.__dict__.pop(cached, None)
+    assert _time_adapter(wrapper) is str
