@@ -21,6 +21,9 @@ EVENT_COLUMNS: tuple[str, ...] = (
 
 STORED_COLUMNS: tuple[str, ...] = (*EVENT_COLUMNS, "row_hash")
 """The columns an insert writes, in this order: the event's, then its row hash (tamper evidence)."""
+ROWS_PER_CHUNK = 1000
+"""How many events' rows an adapter makes and hands to the driver at a time: a large flush never holds all its
+rows at once, which would make the garbage collector walk the heap again and again while they pile up."""
 NAME_LENGTH = 255
 """Actor and resource ids and names are stored cut to this many characters (the column width)."""
 _CAPPED = tuple(EVENT_COLUMNS.index(name) for name in ("actor_id", "actor_name", "resource_id", "resource_name"))

@@ -27,7 +27,7 @@ from audit_middleware.query import (
     page_parameters,
     page_shape,
 )
-from audit_middleware.store import EVENT_COLUMNS, STORED_COLUMNS, event_from_row, stored_rows
+from audit_middleware.store import EVENT_COLUMNS, ROWS_PER_CHUNK, STORED_COLUMNS, event_from_row, stored_rows
 
 from . import conf
 from .models import AuditEvent as AuditEventRow
@@ -66,8 +66,6 @@ def _rows_per_statement(connection: Any) -> int:
     return 60 if connection.vendor == "sqlite" else 1
 
 
-_ROWS_PER_EXECUTEMANY = 1000
-
 
 def insert_events(connection: Any, events: Sequence[AuditEvent], *, forward: bool = True) -> None:
     """Write events on ``connection`` in its current transaction, and their forwarding delivery rows when
@@ -77,13 +75,11 @@ def insert_events(connection: Any, events: Sequence[AuditEvent], *, forward: boo
     if not events:
         return
     step = _rows_per_statement(connection)
-    size = step if step > 1 else _ROWS_PER_EXECUTEMANY
+    size = step if step > 1 else ROWS_PER_CHUNK
     with connection.cursor() as cursor:
         if len(events) == 1:
             cursor.execute(_insert_sql(connection, 1), _stored_rows(connection, events)[0])
-        # The rows of one statement (or executemany) at a time: a large flush never holds them all, which
-        # would make the garbage collector walk the heap again and again while they pile up.
-        else:
+        else:  # the rows of one statement (or executemany) at a time (see ROWS_PER_CHUNK)
             for start in range(0, len(events), size):
                 rows = _stored_rows(connection, events[start:start + size])
                 if step == 1:
@@ -142,7 +138,7 @@ def commit_with_events(connection: Any, events: Sequence[AuditEvent]) -> bool:
     driver_connection = connection.connection
     if connection.vendor != "postgresql" or not can_pipeline(driver_connection):
         return False
-    if len(events) > _ROWS_PER_EXECUTEMANY:  # written in chunks instead; one round trip is nothing next to them
+    if len(events) > ROWS_PER_CHUNK:  # written in chunks instead; one round trip is nothing next to them
         return False
     if conf.get("DESTINATIONS"):
         from .outbox import configured_forwarding

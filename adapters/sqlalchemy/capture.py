@@ -25,6 +25,7 @@ from audit_middleware.errors import AuditWriteError
 from audit_middleware.events import AuditEvent
 from audit_middleware.recorder import EventOrigin, logger
 from audit_middleware.signals import event_recorded
+from audit_middleware.store import ROWS_PER_CHUNK
 
 from . import with_commit
 from .store import insert_events
@@ -309,7 +310,9 @@ class SessionCapture:
             connection = session.connection()
             outbox = self.auditor.outbox
             forwarding = outbox is not None and outbox.forwarding
-            if not forwarding and not session.twophase and with_commit.can_hold(connection):
+            # A flush of more than a chunk is written now (see ROWS_PER_CHUNK): one round trip is nothing next to it
+            if (not forwarding and not session.twophase and len(events) <= ROWS_PER_CHUNK
+                    and with_commit.can_hold(connection)):
                 with_commit.hold(connection, events, self.auditor.table)  # sent with the COMMIT
             else:
                 insert_events(connection, events, self.auditor.table)

@@ -4,6 +4,7 @@ flush wherever holding is not safe (savepoints, autocommit, other drivers)."""
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import create_engine, func, select, text
@@ -150,3 +151,21 @@ def test_rows_sent_with_the_commit_keep_every_value_as_it_was(app, backend, writ
         else:
             assert not queries and sum("INSERT INTO" in text for kind, text in sent if kind == "Parse") >= 1
             assert sum(kind == "Sync" for kind, _ in sent) == 1, "rows and COMMIT in one pipeline, one sync"
+
+
+def test_a_flush_of_more_than_a_chunk_is_written_at_once_in_chunks_and_every_row_verifies(app, backend):
+    """A flush of more events than ROWS_PER_CHUNK is written at the flush (not held for the COMMIT), a chunk
+    of rows at a time: every event is stored, with the hash of its own row."""
+    from audit_middleware.store import ROWS_PER_CHUNK
+
+    W, table = app.Warehouse, app.auditor.table
+    count = ROWS_PER_CHUNK * 2 + 500
+    with app.Session() as s:
+        s.add_all([W(name=f"w{i}") for i in range(count)])
+        s.flush()
+        assert rows_in_transaction(s, table) == count
+        s.commit()
+    events = app.events()
+    assert sorted(e.resource_name for e in events) == sorted(f"w{i}" for i in range(count))
+    report = app.auditor.verify(delay=timedelta(0))
+    assert report.ok and report.events == count, report.problems[:3]
