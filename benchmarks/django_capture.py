@@ -141,8 +141,10 @@ def storage(connection, tables):
                                  "TABLE (InnoDB estimates, 16 KiB pages) grown by the create phase; row: not measured")
 
 
-def run_variant(variant, database, n, batch, atomic=False):
-    """Runs inside the subprocess: configure Django for ``variant`` and time each phase."""
+def setup_variant(variant, database, atomic=False):
+    """Configure Django for ``variant`` in this (child) process and create the tables. Returns the benchmark
+    model, what a request around each write adds (``request``, ``per_write``), the scope to run in (an actor
+    for audit-middleware) and the audit models."""
     if database["ENGINE"].endswith("mysql"):
         import pymysql
 
@@ -172,7 +174,6 @@ def run_variant(variant, database, n, batch, atomic=False):
     from django.apps import apps as registry
     from django.core.management import call_command
     from django.db import connection, transaction
-    from django.test.utils import CaptureQueriesContext
     from django_bench_app.models import Warehouse
 
     request = nullcontext  # what a request around each write adds (pghistory: its context; --atomic: a transaction)
@@ -231,6 +232,15 @@ def run_variant(variant, database, n, batch, atomic=False):
             audit_models = [registry.get_model("django_bench_app", "WarehouseEvent"), Context]
         else:
             audit_models = []
+    return Warehouse, request, per_write, scope, audit_models
+
+
+def run_variant(variant, database, n, batch, atomic=False):
+    """Runs inside the subprocess: configure Django for ``variant`` and time each phase."""
+    Warehouse, request, per_write, scope, audit_models = setup_variant(variant, database, atomic)
+    from django.db import connection, transaction
+    from django.test.utils import CaptureQueriesContext
+
     tables = [m._meta.db_table for m in audit_models]
 
     def audit_rows():
@@ -287,7 +297,7 @@ def run_variant(variant, database, n, batch, atomic=False):
             event_model = audit_models[0]
             assert not event_model.objects.filter(pgh_context__isnull=True).exists(), "pghistory events without context"
         if variant == "easy-audit":
-            assert not CRUDEvent.objects.filter(user__isnull=True).exists(), "easy-audit events without user"
+            assert not audit_models[0].objects.filter(user__isnull=True).exists(), "easy-audit events without user"
         w = Warehouse.objects.first()
         w.capacity += 1
         sent_with_commit = []
