@@ -10,6 +10,7 @@ the outermost commit, then ``event_recorded`` is sent; a rollback (or a rolled-b
 from __future__ import annotations
 
 import importlib
+import threading
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -70,6 +71,11 @@ def all_mappers() -> list[Mapper[Any]]:
     return [m for reg in registries for m in reg.mappers]
 
 
+# The capture listening on each target (by id: a capture holds its targets, so an id is not reused meanwhile).
+_captures: dict[int, SessionCapture] = {}
+_captures_lock = threading.Lock()
+
+
 class SessionCapture:
     def __init__(self, auditor: SQLAlchemyAuditor) -> None:
         self.auditor = auditor
@@ -104,16 +110,36 @@ class SessionCapture:
     # -- listeners ---------------------------------------------------------------------------------------
 
     def listen(self, target: Any) -> None:
-        for name, fn in self._listeners():
-            event.listen(target, name, fn)
-        self._targets.append(target)
+        """Capture the sessions of ``target``. One capture per target: an earlier auditor's capture of the same
+        target stops (the app-factory pattern makes a new ``AuditTrail(app, db)`` on the same ``db`` for each
+        app), so every change is recorded once, by the newest auditor."""
+        with _captures_lock:
+            previous = _captures.get(id(target))
+            if previous is not None and previous is not self:
+                logger.debug("audit-middleware: a new auditor takes over capturing %r", target)
+                previous._stop(target)
+            for name, fn in self._listeners():
+                event.listen(target, name, fn)
+            self._targets.append(target)
+            _captures[id(target)] = self
 
     def remove(self) -> None:
-        for target in self._targets:
-            for name, fn in self._listeners():
-                if event.contains(target, name, fn):
-                    event.remove(target, name, fn)
-        self._targets.clear()
+        with _captures_lock:
+            for target in list(self._targets):
+                self._stop(target)
+
+    @property
+    def active(self) -> bool:
+        """Whether this capture still listens on a target (not removed, not taken over)."""
+        return bool(self._targets)
+
+    def _stop(self, target: Any) -> None:
+        for name, fn in self._listeners():
+            if event.contains(target, name, fn):
+                event.remove(target, name, fn)
+        self._targets[:] = [t for t in self._targets if t is not target]
+        if _captures.get(id(target)) is self:
+            del _captures[id(target)]
 
     def _listeners(self) -> list[tuple[str, Any]]:
         return [

@@ -187,3 +187,38 @@ def test_the_request_scope_is_bound_before_the_apps_own_before_request_hooks():
         assert seen[0] is not None and seen[0].request_id == "early-1"
     finally:
         audit.auditor.remove()
+
+
+def test_an_app_factory_called_twice_on_one_db_records_each_change_once(tmp_path):
+    """The app-factory pattern (a module-level db, create_app() per test or per worker): each new AuditTrail on
+    the same db takes the capture over from the previous one, so a change is recorded once, by the newest."""
+    from flask_sqlalchemy import SQLAlchemy
+    from sqlalchemy import Column, Integer, String, select
+
+    db = SQLAlchemy()
+
+    class Gadget(db.Model):
+        id = Column(Integer, primary_key=True)
+        name = Column(String(50))
+
+    def create_app(name):
+        app = Flask(name)
+        app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{tmp_path / name}.sqlite3"
+        db.init_app(app)
+        return app, AuditTrail(app, db)
+
+    first_app, first = create_app("first")
+    second_app, second = create_app("second")
+    try:
+        for app, audit in ((first_app, first), (second_app, second)):
+            with app.app_context():
+                db.create_all()
+                db.session.add(Gadget(name=app.name))
+                db.session.commit()
+                table = audit.auditor.table
+                rows = db.session.execute(select(table.c.resource_name, table.c.event)).all()
+                assert rows == [(app.name, "Gadget Created")]
+        assert not first.auditor.capture.active and second.auditor.capture.active
+    finally:
+        second.auditor.remove()
+        first.auditor.remove()

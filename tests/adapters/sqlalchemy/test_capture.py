@@ -290,3 +290,25 @@ def test_old_values_are_known_even_when_the_row_was_expired_by_a_commit(app, kin
         w.name = "after"
         s.commit()
     assert app.events()[-1].changes == {"name": ["before", "after"]}
+
+
+def test_tracking_a_session_factory_again_takes_the_capture_over_and_records_each_change_once(app):
+    """track() on a session factory that an auditor already captures replaces it: one event per change, the
+    earlier auditor stops capturing, and removing it afterwards leaves the new one in place."""
+    from audit_middleware.adapters.sqlalchemy import track
+
+    first = app.auditor
+    second = track(app.Session)
+    try:
+        with app.Session() as s:
+            s.add(app.Warehouse(name="once"))
+            s.commit()
+        assert [e.resource_name for e in app.events()] == ["once"]
+        assert not first.capture.active and second.capture.active
+        first.remove()
+        with app.Session() as s:
+            s.add(app.Warehouse(name="still captured"))
+            s.commit()
+        assert [e.resource_name for e in app.events()] == ["once", "still captured"]
+    finally:
+        second.remove()
