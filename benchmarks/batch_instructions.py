@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import tarfile
@@ -28,6 +27,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _callgrind import instructions  # noqa: E402
 from django_capture import drop_database, fresh_database, setup_variant  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -60,29 +60,14 @@ def export_revision(revision: str, into: str) -> str:
 
 
 def counted(variant: str, backend: str, batches: int, size: int, workdir: str, pythonpath: str | None) -> dict:
-    """Run the child under callgrind; its total instructions and those of FUNCTIONS (inclusive)."""
+    """Run the child under callgrind: its total instructions and those of FUNCTIONS (inclusive)."""
     database, name = fresh_database(backend, workdir)
-    out = os.path.join(workdir, f"callgrind-{variant}-{batches}-{os.urandom(4).hex()}.out")
-    env = {**os.environ, "PYTHONHASHSEED": "0"}
-    if pythonpath:
-        env["PYTHONPATH"] = pythonpath
+    env = {**os.environ, **({"PYTHONPATH": pythonpath} if pythonpath else {})}
     try:
-        subprocess.run(
-            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, __file__, "--child",
-             variant, json.dumps(database), str(batches), str(size)],
-            check=True, capture_output=True, text=True, env=env, cwd=os.path.dirname(os.path.abspath(__file__)),
-        )
+        return instructions([sys.executable, __file__, "--child", variant, json.dumps(database), str(batches),
+                             str(size)], env, workdir, FUNCTIONS, cwd=os.path.dirname(os.path.abspath(__file__)))
     finally:
         drop_database(backend, name)
-    annotated = subprocess.run(["callgrind_annotate", "--inclusive=yes", out], check=True, capture_output=True,
-                               text=True).stdout
-    os.remove(out)
-    total = re.search(r"([\d,]+) \(100\.0%\)\s+PROGRAM TOTALS", annotated)
-    result = {"total": int(total.group(1).replace(",", "")) if total else 0}
-    for key, function in FUNCTIONS.items():
-        found = re.search(rf"^\s*([\d,]+) \(\s*[\d.]+%\)\s+\S*:{function} ", annotated, re.MULTILINE)
-        result[key] = int(found.group(1).replace(",", "")) if found else 0
-    return result
 
 
 def main() -> None:

@@ -1,0 +1,101 @@
+"""Instructions, not seconds: what a request costs the Flask and Django apps of ``http_load.py`` with and without
+audit-middleware, counted by ``valgrind --tool=callgrind`` in process (the WSGI app called directly: the web
+server's own work, which dilutes ours over HTTP, is not counted).
+
+    .venv/bin/python benchmarks/request_instructions.py --framework flask --framework django [--requests 2000]
+
+For each framework and variant, two processes run under callgrind, side by side: one builds the app on a
+fresh SQLite file (``http_apps``' ``setup()``: migrate, seed, sign in), warms it with 50 requests and then
+serves ``--requests`` more, the other stops after the warm-up; a request's instructions are the difference
+divided by ``--requests``. Routes: ``GET /hello`` (changes nothing) and, with ``--write``, ``POST
+/warehouses/<id>`` (updates one row; SQLite, so no network round trip either). Needs valgrind; about 2 minutes
+a framework and route.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _callgrind import instructions  # noqa: E402
+
+WARM_UP = 50
+
+
+def child(framework: str, route: str, requests: int) -> None:
+    if framework == "django":
+        from http_apps import django_app
+
+        headers = django_app.setup()
+        app = django_app.application
+    else:
+        from http_apps import flask_app
+
+        headers = flask_app.setup()
+        app = flask_app.create_app()
+
+    def start_response(status: str, _headers: list, _exc_info: object = None) -> None:
+        assert status.startswith("200"), status
+
+    def environ(i: int) -> dict:
+        body = b""
+        base = {"SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8000", "wsgi.url_scheme": "http",
+                "SERVER_PROTOCOL": "HTTP/1.1", "HTTP_HOST": "127.0.0.1", "REMOTE_ADDR": "127.0.0.1",
+                "HTTP_USER_AGENT": "bench/1.0", "HTTP_COOKIE": headers["Cookie"]}
+        if route == "hello":
+            base.update(REQUEST_METHOD="GET", PATH_INFO="/hello")
+        else:
+            body = f"schedule=@every-{i}&batch_size={i % 500 + 1}".encode()
+            base.update(REQUEST_METHOD="POST", PATH_INFO=f"/warehouses/{i % 100 + 1}",
+                        CONTENT_TYPE="application/x-www-form-urlencoded", CONTENT_LENGTH=str(len(body)),
+                        HTTP_X_CSRFTOKEN=headers.get("X-CSRFToken", ""))
+        return {**base, "wsgi.input": io.BytesIO(body)}
+
+    for i in range(WARM_UP + requests):
+        b"".join(app(environ(i), start_response))
+
+
+def count(framework: str, route: str, audited: str, requests: int, workdir: str) -> int:
+    """Instructions of a child process serving ``requests`` after the warm-up, on a SQLite file of its own."""
+    database = os.path.join(workdir, f"{framework}-{os.urandom(4).hex()}.sqlite3")
+    env = {**os.environ, "HTTP_BENCH_AUDITED": audited,
+           "HTTP_BENCH_DATABASE": json.dumps({"backend": "sqlite", "name": database})}
+    return instructions([sys.executable, __file__, "--child", framework, route, str(requests)], env, workdir, {},
+                        cwd=os.path.dirname(os.path.abspath(__file__)))["total"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--framework", action="append", choices=("flask", "django"))
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--write", action="store_true", help="also the route that updates one row")
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child[0], args.child[1], int(args.child[2]))
+        return
+    routes = ["hello", "write"] if args.write else ["hello"]
+    print(f"\n## Instructions a request, in process (callgrind), SQLite, {args.requests:,} requests")
+    print("| framework | route | without audit-middleware | with | ratio | added |\n|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as workdir:
+        for framework in args.framework or ["flask", "django"]:
+            for route in routes:
+                per_request = {}
+                for audited in ("0", "1"):
+                    with ThreadPoolExecutor(2) as pool:
+                        runs = [pool.submit(count, framework, route, audited, n, workdir) for n in (args.requests, 0)]
+                        served, warmed = (run.result() for run in runs)
+                    per_request[audited] = (served - warmed) / args.requests
+                without, with_ = per_request["0"], per_request["1"]
+                print(f"| {framework} | {route} | {without:,.0f} | {with_:,.0f} | ×{with_ / without:.3f} | "
+                      f"{with_ - without:+,.0f} |")
+
+
+if __name__ == "__main__":
+    main()
