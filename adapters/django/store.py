@@ -66,7 +66,6 @@ def _rows_per_statement(connection: Any) -> int:
     return 60 if connection.vendor == "sqlite" else 1
 
 
-
 def insert_events(connection: Any, events: Sequence[AuditEvent], *, forward: bool = True) -> None:
     """Write events on ``connection`` in its current transaction, and their forwarding delivery rows when
     destinations are configured. No model instances are built: this is the per-save hot path. One event is

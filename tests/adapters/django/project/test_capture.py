@@ -224,18 +224,25 @@ def test_rolled_back_atomic_block_leaves_no_event():
 
 
 def test_rolled_back_savepoint_drops_only_its_events():
-    """A nested atomic block that rolls back drops its events; the outer block's events are kept."""
-    with transaction.atomic():
+    """A nested atomic block that rolls back drops its events, stored and announced alike. Kept: the outer
+    block's events, those of a nested block released before it (they belong to the outer block by then), and
+    those recorded after it, which never join the batch of the rolled-back block."""
+    with capture_events() as seen, transaction.atomic():
         Warehouse.objects.create(name="kept")
+        with transaction.atomic():
+            Warehouse.objects.create(name="released")
         try:
             with transaction.atomic():
                 Warehouse.objects.create(name="dropped")
                 raise ValueError
         except ValueError:
             pass
+        Warehouse.objects.create(name="outer, after")
         with transaction.atomic():
             Warehouse.objects.create(name="also kept")
-    assert sorted(e.resource_name for e in events()) == ["also kept", "kept"]
+    expected = ["kept", "released", "outer, after", "also kept"]
+    assert [e.resource_name for e in events()] == expected
+    assert [e.resource_name for e in seen] == expected
 
 
 def test_reading_inside_a_transaction_sees_its_own_events_and_rollback_still_applies():
@@ -645,23 +652,6 @@ def test_an_export_stopped_early_closes_its_connection_and_leaves_the_threads_us
     assert "".join(export_csv(store, EventQuery().for_workspace("nobody"))).count("\r\n") == 1
 
 
-def test_released_savepoint_keeps_its_events_when_a_later_sibling_rolls_back():
-    """Events of a nested block that completed belong to the outer transaction: a later nested block that
-    rolls back at the same depth must not drop them (nor announce them without writing them)."""
-    with capture_events() as seen:
-        with transaction.atomic():
-            with transaction.atomic():
-                Warehouse.objects.create(name="released")
-            try:
-                with transaction.atomic():
-                    Warehouse.objects.create(name="dropped")
-                    raise ValueError
-            except ValueError:
-                pass
-    assert [e.resource_name for e in events()] == ["released"]
-    assert [e.resource_name for e in seen] == ["released"]
-
-
 def test_saves_of_one_block_are_announced_together_and_in_order_with_the_apps_callbacks():
     """The saves of one transaction are announced after its commit in one event_recorded call per run of
     saves, and the app's own on_commit callbacks keep their place between those runs."""
@@ -688,22 +678,6 @@ def test_saves_of_one_block_are_announced_together_and_in_order_with_the_apps_ca
     assert order == [["a", "b"], "app", ["c"], ["d"], ["e"]]
     assert [e.resource_name for e in seen] == ["a", "b", "c", "d", "e"]
     assert [e.resource_name for e in events()] == ["a", "b", "c", "d", "e"]
-
-
-def test_saves_joining_a_batch_are_dropped_with_their_savepoint_and_the_batch_before_it_is_kept():
-    """A save inside a savepoint never joins the batch of the block around it: rolling the savepoint back
-    drops its events only, and the next save of the outer block starts a batch of its own."""
-    with capture_events() as seen, transaction.atomic():
-        Warehouse.objects.create(name="outer 1")
-        try:
-            with transaction.atomic():
-                Warehouse.objects.create(name="inner")
-                raise ValueError
-        except ValueError:
-            pass
-        Warehouse.objects.create(name="outer 2")
-    assert [e.resource_name for e in seen] == ["outer 1", "outer 2"]
-    assert [e.resource_name for e in events()] == ["outer 1", "outer 2"]
 
 
 def test_a_transaction_of_more_events_than_one_insert_chunk_writes_them_all_with_their_hashes():
