@@ -380,6 +380,8 @@ def main() -> None:
     parser.add_argument("--atomic-requests", action="store_true",
                         help="Django: ATOMIC_REQUESTS = True (each request one transaction), with and without the "
                              "trail alike")
+    parser.add_argument("--conn-max-age", type=int, default=None,
+                        help="Django: CONN_MAX_AGE (default: 0 on SQLite, Django's own default; 600 on PostgreSQL)")
     parser.add_argument("--pin", action="store_true",
                         help="pin wrk to CPU 0 and the gunicorn servers to CPU 1 (sched_setaffinity)")
     parser.add_argument("--workdir", default=None,
@@ -401,6 +403,8 @@ def main() -> None:
     args.server_cpu, args.wrk_cpu = (1, 0) if args.pin else (None, None)
     if args.atomic_requests:
         os.environ["HTTP_BENCH_ATOMIC_REQUESTS"] = "1"  # read by the Django app in each server
+    if args.conn_max_age is not None:
+        os.environ["HTTP_BENCH_CONN_MAX_AGE"] = str(args.conn_max_age)
     workdir = os.path.abspath(args.workdir) if args.workdir else tempfile.mkdtemp(prefix="http-bench-")
     os.makedirs(workdir, exist_ok=True)
     script = os.path.join(workdir, "http_load.lua")

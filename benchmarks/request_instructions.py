@@ -3,6 +3,7 @@ audit-middleware, counted by ``valgrind --tool=callgrind`` in process (the WSGI 
 server's own work, which dilutes ours over HTTP, is not counted).
 
     .venv/bin/python benchmarks/request_instructions.py --framework flask --framework django [--requests 2000]
+        [--write] [--conn-max-age 600]
 
 For each framework and variant, two processes run under callgrind, side by side: one builds the app on a
 fresh SQLite file (``http_apps``' ``setup()``: migrate, seed, sign in), warms it with 50 requests and then
@@ -75,13 +76,18 @@ def main() -> None:
     parser.add_argument("--framework", action="append", choices=("flask", "django"))
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--write", action="store_true", help="also the route that updates one row")
+    parser.add_argument("--conn-max-age", type=int, default=None,
+                        help="Django: CONN_MAX_AGE (default 0, Django's: SQLite opened and its schema read per request)")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.child[0], args.child[1], int(args.child[2]))
         return
     routes = ["hello", "write"] if args.write else ["hello"]
-    print(f"\n## Instructions a request, in process (callgrind), SQLite, {args.requests:,} requests")
+    if args.conn_max_age is not None:
+        os.environ["HTTP_BENCH_CONN_MAX_AGE"] = str(args.conn_max_age)  # read by the Django app in each child
+    persistent = f", Django CONN_MAX_AGE {os.environ.get('HTTP_BENCH_CONN_MAX_AGE') or 0}"
+    print(f"\n## Instructions a request, in process (callgrind), SQLite, {args.requests:,} requests{persistent}")
     print("| framework | route | without audit-middleware | with | ratio | added |\n|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as workdir:
         for framework in args.framework or ["flask", "django"]:

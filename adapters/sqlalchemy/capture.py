@@ -16,7 +16,15 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event, inspect, select, tuple_
-from sqlalchemy.orm import Mapper, ORMExecuteState, Session, SessionTransaction, UOWTransaction
+from sqlalchemy.orm import (
+    Mapper,
+    ORMExecuteState,
+    Session,
+    SessionTransaction,
+    UOWTransaction,
+    scoped_session,
+    sessionmaker,
+)
 from sqlalchemy.orm.attributes import NO_VALUE
 from sqlalchemy.sql.schema import Column
 
@@ -71,9 +79,45 @@ def all_mappers() -> list[Mapper[Any]]:
     return [m for reg in registries for m in reg.mappers]
 
 
-# The capture listening on each target (by id: a capture holds its targets, so an id is not reused meanwhile).
-_captures: dict[int, SessionCapture] = {}
+# Which capture records a session's changes. SQLAlchemy listens on a class: a sessionmaker's listeners go on its
+# own Session subclass, a scoped_session's on its sessionmaker's, and a session runs the listeners of its class
+# and of every class it inherits from, up to Session itself. So captures of overlapping targets (Session and a
+# sessionmaker, or a sessionmaker and a scoped_session around it) would each record every change. One capture
+# per listened-on class or session (a newer one takes it over), and of those covering a session the most
+# specific one records its changes: the session's own, else its class's, else the nearest base class's.
+_captures: dict[Any, SessionCapture] = {}
+_owners: dict[type, SessionCapture | None] = {}  # by session class, computed on first use; cleared on change
 _captures_lock = threading.Lock()
+
+
+def listened_on(target: Any) -> Any:
+    """The class (or session) SQLAlchemy puts ``target``'s session listeners on."""
+    if isinstance(target, scoped_session):
+        target = target.session_factory
+    if isinstance(target, sessionmaker):
+        return target.class_
+    if isinstance(target, type) and issubclass(target, scoped_session):
+        return Session
+    return target
+
+
+def owner_of(session: Session) -> SessionCapture | None:
+    """The capture that records ``session``'s changes (see above)."""
+    if _captures:
+        own = _captures.get(session)
+        if own is not None:
+            return own
+    kind = type(session)
+    try:
+        return _owners[kind]
+    except KeyError:
+        pass
+    with _captures_lock:
+        owner = next((_captures[c] for c in kind.__mro__ if c in _captures), None)
+        if len(_owners) >= 256:  # a sessionmaker makes a class of its own: do not keep every one alive
+            _owners.clear()
+        _owners[kind] = owner
+    return owner
 
 
 class SessionCapture:
@@ -112,16 +156,20 @@ class SessionCapture:
     def listen(self, target: Any) -> None:
         """Capture the sessions of ``target``. One capture per target: an earlier auditor's capture of the same
         target stops (the app-factory pattern makes a new ``AuditTrail(app, db)`` on the same ``db`` for each
-        app), so every change is recorded once, by the newest auditor."""
+        app), so every change is recorded once, by the newest auditor. Targets that overlap (the Session class
+        and a sessionmaker) each keep their capture, and a session's changes are recorded by the capture of the
+        most specific target covering it (see :func:`owner_of`)."""
+        key = listened_on(target)
         with _captures_lock:
-            previous = _captures.get(id(target))
+            previous = _captures.get(key)
             if previous is not None and previous is not self:
                 logger.debug("audit-middleware: a new auditor takes over capturing %r", target)
-                previous._stop(target)
+                previous._stop(key)
             for name, fn in self._listeners():
-                event.listen(target, name, fn)
-            self._targets.append(target)
-            _captures[id(target)] = self
+                event.listen(key, name, fn)
+            self._targets.append(key)
+            _captures[key] = self
+            _owners.clear()
 
     def remove(self) -> None:
         with _captures_lock:
@@ -138,8 +186,9 @@ class SessionCapture:
             if event.contains(target, name, fn):
                 event.remove(target, name, fn)
         self._targets[:] = [t for t in self._targets if t is not target]
-        if _captures.get(id(target)) is self:
-            del _captures[id(target)]
+        if _captures.get(target) is self:
+            del _captures[target]
+        _owners.clear()
 
     def _listeners(self) -> list[tuple[str, Any]]:
         return [
@@ -152,6 +201,8 @@ class SessionCapture:
 
     def before_flush(self, session: Session, flush_context: UOWTransaction, instances: Any) -> None:
         """Load old values that a diff or a deletion snapshot needs but the session has not loaded."""
+        if owner_of(session) is not self:
+            return
         session.info.pop(OLD_VALUES_KEY, None)
         if auditing_suspended():
             return
@@ -187,7 +238,7 @@ class SessionCapture:
                     loaded[id(st)] = row
 
     def after_flush(self, session: Session, flush_context: UOWTransaction) -> None:
-        if auditing_suspended():
+        if auditing_suspended() or owner_of(session) is not self:
             return
         recorder = self.auditor.recorder
         now = datetime.now(timezone.utc)
@@ -258,6 +309,8 @@ class SessionCapture:
     def on_orm_execute(self, orm_state: ORMExecuteState) -> Any:
         """Capture ``session.execute(update(Model)...)`` and ``delete(Model)...``: one event per row."""
         if not (orm_state.is_update or orm_state.is_delete) or auditing_suspended():
+            return None
+        if owner_of(orm_state.session) is not self:
             return None
         mapper = orm_state.bind_mapper
         if mapper is None:
@@ -358,6 +411,8 @@ class SessionCapture:
         session.info.setdefault(PENDING_KEY, []).append((transaction, list(events)))
 
     def after_commit(self, session: Session) -> None:
+        if owner_of(session) is not self:
+            return
         pending = session.info.pop(PENDING_KEY, None)
         if not pending:
             return
@@ -369,6 +424,8 @@ class SessionCapture:
             logger.exception("an event_recorded receiver failed")
 
     def after_soft_rollback(self, session: Session, previous_transaction: SessionTransaction) -> None:
+        if owner_of(session) is not self:
+            return
         pending = session.info.get(PENDING_KEY)
         if not pending:
             return

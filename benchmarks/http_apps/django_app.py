@@ -1,8 +1,10 @@
 """The Django site: sessions, CSRF and authentication middleware (the signed-in user in a database-backed
 session), and with ``HTTP_BENCH_AUDITED=1`` the README's three lines (app, ``AuditMiddleware`` after
 ``AuthenticationMiddleware``, admin URLs), which resolve the actor from ``request.user``. Settings, URLs and
-views live here; persistent database connections (``CONN_MAX_AGE``) as a production deployment has them;
-``ATOMIC_REQUESTS`` with ``HTTP_BENCH_ATOMIC_REQUESTS=1`` (``http_load.py --atomic-requests``).
+views live here. Database connections: PostgreSQL's persistent (``CONN_MAX_AGE`` 600) as a production deployment
+has them, SQLite's opened per request (Django's default, ``CONN_MAX_AGE`` 0), either set by
+``HTTP_BENCH_CONN_MAX_AGE`` (``--conn-max-age``). ``ATOMIC_REQUESTS`` with ``HTTP_BENCH_ATOMIC_REQUESTS=1``
+(``http_load.py --atomic-requests``).
 
     gunicorn --pythonpath benchmarks http_apps.django_app:application
 """
@@ -20,11 +22,15 @@ from http_apps import CSRF_SECRET, USER_EMAIL, audited, database, seed_rows
 
 def _database() -> dict[str, Any]:
     spec = database()
-    atomic = {"ATOMIC_REQUESTS": os.environ.get("HTTP_BENCH_ATOMIC_REQUESTS") == "1"}  # http_load --atomic-requests
-    if spec["backend"] == "sqlite":
-        return {"ENGINE": "django.db.backends.sqlite3", "NAME": spec["name"], **atomic}
+    sqlite = spec["backend"] == "sqlite"
+    common = {
+        "ATOMIC_REQUESTS": os.environ.get("HTTP_BENCH_ATOMIC_REQUESTS") == "1",  # http_load --atomic-requests
+        "CONN_MAX_AGE": int(os.environ.get("HTTP_BENCH_CONN_MAX_AGE") or (0 if sqlite else 600)),  # --conn-max-age
+    }
+    if sqlite:
+        return {"ENGINE": "django.db.backends.sqlite3", "NAME": spec["name"], **common}
     return {"ENGINE": "django.db.backends.postgresql", "NAME": spec["name"], "HOST": spec["host"],
-            "PORT": str(spec["port"]), "USER": spec["user"], "PASSWORD": "", "CONN_MAX_AGE": 600, **atomic}
+            "PORT": str(spec["port"]), "USER": spec["user"], "PASSWORD": "", **common}
 
 
 AUDITED = audited()

@@ -292,6 +292,60 @@ def test_old_values_are_known_even_when_the_row_was_expired_by_a_commit(app, kin
     assert app.events()[-1].changes == {"name": ["before", "after"]}
 
 
+@pytest.mark.parametrize("wider", ["Session class", "scoped_session"])
+def test_overlapping_targets_record_each_change_once_by_the_most_specific_capture(app, wider):
+    """A session runs the listeners of its factory's class and of Session itself, and a scoped_session listens
+    where its factory does: tracking both must not record a change twice. The factory's capture records its
+    sessions' changes (or, tracked through a scoped_session around it, the newer capture takes it over); the
+    Session-class capture records the other sessions; once the specific one is removed, the wider one records
+    the factory's sessions too."""
+    from sqlalchemy.orm import Session, scoped_session
+
+    from audit_middleware.adapters.sqlalchemy import track
+    from audit_middleware.signals import event_recorded
+
+    specific = app.auditor
+    scoped = scoped_session(app.Session)
+    wider_auditor = track(Session, bind=app.engine) if wider == "Session class" else track(scoped)
+    senders: list[tuple[object, str | None]] = []
+
+    def note(sender: object, events: list) -> None:
+        senders.extend((sender, e.resource_name) for e in events)
+
+    event_recorded.connect(note, weak=False)
+    try:
+        with app.Session() as s:
+            s.add(app.Warehouse(name="from the factory"))
+            s.commit()
+        with Session(app.engine) as s:  # a session no factory made: only the Session class covers it
+            s.add(app.Warehouse(name="made elsewhere"))
+            s.commit()
+        scoped.add(app.Warehouse(name="through the scoped session"))
+        scoped.commit()
+        scoped.remove()
+        if wider == "Session class":
+            assert specific.capture.active and wider_auditor.capture.active
+            assert [e.resource_name for e in app.events()] == [
+                "from the factory", "made elsewhere", "through the scoped session"]
+            assert senders == [(specific, "from the factory"), (wider_auditor, "made elsewhere"),
+                               (specific, "through the scoped session")]
+        else:  # the same class listened on: the newer capture took it over
+            assert not specific.capture.active and wider_auditor.capture.active
+            assert [e.resource_name for e in app.events()] == ["from the factory", "through the scoped session"]
+            assert senders == [(wider_auditor, "from the factory"), (wider_auditor, "through the scoped session")]
+        specific.remove()
+        senders.clear()
+        with app.Session() as s:
+            s.add(app.Warehouse(name="after removing the factory's auditor"))
+            s.commit()
+        assert app.events()[-1].resource_name == "after removing the factory's auditor"
+        assert [e.resource_name for e in app.events()].count("after removing the factory's auditor") == 1
+        assert senders == [(wider_auditor, "after removing the factory's auditor")]
+    finally:
+        event_recorded.disconnect(note)
+        wider_auditor.remove()
+
+
 def test_tracking_a_session_factory_again_takes_the_capture_over_and_records_each_change_once(app):
     """track() on a session factory that an auditor already captures replaces it: one event per change, the
     earlier auditor stops capturing, and removing it afterwards leaves the new one in place."""
