@@ -1,13 +1,14 @@
-"""Instructions, not seconds: what Django's batch of creates in one transaction costs with and without
-audit-middleware, counted by ``valgrind --tool=callgrind``, so that two versions of the code can be compared
-on a machine whose timings swing more than the difference (the count of the same process does not depend on
-what else the machine is doing).
+"""Instructions, not seconds: what a batch of creates in one transaction costs with and without
+audit-middleware, on Django or SQLAlchemy, counted by ``valgrind --tool=callgrind``, so that two versions of the
+code can be compared on a machine whose timings swing more than the difference (the count of the same process
+does not depend on what else the machine is doing).
 
-    .venv/bin/python benchmarks/batch_instructions.py --backend sqlite --size 10000 [--before 3676a4f]
+    .venv/bin/python benchmarks/batch_instructions.py --backend sqlite --size 10000 [--orm sqlalchemy] [--before 3676a4f]
 
-For each variant, two processes run under callgrind: one sets Django up (``django_capture.setup_variant``) and
-runs one batch of ``--size`` ``objects.create()`` inside one ``transaction.atomic()``, the other sets up alike
-and runs none; the batch's instructions are the difference (the two run side by side). ``--before REV`` adds audit-middleware as it was at
+For each variant, two processes run under callgrind: one sets the app up (``django_capture.setup_variant`` or
+``sqlalchemy_capture.setup_variant``: the model, and for audit-middleware an actor and request context) and
+runs one batch of ``--size`` creates in one transaction (Django: ``objects.create()`` inside one
+``transaction.atomic()``; SQLAlchemy: ``add_all()`` and one ``commit()``), the other sets up alike and runs none; the batch's instructions are the difference (the two run side by side). ``--before REV`` adds audit-middleware as it was at
 git revision REV (exported into a temporary directory, put first on ``PYTHONPATH``). Also reported: the
 instructions spent in the garbage collector (``gc_collect_main``) and in the sqlite3 module's
 ``cursor.execute`` (SQLite's own work, statement and index updates included), each over the whole process,
@@ -25,17 +26,30 @@ import sys
 import tarfile
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import django_capture  # noqa: E402
+import sqlalchemy_capture  # noqa: E402
 from _callgrind import instructions  # noqa: E402
-from django_capture import drop_database, fresh_database, setup_variant  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FUNCTIONS = {"gc": "gc_collect_main", "sqlite": "pysqlite_cursor_execute"}
 
 
-def child(variant: str, database: dict, batches: int, size: int) -> None:
-    Warehouse, _request, _per_write, scope, _models = setup_variant(variant, database)
+def child(orm: str, variant: str, database: Any, batches: int, size: int) -> None:
+    if orm == "sqlalchemy":
+        Warehouse, Session, _engine, _count, scopes, _auditor = sqlalchemy_capture.setup_variant(variant, database)
+        for scope in scopes:
+            scope.__enter__()
+        now = datetime.now(timezone.utc).replace(tzinfo=None)
+        for _ in range(batches):
+            with Session() as session:
+                session.add_all([sqlalchemy_capture.new_row(Warehouse, i, now) for i in range(size)])
+                session.commit()
+        return
+    Warehouse, _request, _per_write, scope, _models = django_capture.setup_variant(variant, database)
     from django.db import transaction
 
     with scope:
@@ -59,15 +73,17 @@ def export_revision(revision: str, into: str) -> str:
     return package
 
 
-def counted(variant: str, backend: str, batches: int, size: int, workdir: str, pythonpath: str | None) -> dict:
+def counted(orm: str, variant: str, backend: str, batches: int, size: int, workdir: str,
+            pythonpath: str | None) -> dict:
     """Run the child under callgrind: its total instructions and those of FUNCTIONS (inclusive)."""
-    database, name = fresh_database(backend, workdir)
+    module = sqlalchemy_capture if orm == "sqlalchemy" else django_capture
+    database, name = module.fresh_database(backend, workdir)
     env = {**os.environ, **({"PYTHONPATH": pythonpath} if pythonpath else {})}
     try:
-        return instructions([sys.executable, __file__, "--child", variant, json.dumps(database), str(batches),
+        return instructions([sys.executable, __file__, "--child", orm, variant, json.dumps(database), str(batches),
                              str(size)], env, workdir, FUNCTIONS, cwd=os.path.dirname(os.path.abspath(__file__)))
     finally:
-        drop_database(backend, name)
+        module.drop_database(backend, name)
 
 
 def main() -> None:
@@ -75,24 +91,26 @@ def main() -> None:
     parser.add_argument("--backend", choices=("sqlite", "postgresql", "mariadb"), default="sqlite")
     parser.add_argument("--size", type=int, default=10_000)
     parser.add_argument("--before", metavar="REV", help="also count audit-middleware as of this git revision")
-    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--orm", choices=("django", "sqlalchemy"), default="django")
+    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        variant, database, batches, size = args.child
-        child(variant, json.loads(database), int(batches), int(size))
+        orm, variant, database, batches, size = args.child
+        child(orm, variant, json.loads(database), int(batches), int(size))
         return
     with tempfile.TemporaryDirectory() as workdir:
         runs = [("baseline", "baseline", None), ("audit-middleware", "audit-middleware", None)]
         if args.before:
             runs.insert(1, (f"audit-middleware at {args.before}", "audit-middleware",
                             export_revision(args.before, workdir)))
-        print(f"\n## Django, {args.backend}: {args.size:,} creates in one transaction, instructions (callgrind)")
+        framework = "SQLAlchemy" if args.orm == "sqlalchemy" else "Django"
+        print(f"\n## {framework}, {args.backend}: {args.size:,} creates in one transaction, instructions (callgrind)")
         print("| variant | instructions | ratio to baseline | per create | garbage collector | sqlite3 execute |")
         print("|---|---|---|---|---|---|")
         base = None
         for label, variant, pythonpath in runs:
             with ThreadPoolExecutor(2) as pool:  # the two processes side by side: counts do not depend on it
-                runs_of = [pool.submit(counted, variant, args.backend, batches, args.size, workdir, pythonpath)
+                runs_of = [pool.submit(counted, args.orm, variant, args.backend, batches, args.size, workdir, pythonpath)
                            for batches in (1, 0)]
                 with_batch, without = (run.result() for run in runs_of)
             batch = {key: with_batch[key] - without[key] for key in with_batch}

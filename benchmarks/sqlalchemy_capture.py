@@ -55,8 +55,10 @@ def drop_database(backend: str, name: str | None) -> None:
     engine.dispose()
 
 
-def run_variant(variant: str, url: str, n: int, batch: int) -> dict[str, float]:
-    """Runs inside the subprocess: build the app for ``variant`` and time each phase."""
+def setup_variant(variant: str, url: str) -> tuple:
+    """The benchmark's app for ``variant`` on ``url``: ``(Warehouse, Session, engine, sql_count, scope,
+    auditor)``; ``sql_count[0]`` counts SQL statements (the event rows sent with a psycopg COMMIT too), ``scope``
+    is the context managers to enter (audit-middleware: an actor and request context)."""
     from sqlalchemy import JSON, String, create_engine, event
     from sqlalchemy.orm import DeclarativeBase, Mapped, configure_mappers, mapped_column, sessionmaker
 
@@ -91,6 +93,7 @@ def run_variant(variant: str, url: str, n: int, batch: int) -> dict[str, float]:
     Base.metadata.create_all(engine)
     Session = sessionmaker(engine)
     scope: list = []
+    auditor = None
     if variant.startswith("audit-middleware"):
         from audit_middleware import Actor, RequestContext, acting_as, request_context
         from audit_middleware.adapters.sqlalchemy import track
@@ -112,13 +115,24 @@ def run_variant(variant: str, url: str, n: int, batch: int) -> dict[str, float]:
         scope = [acting_as(Actor.user("7", "ada@example.com")),
                  request_context(RequestContext(ip="203.0.113.9", user_agent="bench/1.0", request_id="r-1",
                                                 method="POST", path="/warehouses"))]
+    return Warehouse, Session, engine, sql_count, scope, auditor
+
+
+def new_row(Warehouse, i: int, now: datetime):  # type: ignore[no-untyped-def]
+    """One benchmark row, not yet added to a session."""
+    return Warehouse(name=f"Warehouse {i}", slug=f"warehouse-{i}", schedule="hourly",
+                     settings={"region": "eu", "retries": 3}, owner_id=7, created_at=now, updated_at=now)
+
+
+def run_variant(variant: str, url: str, n: int, batch: int) -> dict[str, float]:
+    """Runs inside the subprocess: build the app for ``variant`` and time each phase."""
+    Warehouse, Session, engine, sql_count, scope, auditor = setup_variant(variant, url)
     for cm in scope:
         cm.__enter__()
     now = datetime.now(timezone.utc).replace(tzinfo=None)
 
     def row(i: int) -> "Warehouse":
-        return Warehouse(name=f"Warehouse {i}", slug=f"warehouse-{i}", schedule="hourly",
-                         settings={"region": "eu", "retries": 3}, owner_id=7, created_at=now, updated_at=now)
+        return new_row(Warehouse, i, now)
 
     ids: list[int] = []
 

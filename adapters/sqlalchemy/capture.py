@@ -85,6 +85,9 @@ def all_mappers() -> list[Mapper[Any]]:
 # sessionmaker, or a sessionmaker and a scoped_session around it) would each record every change. One capture
 # per listened-on class or session (a newer one takes it over), and of those covering a session the most
 # specific one records its changes: the session's own, else its class's, else the nearest base class's.
+STREAM_CHUNK = 200
+"""In a flush too large to hold for the COMMIT, events are written this many at a time as they are made."""
+
 _captures: dict[Any, SessionCapture] = {}
 _owners: dict[type, SessionCapture | None] = {}  # by session class, computed on first use; cleared on change
 _captures_lock = threading.Lock()
@@ -245,6 +248,9 @@ class SessionCapture:
         origin: EventOrigin | None = None  # read at the first audited row: a flush has one origin
         events: list[AuditEvent] = []
         fetched: dict[int, dict[str, Any]] = session.info.pop(OLD_VALUES_KEY, None) or {}
+        # A flush of more rows than a chunk is written at flush anyway (see write()): its events are written a
+        # chunk at a time as they are made, so that they do not all live until the end of the flush.
+        streaming = len(session.new) + len(session.dirty) + len(session.deleted) > ROWS_PER_CHUNK
         for obj in session.new:
             state = inspect(obj)
             info = self.info(state.mapper)
@@ -256,6 +262,9 @@ class SessionCapture:
                 origin = origin or recorder.origin()
                 events += recorder.change_events(info.options, "created", info.resource_id(values), {}, values,
                                                  occurred_at=now, origin=origin)
+            if streaming and len(events) >= STREAM_CHUNK:
+                self.write(session, events, at_flush=True)
+                events = []
         for obj in session.dirty:
             state = inspect(obj)
             committed = state.committed_state
@@ -291,6 +300,9 @@ class SessionCapture:
                 origin = origin or recorder.origin()
                 events += recorder.change_events(info.options, "modified", info.resource_id(ids), old, new,
                                                  occurred_at=now, origin=origin)
+            if streaming and len(events) >= STREAM_CHUNK:
+                self.write(session, events, at_flush=True)
+                events = []
         for obj in session.deleted:
             state = inspect(obj)
             info = self.info(state.mapper)
@@ -304,7 +316,10 @@ class SessionCapture:
                 origin = origin or recorder.origin()
                 events += recorder.change_events(info.options, "deleted", info.resource_id(values), values, {},
                                                  occurred_at=now, origin=origin)
-        self.write(session, events)
+            if streaming and len(events) >= STREAM_CHUNK:
+                self.write(session, events, at_flush=True)
+                events = []
+        self.write(session, events, at_flush=streaming)
 
     def on_orm_execute(self, orm_state: ORMExecuteState) -> Any:
         """Capture ``session.execute(update(Model)...)`` and ``delete(Model)...``: one event per row."""
@@ -382,7 +397,9 @@ class SessionCapture:
 
     # -- writing and after-commit signals ------------------------------------------------------------------
 
-    def write(self, session: Session, events: list[AuditEvent]) -> None:
+    def write(self, session: Session, events: list[AuditEvent], *, at_flush: bool = False) -> None:
+        """Write ``events`` in the session's transaction: held for the COMMIT where that can be done (see
+        :mod:`.with_commit`), or now (``at_flush``: part of a flush too large to hold)."""
         if not events:
             return
         try:
@@ -390,7 +407,7 @@ class SessionCapture:
             outbox = self.auditor.outbox
             forwarding = outbox is not None and outbox.forwarding
             # A flush of more than a chunk is written now (see ROWS_PER_CHUNK): one round trip is nothing next to it
-            if (not forwarding and not session.twophase and len(events) <= ROWS_PER_CHUNK
+            if (not at_flush and not forwarding and not session.twophase and len(events) <= ROWS_PER_CHUNK
                     and with_commit.can_hold(connection)):
                 with_commit.hold(connection, events, self.auditor.table)  # sent with the COMMIT
             else:
@@ -402,7 +419,10 @@ class SessionCapture:
                 f"could not write {len(events)} audit event(s) ({events[0].event}, ...), so the change was not "
                 f"saved either: {type(error).__name__}: {error}"
             ) from error
-        self.hold(session, events)
+        # Kept for event_recorded after the commit. A flush too large to hold keeps its events only when someone
+        # listens: thousands of events alive until the commit cost the garbage collector more than writing them.
+        if not at_flush or event_recorded.has_receivers_for(self.auditor):
+            self.hold(session, events)
 
     @staticmethod
     def hold(session: Session, events: Iterable[AuditEvent]) -> None:

@@ -169,3 +169,45 @@ def test_a_flush_of_more_than_a_chunk_is_written_at_once_in_chunks_and_every_row
     assert sorted(e.resource_name for e in events) == sorted(f"w{i}" for i in range(count))
     report = app.auditor.verify(delay=timedelta(0))
     assert report.ok and report.events == count, report.problems[:3]
+
+
+def test_a_flush_too_large_to_hold_keeps_its_events_only_for_a_listener(app):
+    """The events of a flush of more than ROWS_PER_CHUNK rows are written as they are made and kept until the
+    commit only when an event_recorded receiver listens: announced in full after the commit, never after a
+    rollback; without a receiver the session keeps none of them, and every row is stored all the same."""
+    from audit_middleware.adapters.sqlalchemy.capture import PENDING_KEY
+    from audit_middleware.signals import event_recorded
+    from audit_middleware.store import ROWS_PER_CHUNK
+
+    W, table = app.Warehouse, app.auditor.table
+    count = ROWS_PER_CHUNK + 500
+    with app.Session() as s:
+        s.add_all([W(name=f"quiet {i}") for i in range(count)])
+        s.flush()
+        assert PENDING_KEY not in s.info, "nobody listens: the flush's events are not kept"
+        assert rows_in_transaction(s, table) == count
+        s.commit()
+    assert sorted(e.resource_name for e in app.events()) == sorted(f"quiet {i}" for i in range(count))
+
+    announced: list[list[str]] = []
+
+    def note(sender, events):  # type: ignore[no-untyped-def]
+        announced.append([e.resource_name for e in events])
+
+    event_recorded.connect(note, sender=app.auditor, weak=False)
+    try:
+        with app.Session() as s:
+            s.add_all([W(name=f"heard {i}") for i in range(count)])
+            s.flush()
+            s.add(W(name="small flush"))
+            s.commit()
+        assert announced == [[f"heard {i}" for i in range(count)] + ["small flush"]]
+        announced.clear()
+        with app.Session() as s:
+            s.add_all([W(name=f"rolled back {i}") for i in range(count)])
+            s.flush()
+            s.rollback()
+        assert announced == []
+    finally:
+        event_recorded.disconnect(note, sender=app.auditor)
+    assert len(app.events()) == 2 * count + 1
