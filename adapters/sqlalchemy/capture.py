@@ -248,9 +248,17 @@ class SessionCapture:
         origin: EventOrigin | None = None  # read at the first audited row: a flush has one origin
         events: list[AuditEvent] = []
         fetched: dict[int, dict[str, Any]] = session.info.pop(OLD_VALUES_KEY, None) or {}
-        # A flush of more rows than a chunk is written at flush anyway (see write()): its events are written a
-        # chunk at a time as they are made, so that they do not all live until the end of the flush.
-        streaming = len(session.new) + len(session.dirty) + len(session.deleted) > ROWS_PER_CHUNK
+        # A flush of more events than can be held for the COMMIT is written at flush anyway (see write()): once
+        # it has made that many, they are written, and the rest a chunk at a time as they are made, so that they
+        # do not all live until the end of the flush.
+        streaming = False
+
+        def stream() -> None:
+            nonlocal events, streaming
+            if len(events) >= (STREAM_CHUNK if streaming else ROWS_PER_CHUNK + 1):
+                self.write(session, events, at_flush=True)
+                events, streaming = [], True
+
         for obj in session.new:
             state = inspect(obj)
             info = self.info(state.mapper)
@@ -262,9 +270,7 @@ class SessionCapture:
                 origin = origin or recorder.origin()
                 events += recorder.change_events(info.options, "created", info.resource_id(values), {}, values,
                                                  occurred_at=now, origin=origin)
-            if streaming and len(events) >= STREAM_CHUNK:
-                self.write(session, events, at_flush=True)
-                events = []
+            stream()
         for obj in session.dirty:
             state = inspect(obj)
             committed = state.committed_state
@@ -300,9 +306,7 @@ class SessionCapture:
                 origin = origin or recorder.origin()
                 events += recorder.change_events(info.options, "modified", info.resource_id(ids), old, new,
                                                  occurred_at=now, origin=origin)
-            if streaming and len(events) >= STREAM_CHUNK:
-                self.write(session, events, at_flush=True)
-                events = []
+            stream()
         for obj in session.deleted:
             state = inspect(obj)
             info = self.info(state.mapper)
@@ -316,9 +320,7 @@ class SessionCapture:
                 origin = origin or recorder.origin()
                 events += recorder.change_events(info.options, "deleted", info.resource_id(values), values, {},
                                                  occurred_at=now, origin=origin)
-            if streaming and len(events) >= STREAM_CHUNK:
-                self.write(session, events, at_flush=True)
-                events = []
+            stream()
         self.write(session, events, at_flush=streaming)
 
     def on_orm_execute(self, orm_state: ORMExecuteState) -> Any:

@@ -211,3 +211,27 @@ def test_a_flush_too_large_to_hold_keeps_its_events_only_for_a_listener(app):
     finally:
         event_recorded.disconnect(note, sender=app.auditor)
     assert len(app.events()) == 2 * count + 1
+
+
+def test_a_large_flush_of_rows_with_two_events_each_stores_every_event_once(app):
+    """Rows whose change makes two events (the toggle flip and a Modified) cross the point where a large flush
+    starts writing as it goes in the middle of a row's pair: every event is stored once, and verifies."""
+    from audit_middleware.store import ROWS_PER_CHUNK
+
+    L = app.Label
+    count = ROWS_PER_CHUNK // 2 + 300
+    with app.Session() as s:
+        s.add_all([L(title=f"t{i}") for i in range(count)])
+        s.commit()
+    with app.Session() as s:
+        for label in s.query(L).all():
+            label.visible = False
+            label.title = label.title + " (hidden)"
+        s.commit()
+    disabled = app.events(event="Tag Disabled")
+    modified = app.events(event="Tag Modified")
+    assert len(disabled) == len(modified) == count
+    assert len({e.id for e in disabled + modified}) == 2 * count
+    assert sorted(e.changes["title"][1] for e in modified) == sorted(f"t{i} (hidden)" for i in range(count))
+    report = app.auditor.verify(delay=timedelta(0))
+    assert report.ok and report.events == 3 * count, report.problems[:3]
