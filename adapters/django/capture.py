@@ -15,7 +15,8 @@
   events commit together. Inside a block events wait in a per-connection buffer and are written with one
   executemany just before the outermost block commits (a savepoint rolled back drops its events; a
   rollback drops all); on psycopg 3 they go with the COMMIT itself, one round trip for both
-  (``audit_middleware.commit_pipeline``). With autocommit turned off by hand no block commits, so events are
+  (``audit_middleware.commit_pipeline``); past 1,000 waiting in the outermost block they are written at once
+  (``DjangoCapture._write_early``). With autocommit turned off by hand no block commits, so events are
   written at once into the app's open transaction. ``event_recorded`` is sent after the commit
   (``transaction.on_commit``).
 """
@@ -39,6 +40,7 @@ from audit_middleware.errors import AuditWriteError
 from audit_middleware.events import AuditEvent
 from audit_middleware.recorder import logger
 from audit_middleware.signals import event_recorded
+from audit_middleware.store import ROWS_PER_CHUNK
 
 from .store import commit_with_events, insert_events
 
@@ -156,6 +158,8 @@ def flush_all_pending() -> None:
 
 def _after_commit(connection: Any, events: list[AuditEvent], sender: Any) -> Callable[[], None]:
     def send() -> None:
+        if not events:  # written early with nobody listening (see DjangoCapture.emit): nothing kept to announce
+            return
         try:
             event_recorded.send(sender, events=events)
         except Exception as error:  # the commit is done; a receiver's bug must not look like a failed commit
@@ -346,12 +350,15 @@ class DjangoCapture:
             batch = _joins_last_batch(connection, self.auditor)
             if batch is not None:
                 batch.extend(events)
-                return
-            batch = list(events)
-            _pending(connection).append((len(connection.savepoint_ids), batch))
-            # Registered now, at the savepoint the change happened in: Django drops it with that savepoint,
-            # and a TestCase's captureOnCommitCallbacks sees it even though its transaction never commits.
-            connection.__dict__[LAST_BATCH] = (batch, self.auditor, _after_commit(connection, batch, self.auditor))
+            else:
+                batch = list(events)
+                _pending(connection).append((len(connection.savepoint_ids), batch))
+                # Registered now, at the savepoint the change happened in: Django drops it with that savepoint,
+                # and a TestCase's captureOnCommitCallbacks sees it even though its transaction never commits.
+                connection.__dict__[LAST_BATCH] = (batch, self.auditor,
+                                                   _after_commit(connection, batch, self.auditor))
+            if len(batch) > ROWS_PER_CHUNK and not connection.savepoint_ids:
+                self._write_early(connection, batch)
             return
         # No block of ours will commit: autocommit turned off by hand (the app commits or rolls back itself,
         # and Django's blocks inside are savepoints), or raw use. Write now, in whatever transaction is open.
@@ -360,6 +367,17 @@ class DjangoCapture:
         except Exception as error:
             raise AuditWriteError(f"could not write {len(events)} audit event(s): {error}") from error
         _after_commit(connection, events, self.auditor)
+
+    def _write_early(self, connection: Any, batch: list[AuditEvent]) -> None:
+        """More events than one chunk wait in the outermost block (no savepoint that could roll part of them
+        back): write them now, in its transaction, as the commit would have, rather than keep thousands of
+        events alive until then (which costs the garbage collector more than writing them). They stay in their
+        commit callback only when an event_recorded receiver listens; the next saves start a batch of their
+        own."""
+        flush(connection, self.auditor)
+        connection.__dict__.pop(LAST_BATCH, None)
+        if not event_recorded.has_receivers_for(self.auditor):
+            batch.clear()
 
     # -- snapshots ---------------------------------------------------------------------------------------
 

@@ -733,3 +733,58 @@ def test_a_connection_with_a_time_zone_of_its_own_gets_event_times_in_it():
         for cached in ("timezone", "timezone_name"):
             wrapper.__dict__.pop(cached, None)
     assert _time_adapter(wrapper) is str
+
+
+def test_a_transaction_of_more_events_than_a_chunk_writes_them_as_it_goes_and_keeps_them_only_for_a_listener():
+    """Past 1,000 waiting events in the outermost block (no savepoint), they are written at once in its
+    transaction instead of at the commit, and kept for event_recorded only when a receiver listens then: with
+    one, every event is announced in order after the commit; without, those written early are not announced to
+    a receiver connected later, and every row is stored all the same; a rollback still drops every row."""
+    from audit_middleware.adapters.django.capture import PENDING
+    from audit_middleware.signals import event_recorded
+
+    wrapper = connections["default"]
+    late: list[str] = []
+
+    def late_note(_sender, events, **_):
+        late.extend(e.resource_name for e in events)
+
+    try:
+        with transaction.atomic():
+            for i in range(1500):
+                Warehouse.objects.create(name=f"quiet {i}")
+            with wrapper.cursor() as cursor:  # raw SQL: not a read that writes the waiting events first
+                cursor.execute(f"SELECT COUNT(*) FROM {AuditEvent._meta.db_table}")
+                written = cursor.fetchone()[0]
+            event_recorded.connect(late_note, weak=False)
+        # 1,001 written once they were more than a chunk, with nobody listening: not kept; the other 499 waited
+        # for the commit, and a receiver connected before it hears them.
+        assert written == 1001 and late == [f"quiet {i}" for i in range(1001, 1500)]
+    finally:
+        event_recorded.disconnect(late_note)
+    assert wrapper.__dict__.get(PENDING) in (None, [])
+    assert [e.resource_name for e in events()] == [f"quiet {i}" for i in range(1500)]
+
+    announced: list[list[str]] = []
+
+    def note(_sender, events, **_):
+        announced.append([e.resource_name for e in events])
+
+    event_recorded.connect(note, weak=False)
+    try:
+        with transaction.atomic():
+            for i in range(1500):
+                Warehouse.objects.create(name=f"heard {i}")
+            assert announced == []
+        assert [name for call in announced for name in call] == [f"heard {i}" for i in range(1500)]
+        announced.clear()
+        with pytest.raises(RuntimeError), transaction.atomic():
+            for i in range(1500):
+                Warehouse.objects.create(name=f"rolled back {i}")
+            raise RuntimeError("the view failed")
+        assert announced == []
+    finally:
+        event_recorded.disconnect(note)
+    assert not AuditEvent.objects.filter(resource_name__startswith="rolled back").exists()
+    assert Warehouse.objects.filter(name__startswith="rolled back").count() == 0
+    assert AuditEvent.objects.count() == 3000
