@@ -220,6 +220,10 @@ def make_app(database_url: str, *, template_folder: str | None = None, **config:
 
 
 def dispose(test_app: TestApp) -> None:
+    drainer = getattr(test_app.audit, "drainer", None)
+    if drainer is not None:  # AUDIT_TRAIL_FORWARD_IN_PROCESS: its thread would poll a dropped database
+        drainer.disconnect()
+        drainer.stop()
     with test_app.app.app_context():
         test_app.db.session.remove()
         for engine in test_app.db.engines.values():
