@@ -71,6 +71,7 @@ class SQLAlchemyAuditor:
         self.signer = Signer.from_config(self.config.signing_key)
         set_signer(table, self.signer)
         self.target = target
+        self._drainers: list[Drainer] = []
         self.capture = SessionCapture(self)
         self.capture.listen(target)
         self.capture.discover()
@@ -105,8 +106,17 @@ class SQLAlchemyAuditor:
         self.store.create_tables()
 
     def remove(self) -> None:
-        """Stop capturing: remove every listener this auditor installed."""
+        """Stop capturing: remove every listener this auditor installed, and stop its in-process drainers."""
         self.capture.remove()
+        self.stop_drainers()
+
+    def stop_drainers(self) -> None:
+        """Stop the drainer threads :meth:`start_drainer` started (also done when a newer auditor takes the
+        capture of this one's session target over: that one forwards from then on)."""
+        drainers, self._drainers = self._drainers, []
+        for drainer in drainers:
+            drainer.disconnect()
+            drainer.stop()
 
     # -- recording app verbs -----------------------------------------------------------------------------
 
@@ -188,7 +198,9 @@ class SQLAlchemyAuditor:
     def start_drainer(self, *, poll: float = 5.0, **options: Any) -> Drainer:
         """Forward from a thread of this process, woken after each commit of events (for apps with no
         worker running ``audit-middleware forward``). Never blocks a request; restarts in forked children."""
-        return Drainer(self.relay(**options), poll=poll).connect(self)
+        drainer = Drainer(self.relay(**options), poll=poll).connect(self)
+        self._drainers.append(drainer)
+        return drainer
 
     # -- reading the trail -------------------------------------------------------------------------------
 

@@ -163,16 +163,21 @@ class SessionCapture:
         and a sessionmaker) each keep their capture, and a session's changes are recorded by the capture of the
         most specific target covering it (see :func:`owner_of`)."""
         key = listened_on(target)
+        retired = None
         with _captures_lock:
             previous = _captures.get(key)
             if previous is not None and previous is not self:
                 logger.debug("audit-middleware: a new auditor takes over capturing %r", target)
                 previous._stop(key)
+                if not previous.active:
+                    retired = previous
             for name, fn in self._listeners():
                 event.listen(key, name, fn)
             self._targets.append(key)
             _captures[key] = self
             _owners.clear()
+        if retired is not None:  # it records nothing more: its drainers would only poll (stopped outside the lock)
+            retired.auditor.stop_drainers()
 
     def remove(self) -> None:
         with _captures_lock:

@@ -222,3 +222,47 @@ def test_an_app_factory_called_twice_on_one_db_records_each_change_once(tmp_path
     finally:
         second.auditor.remove()
         first.auditor.remove()
+
+
+def test_an_app_taken_over_by_a_newer_one_stops_its_in_process_drainer(tmp_path):
+    """With AUDIT_TRAIL_FORWARD_IN_PROCESS, each app of the factory pattern starts a drainer thread; once a
+    newer AuditTrail takes the db's capture over, the older app records nothing more, so its drainer stops
+    (it would poll the outbox every few seconds for the life of the process); the newest keeps forwarding."""
+    from flask_sqlalchemy import SQLAlchemy
+    from sqlalchemy import Column, Integer, String
+
+    from audit_middleware.forwarding import SegmentDestination
+    from audit_middleware.signals import event_recorded
+
+    db = SQLAlchemy()
+
+    class Crate(db.Model):
+        id = Column(Integer, primary_key=True)
+        name = Column(String(50))
+
+    def create_app(name):
+        app = Flask(name)
+        app.config.update(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / name}.sqlite3",
+                          AUDIT_TRAIL_FORWARD_IN_PROCESS=True,
+                          AUDIT_TRAIL_DESTINATIONS=[SegmentDestination("wk", host="http://127.0.0.1:9",
+                                                                       allow_private=True)])
+        db.init_app(app)
+        return app, AuditTrail(app, db)
+
+    first_app, first = create_app("first")
+    second = None
+    try:
+        with first_app.app_context():
+            db.create_all()
+            db.session.add(Crate(name="wakes the first drainer"))
+            db.session.commit()
+        assert first.drainer._thread is not None and first.drainer._thread.is_alive()
+        _second_app, second = create_app("second")
+        assert not first.drainer._thread.is_alive(), "taken over: the first app's drainer stopped"
+        assert first.drainer.wake not in list(event_recorded.receivers_for(first.auditor))
+        assert second.drainer.wake in list(event_recorded.receivers_for(second.auditor))
+    finally:
+        if second is not None:
+            second.auditor.remove()
+        first.auditor.remove()
+    assert second.drainer._thread is None or not second.drainer._thread.is_alive()
