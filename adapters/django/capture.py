@@ -374,7 +374,12 @@ class DjangoCapture:
         events alive until then (which costs the garbage collector more than writing them). They stay in their
         commit callback only when an event_recorded receiver listens; the next saves start a batch of their
         own."""
-        flush(connection, self.auditor)
+        try:
+            flush(connection, self.auditor)
+        except AuditWriteError:
+            # The block must not commit the changes without their events, even if the caller catches this.
+            connection.needs_rollback = True
+            raise
         connection.__dict__.pop(LAST_BATCH, None)
         if not event_recorded.has_receivers_for(self.auditor):
             batch.clear()

@@ -788,3 +788,28 @@ def test_a_transaction_of_more_events_than_a_chunk_writes_them_as_it_goes_and_ke
     assert not AuditEvent.objects.filter(resource_name__startswith="rolled back").exists()
     assert Warehouse.objects.filter(name__startswith="rolled back").count() == 0
     assert AuditEvent.objects.count() == 3000
+
+
+def test_events_that_cannot_be_written_early_roll_the_block_back_even_if_the_error_is_caught(monkeypatch):
+    """When the events written early (past 1,000 in the outermost block) cannot be written, the save fails
+    with AuditWriteError, and the block is marked for rollback: an app that catches the error inside the block
+    still cannot commit those changes without their events."""
+    from audit_middleware import AuditWriteError
+    from audit_middleware.adapters.django import capture
+
+    def refuse(connection, events, **_):
+        raise RuntimeError("the audit table is full")
+
+    caught = []
+    with transaction.atomic():
+        for i in range(1000):
+            Warehouse.objects.create(name=f"kept out {i}")
+        monkeypatch.setattr(capture, "insert_events", refuse)
+        try:
+            Warehouse.objects.create(name="kept out 1000")
+        except AuditWriteError as error:
+            caught.append(error)
+        assert transaction.get_rollback()
+    assert len(caught) == 1
+    assert not Warehouse.objects.filter(name__startswith="kept out").exists()
+    assert not AuditEvent.objects.exists()
