@@ -140,6 +140,8 @@ def flush(connection: Any, sender: Any = None, *, with_commit: bool = False) -> 
         if not (with_commit and commit_with_events(connection, events)):
             insert_events(connection, events)
     except Exception as error:
+        if connection.in_atomic_block:  # its changes must not commit without their events, even if this is caught
+            connection.needs_rollback = True
         raise AuditWriteError(
             f"could not write {len(events)} audit event(s) ({events[0].event}, ...), so the change was not "
             f"saved either: {type(error).__name__}: {error}"
@@ -374,12 +376,7 @@ class DjangoCapture:
         events alive until then (which costs the garbage collector more than writing them). They stay in their
         commit callback only when an event_recorded receiver listens; the next saves start a batch of their
         own."""
-        try:
-            flush(connection, self.auditor)
-        except AuditWriteError:
-            # The block must not commit the changes without their events, even if the caller catches this.
-            connection.needs_rollback = True
-            raise
+        flush(connection, self.auditor)
         connection.__dict__.pop(LAST_BATCH, None)
         if not event_recorded.has_receivers_for(self.auditor):
             batch.clear()
