@@ -79,15 +79,15 @@ def all_mappers() -> list[Mapper[Any]]:
     return [m for reg in registries for m in reg.mappers]
 
 
+STREAM_CHUNK = 200
+"""In a flush too large to hold for the COMMIT, events are written this many at a time as they are made."""
+
 # Which capture records a session's changes. SQLAlchemy listens on a class: a sessionmaker's listeners go on its
 # own Session subclass, a scoped_session's on its sessionmaker's, and a session runs the listeners of its class
 # and of every class it inherits from, up to Session itself. So captures of overlapping targets (Session and a
 # sessionmaker, or a sessionmaker and a scoped_session around it) would each record every change. One capture
 # per listened-on class or session (a newer one takes it over), and of those covering a session the most
 # specific one records its changes: the session's own, else its class's, else the nearest base class's.
-STREAM_CHUNK = 200
-"""In a flush too large to hold for the COMMIT, events are written this many at a time as they are made."""
-
 _captures: dict[Any, SessionCapture] = {}
 _owners: dict[type, SessionCapture | None] = {}  # by session class, computed on first use; cleared on change
 _captures_lock = threading.Lock()

@@ -189,11 +189,11 @@ def test_the_request_scope_is_bound_before_the_apps_own_before_request_hooks():
         audit.auditor.remove()
 
 
-def test_an_app_factory_called_twice_on_one_db_records_each_change_once(tmp_path):
-    """The app-factory pattern (a module-level db, create_app() per test or per worker): each new AuditTrail on
-    the same db takes the capture over from the previous one, so a change is recorded once, by the newest."""
+def app_factory(tmp_path, **config):
+    """The app-factory pattern: a module-level ``db`` with one ``Gadget`` model, and ``create_app(name)`` making
+    a Flask app on its own SQLite file with an ``AuditTrail`` on that same ``db`` (``config`` added to each)."""
     from flask_sqlalchemy import SQLAlchemy
-    from sqlalchemy import Column, Integer, String, select
+    from sqlalchemy import Column, Integer, String
 
     db = SQLAlchemy()
 
@@ -203,10 +203,19 @@ def test_an_app_factory_called_twice_on_one_db_records_each_change_once(tmp_path
 
     def create_app(name):
         app = Flask(name)
-        app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{tmp_path / name}.sqlite3"
+        app.config.update(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / name}.sqlite3", **config)
         db.init_app(app)
         return app, AuditTrail(app, db)
 
+    return db, Gadget, create_app
+
+
+def test_an_app_factory_called_twice_on_one_db_records_each_change_once(tmp_path):
+    """The app-factory pattern (a module-level db, create_app() per test or per worker): each new AuditTrail on
+    the same db takes the capture over from the previous one, so a change is recorded once, by the newest."""
+    from sqlalchemy import select
+
+    db, Gadget, create_app = app_factory(tmp_path)
     first_app, first = create_app("first")
     second_app, second = create_app("second")
     try:
@@ -228,33 +237,18 @@ def test_an_app_taken_over_by_a_newer_one_stops_its_in_process_drainer(tmp_path)
     """With AUDIT_TRAIL_FORWARD_IN_PROCESS, each app of the factory pattern starts a drainer thread; once a
     newer AuditTrail takes the db's capture over, the older app records nothing more, so its drainer stops
     (it would poll the outbox every few seconds for the life of the process); the newest keeps forwarding."""
-    from flask_sqlalchemy import SQLAlchemy
-    from sqlalchemy import Column, Integer, String
-
     from audit_middleware.forwarding import SegmentDestination
     from audit_middleware.signals import event_recorded
 
-    db = SQLAlchemy()
-
-    class Crate(db.Model):
-        id = Column(Integer, primary_key=True)
-        name = Column(String(50))
-
-    def create_app(name):
-        app = Flask(name)
-        app.config.update(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / name}.sqlite3",
-                          AUDIT_TRAIL_FORWARD_IN_PROCESS=True,
-                          AUDIT_TRAIL_DESTINATIONS=[SegmentDestination("wk", host="http://127.0.0.1:9",
-                                                                       allow_private=True)])
-        db.init_app(app)
-        return app, AuditTrail(app, db)
-
+    db, Gadget, create_app = app_factory(
+        tmp_path, AUDIT_TRAIL_FORWARD_IN_PROCESS=True,
+        AUDIT_TRAIL_DESTINATIONS=[SegmentDestination("wk", host="http://127.0.0.1:9", allow_private=True)])
     first_app, first = create_app("first")
     second = None
     try:
         with first_app.app_context():
             db.create_all()
-            db.session.add(Crate(name="wakes the first drainer"))
+            db.session.add(Gadget(name="wakes the first drainer"))
             db.session.commit()
         assert first.drainer._thread is not None and first.drainer._thread.is_alive()
         _second_app, second = create_app("second")
