@@ -7,6 +7,7 @@ actor, request facts and workspace are computed lazily, only when an event is ac
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -31,6 +32,30 @@ class RequestContext:
             ("ip", self.ip), ("user_agent", self.user_agent), ("request_id", self.request_id),
             ("method", self.method), ("path", self.path),
         ) if v is not None}
+
+
+def client_ip(remote_addr: str | None, forwarded_for: str | None, trusted_proxies: int) -> str | None:
+    """The client's address, as every adapter reads it: the socket's peer (``remote_addr``) or, with
+    ``trusted_proxies`` = N, the N-th entry from the right of X-Forwarded-For (what the outermost trusted proxy
+    saw). A client cannot spoof it with its own header: with fewer hops than trusted proxies, or a hop that is
+    not an IP address, the peer's address is kept. Addresses come back normalised; text that is not an address
+    is no IP (None)."""
+    remote = _address(remote_addr)
+    if trusted_proxies <= 0 or not forwarded_for:
+        return remote
+    hops = forwarded_for.split(",")
+    if len(hops) >= trusted_proxies:
+        return _address(hops[-trusted_proxies]) or remote
+    return remote
+
+
+def _address(text: str | None) -> str | None:
+    if not text:
+        return None
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        return None
 
 
 _UNSET: Any = object()

@@ -38,21 +38,37 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FUNCTIONS = {"gc": "gc_collect_main", "sqlite": "pysqlite_cursor_execute"}
 
 
-def child(orm: str, variant: str, database: Any, batches: int, size: int) -> None:
+def child(orm: str, variant: str, database: Any, batches: int, size: int, phase: str = "batch") -> None:
+    """One process to count: set ``variant`` up, then (``batches`` times) the ``phase``: ``batch`` creates
+    ``size`` rows in one transaction; ``create``, ``update`` and ``delete`` write ``size`` rows one transaction
+    each, as the capture benchmarks' phases do (the rows to update or delete are created first, uncounted:
+    the process without the phase creates them too)."""
     if orm == "sqlalchemy":
         Warehouse, Session, _engine, _count, scopes, _auditor = sqlalchemy_capture.setup_variant(variant, database)
         for scope in scopes:
             scope.__enter__()
         now = datetime.now(timezone.utc).replace(tzinfo=None)
+        if phase != "batch":
+            writes = sqlalchemy_capture.phase_writes(Warehouse, Session, now)
+            ids = writes["create"](size) if phase != "create" else []
+            for _ in range(batches):
+                writes[phase](size) if phase == "create" else writes[phase](ids)
+            return
         for _ in range(batches):
             with Session() as session:
                 session.add_all([sqlalchemy_capture.new_row(Warehouse, i, now) for i in range(size)])
                 session.commit()
         return
-    Warehouse, _request, _per_write, scope, _models = django_capture.setup_variant(variant, database)
+    Warehouse, _request, per_write, scope, _models = django_capture.setup_variant(variant, database)
     from django.db import transaction
 
     with scope:
+        if phase != "batch":
+            writes = django_capture.phase_writes(Warehouse, per_write)
+            ids = writes["create"](size) if phase != "create" else []
+            for _ in range(batches):
+                writes[phase](size) if phase == "create" else writes[phase](ids)
+            return
         for _ in range(batches):
             with transaction.atomic():
                 for i in range(size):
@@ -74,14 +90,14 @@ def export_revision(revision: str, into: str) -> str:
 
 
 def counted(orm: str, variant: str, backend: str, batches: int, size: int, workdir: str,
-            pythonpath: str | None) -> dict:
+            pythonpath: str | None, phase: str = "batch") -> dict:
     """Run the child under callgrind: its total instructions and those of FUNCTIONS (inclusive)."""
     module = sqlalchemy_capture if orm == "sqlalchemy" else django_capture
     database, name = module.fresh_database(backend, workdir)
     env = {**os.environ, **({"PYTHONPATH": pythonpath} if pythonpath else {})}
     try:
         return instructions([sys.executable, __file__, "--child", orm, variant, json.dumps(database), str(batches),
-                             str(size)], env, workdir, FUNCTIONS, cwd=os.path.dirname(os.path.abspath(__file__)))
+                             str(size), phase], env, workdir, FUNCTIONS, cwd=os.path.dirname(os.path.abspath(__file__)))
     finally:
         module.drop_database(backend, name)
 
@@ -92,11 +108,14 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=10_000)
     parser.add_argument("--before", metavar="REV", help="also count audit-middleware as of this git revision")
     parser.add_argument("--orm", choices=("django", "sqlalchemy"), default="django")
-    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--phase", choices=("batch", "create", "update", "delete"), default="batch",
+                        help="batch: SIZE creates in one transaction; create, update, delete: SIZE writes, one "
+                             "transaction each (autocommit saves on Django)")
+    parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        orm, variant, database, batches, size = args.child
-        child(orm, variant, json.loads(database), int(batches), int(size))
+        orm, variant, database, batches, size, phase = args.child
+        child(orm, variant, json.loads(database), int(batches), int(size), phase)
         return
     with tempfile.TemporaryDirectory() as workdir:
         runs = [("baseline", "baseline", None), ("audit-middleware", "audit-middleware", None)]
@@ -104,13 +123,17 @@ def main() -> None:
             runs.insert(1, (f"audit-middleware at {args.before}", "audit-middleware",
                             export_revision(args.before, workdir)))
         framework = "SQLAlchemy" if args.orm == "sqlalchemy" else "Django"
-        print(f"\n## {framework}, {args.backend}: {args.size:,} creates in one transaction, instructions (callgrind)")
-        print("| variant | instructions | ratio to baseline | per create | garbage collector | sqlite3 execute |")
+        what = (f"{args.size:,} creates in one transaction" if args.phase == "batch"
+                else f"{args.size:,} {args.phase}s, one transaction each")
+        unit = "create" if args.phase == "batch" else args.phase
+        print(f"\n## {framework}, {args.backend}: {what}, instructions (callgrind)")
+        print(f"| variant | instructions | ratio to baseline | per {unit} | garbage collector | sqlite3 execute |")
         print("|---|---|---|---|---|---|")
         base = None
         for label, variant, pythonpath in runs:
             with ThreadPoolExecutor(2) as pool:  # the two processes side by side: counts do not depend on it
-                runs_of = [pool.submit(counted, args.orm, variant, args.backend, batches, args.size, workdir, pythonpath)
+                runs_of = [pool.submit(counted, args.orm, variant, args.backend, batches, args.size, workdir, pythonpath,
+                                       args.phase)
                            for batches in (1, 0)]
                 with_batch, without = (run.result() for run in runs_of)
             batch = {key: with_batch[key] - without[key] for key in with_batch}

@@ -235,6 +235,37 @@ def setup_variant(variant, database, atomic=False):
     return Warehouse, request, per_write, scope, audit_models
 
 
+def make_row(Warehouse, i):
+    return Warehouse.objects.create(name=f"Warehouse {i}", write_key="wk_secret", capacity=i, notes="x")
+
+
+def phase_writes(Warehouse, per_write):
+    """The per-write phases, each write inside ``per_write()``: ``create(n)`` returns the new rows' ids,
+    ``update(ids)`` loads each row and changes two fields, ``delete(ids)`` deletes each row."""
+
+    def create(n):
+        ids = []
+        for i in range(n):
+            with per_write():
+                ids.append(make_row(Warehouse, i).pk)
+        return ids
+
+    def update(ids):
+        for pk in ids:
+            with per_write():
+                w = Warehouse.objects.get(pk=pk)
+                w.name = f"{w.name} (renamed)"
+                w.schedule = "@daily"  # the same two fields as sqlalchemy_capture.py: one audit row per save
+                w.save()
+
+    def delete(ids):
+        for w in list(Warehouse.objects.filter(pk__in=ids)):
+            with per_write():
+                w.delete()
+
+    return {"create": create, "update": update, "delete": delete}
+
+
 def run_variant(variant, database, n, batch, atomic=False):
     """Runs inside the subprocess: configure Django for ``variant`` and time each phase."""
     Warehouse, request, per_write, scope, audit_models = setup_variant(variant, database, atomic)
@@ -250,38 +281,22 @@ def run_variant(variant, database, n, batch, atomic=False):
             cursor.execute(f"SELECT COUNT(*) FROM {connection.ops.quote_name(tables[0])}")  # noqa: S608
             return cursor.fetchone()[0]
 
-    def make(i):
-        return Warehouse.objects.create(name=f"Warehouse {i}", write_key="wk_secret", capacity=i, notes="x")
-
+    writes = phase_writes(Warehouse, per_write)
     ids = []
 
     def create():
-        for i in range(n):
-            with per_write():
-                ids.append(make(i).pk)
-
-    def update():
-        for pk in ids:
-            with per_write():
-                w = Warehouse.objects.get(pk=pk)
-                w.name = f"{w.name} (renamed)"
-                w.schedule = "@daily"  # the same two fields as sqlalchemy_capture.py: one audit row per save
-                w.save()
-
-    def delete():
-        for w in list(Warehouse.objects.filter(pk__in=ids)):
-            with per_write():
-                w.delete()
+        ids.extend(writes["create"](n))
 
     def batch_create():
         with request(), transaction.atomic():
             for i in range(batch):
-                make(i)
+                make_row(Warehouse, i)
 
     results = {"rows": {}}
     with scope:
         empty = storage(connection, tables)
-        for phase, fn in (("create", create), ("update", update), ("delete", delete), ("batch", batch_create)):
+        for phase, fn in (("create", create), ("update", lambda: writes["update"](ids)),
+                          ("delete", lambda: writes["delete"](ids)), ("batch", batch_create)):
             results[phase] = timed(fn)
             results["rows"][phase] = audit_rows()
             if phase == "create":

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import uuid
 from datetime import datetime, timezone
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _workload import N_BATCH, N_WRITES, median, timed  # noqa: E402
@@ -124,27 +125,21 @@ def new_row(Warehouse, i: int, now: datetime):  # type: ignore[no-untyped-def]
                      settings={"region": "eu", "retries": 3}, owner_id=7, created_at=now, updated_at=now)
 
 
-def run_variant(variant: str, url: str, n: int, batch: int) -> dict[str, float]:
-    """Runs inside the subprocess: build the app for ``variant`` and time each phase."""
-    Warehouse, Session, engine, sql_count, scope, auditor = setup_variant(variant, url)
-    for cm in scope:
-        cm.__enter__()
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
+def phase_writes(Warehouse, Session, now: datetime) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    """The per-write phases, one session and transaction each: ``create(n)`` returns the new rows' ids,
+    ``update(ids)`` loads each row and changes two fields, ``delete(ids)`` loads and deletes each row."""
 
-    def row(i: int) -> "Warehouse":
-        return new_row(Warehouse, i, now)
-
-    ids: list[int] = []
-
-    def create() -> None:
+    def create(n: int) -> list[int]:
+        ids = []
         for i in range(n):
             with Session() as s:
-                w = row(i)
+                w = new_row(Warehouse, i, now)
                 s.add(w)
                 s.commit()
                 ids.append(w.id)
+        return ids
 
-    def update() -> None:
+    def update(ids: list[int]) -> None:
         for i, pk in enumerate(ids):
             with Session() as s:
                 w = s.get(Warehouse, pk)
@@ -152,19 +147,36 @@ def run_variant(variant: str, url: str, n: int, batch: int) -> dict[str, float]:
                 w.name = f"Warehouse {i} (renamed)"
                 s.commit()
 
-    def delete() -> None:
+    def delete(ids: list[int]) -> None:
         for pk in ids:
             with Session() as s:
                 s.delete(s.get(Warehouse, pk))
                 s.commit()
 
+    return {"create": create, "update": update, "delete": delete}
+
+
+def run_variant(variant: str, url: str, n: int, batch: int) -> dict[str, float]:
+    """Runs inside the subprocess: build the app for ``variant`` and time each phase."""
+    Warehouse, Session, engine, sql_count, scope, auditor = setup_variant(variant, url)
+    for cm in scope:
+        cm.__enter__()
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+
+    writes = phase_writes(Warehouse, Session, now)
+    ids: list[int] = []
+
+    def create() -> None:
+        ids.extend(writes["create"](n))
+
     def batched() -> None:
         with Session() as s:
-            s.add_all([row(i) for i in range(batch)])
+            s.add_all([new_row(Warehouse, i, now) for i in range(batch)])
             s.commit()
 
     result: dict[str, float] = {}
-    for phase, fn in (("create", create), ("update", update), ("delete", delete), ("batch", batched)):
+    for phase, fn in (("create", create), ("update", lambda: writes["update"](ids)),
+                      ("delete", lambda: writes["delete"](ids)), ("batch", batched)):
         before = sql_count[0]
         result[phase] = timed(fn)
         result[f"{phase}_sql"] = (sql_count[0] - before) / (batch if phase == "batch" else n)

@@ -8,7 +8,6 @@ under ASGI an async view keeps the context; sync code run through ``sync_to_asyn
 
 from __future__ import annotations
 
-import ipaddress
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -17,34 +16,12 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
 
 from audit_middleware.actors import Actor
-from audit_middleware.context import RequestContext, RequestScope, bind_scope, unbind_scope
+from audit_middleware.context import RequestContext, RequestScope, bind_scope, client_ip, unbind_scope
 
 from . import conf
 
 _MISSING: Any = object()
 MAX_HEADER = 512
-
-
-def client_ip(meta: dict[str, Any], trusted_proxies: int) -> str | None:
-    """REMOTE_ADDR, or with ``trusted_proxies`` = N the address the outermost trusted proxy saw (the N-th
-    entry from the right of X-Forwarded-For); a client cannot spoof it by sending its own header."""
-    remote = _address(meta.get("REMOTE_ADDR"))
-    if trusted_proxies <= 0:
-        return remote
-    forwarded = [p.strip() for p in str(meta.get("HTTP_X_FORWARDED_FOR", "")).split(",")]
-    if len(forwarded) >= trusted_proxies:
-        return _address(forwarded[-trusted_proxies]) or remote
-    return remote
-
-
-def _address(text: Any) -> str | None:
-    """``text`` if it is an IP address (normalised), else None: a header is no place for free text."""
-    if not text:
-        return None
-    try:
-        return str(ipaddress.ip_address(str(text).strip()))
-    except ValueError:
-        return None
 
 
 def _header(meta: dict[str, Any], key: str) -> str | None:
@@ -109,7 +86,8 @@ class DjangoScope(RequestScope):
         request = self.http_request
         meta = request.META
         return RequestContext(
-            ip=client_ip(meta, conf.audit_config().trusted_proxies),
+            ip=client_ip(meta.get("REMOTE_ADDR"), meta.get("HTTP_X_FORWARDED_FOR"),
+                         conf.audit_config().trusted_proxies),
             user_agent=_header(meta, "HTTP_USER_AGENT"),
             request_id=_header(meta, "HTTP_X_REQUEST_ID") or uuid.uuid4().hex,
             method=request.method,

@@ -5,7 +5,6 @@ Both are computed lazily by the request scope, only when an event is recorded.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import uuid
 from collections.abc import Callable, Sequence
@@ -14,7 +13,7 @@ from typing import Any
 from flask import Flask, Request, current_app, request, session
 
 from audit_middleware.actors import Actor
-from audit_middleware.context import RequestContext
+from audit_middleware.context import RequestContext, client_ip
 
 MAX_USER_AGENT = 512
 MAX_TOKEN = 4096
@@ -22,23 +21,6 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=@-]{1,200}")
 
 UserLoader = Callable[[str], Any]
 TokenLoader = Callable[[str], "Actor | None"]
-
-
-def client_ip(remote_addr: str | None, forwarded_for: str | None, trusted_proxies: int) -> str | None:
-    """The client's address: with ``trusted_proxies`` = N, the N-th address from the right of
-    X-Forwarded-For (what the outermost trusted proxy saw); anything a client could forge is ignored."""
-    if trusted_proxies <= 0 or not forwarded_for:
-        return remote_addr  # the socket's peer, as the WSGI server saw it
-    candidate = remote_addr
-    hops = [hop.strip() for hop in forwarded_for.split(",")]
-    if len(hops) >= trusted_proxies:
-        candidate = hops[-trusted_proxies]
-    if candidate is None:
-        return None
-    try:
-        return str(ipaddress.ip_address(candidate))
-    except ValueError:
-        return remote_addr if candidate != remote_addr else None
 
 
 def request_facts(req: Request, app: Flask) -> RequestContext:

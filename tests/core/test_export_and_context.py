@@ -10,7 +10,7 @@ import pytest
 
 from audit_middleware import Actor, RequestContext, acting_as, current_actor, in_workspace, request_context
 from audit_middleware.catalog import EventCatalog
-from audit_middleware.context import RequestScope, current_context, current_workspace, request_scope
+from audit_middleware.context import RequestScope, client_ip, current_context, current_workspace, request_scope
 from audit_middleware.events import AuditEvent
 from audit_middleware.export import (
     CSV_COLUMNS,
@@ -106,6 +106,24 @@ def test_acting_as_nests_and_resets():
     with pytest.raises(TypeError):
         with acting_as("ada"):  # type: ignore[arg-type]
             pass
+
+
+def test_client_ip_ignores_forwarded_addresses_unless_proxies_are_trusted():
+    assert client_ip("10.0.0.2", "6.6.6.6", 0) == "10.0.0.2"
+    assert client_ip("10.0.0.2", "6.6.6.6, 198.51.100.7", 1) == "198.51.100.7"
+    assert client_ip("10.0.0.2", "198.51.100.7, 10.0.0.9", 2) == "198.51.100.7"
+    assert client_ip("10.0.0.2", "198.51.100.7", 2) == "10.0.0.2"  # fewer hops than proxies: spoofable
+    assert client_ip("10.0.0.2", "not-an-ip", 1) == "10.0.0.2"
+    assert client_ip("10.0.0.2", "<script>", 1) == "10.0.0.2"
+    assert client_ip("10.0.0.2", None, 1) == "10.0.0.2"
+
+
+def test_client_ip_normalises_addresses_and_drops_text_that_is_none():
+    assert client_ip("2001:DB8:0:0::1", None, 0) == "2001:db8::1"
+    assert client_ip("10.0.0.2", "6.6.6.6, 2001:DB8::0001 ", 1) == "2001:db8::1"
+    assert client_ip("not-an-ip", None, 0) is None
+    assert client_ip(None, "198.51.100.7", 1) == "198.51.100.7"
+    assert client_ip("", "", 0) is None
 
 
 def test_request_scope_is_lazy_and_resolved_once():
