@@ -36,6 +36,7 @@ from _callgrind import instructions  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FUNCTIONS = {"gc": "gc_collect_main", "sqlite": "pysqlite_cursor_execute"}
+ATOMIC = "AUDIT_BENCH_ATOMIC"  # set for the child: Django's per-write phases run each write in transaction.atomic()
 
 
 def child(orm: str, variant: str, database: Any, batches: int, size: int, phase: str = "batch") -> None:
@@ -59,7 +60,8 @@ def child(orm: str, variant: str, database: Any, batches: int, size: int, phase:
                 session.add_all([sqlalchemy_capture.new_row(Warehouse, i, now) for i in range(size)])
                 session.commit()
         return
-    Warehouse, _request, per_write, scope, _models = django_capture.setup_variant(variant, database)
+    Warehouse, _request, per_write, scope, _models = django_capture.setup_variant(
+        variant, database, atomic=bool(os.environ.get(ATOMIC)))
     from django.db import transaction
 
     with scope:
@@ -90,11 +92,11 @@ def export_revision(revision: str, into: str) -> str:
 
 
 def counted(orm: str, variant: str, backend: str, batches: int, size: int, workdir: str,
-            pythonpath: str | None, phase: str = "batch") -> dict:
+            pythonpath: str | None, phase: str = "batch", atomic: bool = False) -> dict:
     """Run the child under callgrind: its total instructions and those of FUNCTIONS (inclusive)."""
     module = sqlalchemy_capture if orm == "sqlalchemy" else django_capture
     database, name = module.fresh_database(backend, workdir)
-    env = {**os.environ, **({"PYTHONPATH": pythonpath} if pythonpath else {})}
+    env = {**os.environ, **({"PYTHONPATH": pythonpath} if pythonpath else {}), **({ATOMIC: "1"} if atomic else {})}
     try:
         return instructions([sys.executable, __file__, "--child", orm, variant, json.dumps(database), str(batches),
                              str(size), phase], env, workdir, FUNCTIONS, cwd=os.path.dirname(os.path.abspath(__file__)))
@@ -111,6 +113,9 @@ def main() -> None:
     parser.add_argument("--phase", choices=("batch", "create", "update", "delete"), default="batch",
                         help="batch: SIZE creates in one transaction; create, update, delete: SIZE writes, one "
                              "transaction each (autocommit saves on Django)")
+    parser.add_argument("--atomic", action="store_true",
+                        help="Django, per-write phases: each write inside transaction.atomic() (as under "
+                             "ATOMIC_REQUESTS), so the baseline pays for a transaction too")
     parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -124,7 +129,8 @@ def main() -> None:
                             export_revision(args.before, workdir)))
         framework = "SQLAlchemy" if args.orm == "sqlalchemy" else "Django"
         what = (f"{args.size:,} creates in one transaction" if args.phase == "batch"
-                else f"{args.size:,} {args.phase}s, one transaction each")
+                else f"{args.size:,} {args.phase}s, one transaction each"
+                + (" (`transaction.atomic()`)" if args.atomic else ""))
         unit = "create" if args.phase == "batch" else args.phase
         print(f"\n## {framework}, {args.backend}: {what}, instructions (callgrind)")
         print(f"| variant | instructions | ratio to baseline | per {unit} | garbage collector | sqlite3 execute |")
@@ -133,7 +139,7 @@ def main() -> None:
         for label, variant, pythonpath in runs:
             with ThreadPoolExecutor(2) as pool:  # the two processes side by side: counts do not depend on it
                 runs_of = [pool.submit(counted, args.orm, variant, args.backend, batches, args.size, workdir, pythonpath,
-                                       args.phase)
+                                       args.phase, args.atomic)
                            for batches in (1, 0)]
                 with_batch, without = (run.result() for run in runs_of)
             batch = {key: with_batch[key] - without[key] for key in with_batch}

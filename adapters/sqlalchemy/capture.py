@@ -50,7 +50,7 @@ _IN_CLAUSE_CHUNK = 500
 class ModelInfo:
     """What capture needs to know about one mapped class, computed once."""
 
-    __slots__ = ("options", "keys", "columns", "pk_keys")
+    __slots__ = ("options", "keys", "columns", "pk_keys", "_by_name", "_always_read")
 
     def __init__(self, mapper: Mapper[Any], options: TrackingOptions) -> None:
         self.options = options
@@ -61,6 +61,37 @@ class ModelInfo:
                 self.columns[prop.key] = column
         self.keys = tuple(self.columns)
         self.pk_keys = tuple(mapper.get_property_by_column(c).key for c in mapper.primary_key)
+        # A bulk UPDATE's SET clause names columns by attribute key, column key or column name.
+        self._by_name: dict[str, str] = {}
+        for key, column in self.columns.items():
+            self._by_name.setdefault(column.name, key)
+            self._by_name.setdefault(column.key, key)
+        self._by_name.update({key: key for key in self.keys})
+        # Read for every bulk UPDATE: the ids, the label, and what the database or SQLAlchemy changes on its own
+        # when a row is updated (onupdate defaults, computed columns).
+        label = options.label if options.label in self.columns else None
+        self._always_read = {*self.pk_keys, *([label] if label else []), *(
+            key for key, column in self.columns.items()
+            if column.onupdate is not None or column.server_onupdate is not None or column.computed is not None
+        )}
+
+    def updated_keys(self, statement: Any, parameters: Any) -> tuple[str, ...]:
+        """The attributes a bulk UPDATE can change: those its SET clause (``.values()``, or the parameters it
+        is executed with) assigns, plus the ids, label and columns updated on their own; every column when a
+        SET key is not one of this model's columns (the UPDATE then says more than capture understands)."""
+        assigned: list[Any] = list(getattr(statement, "_values", None) or ())
+        assigned += [key for key, _ in getattr(statement, "_ordered_values", None) or ()]  # SQLAlchemy 1.4
+        for row in parameters if isinstance(parameters, list) else [parameters] if parameters else []:
+            assigned += list(row)
+        if not assigned:
+            return self.keys
+        keys = set(self._always_read)
+        for name in assigned:
+            key = self._by_name.get(name if isinstance(name, str) else getattr(name, "name", None) or "")
+            if key is None:
+                return self.keys
+            keys.add(key)
+        return tuple(k for k in self.keys if k in keys)
 
     def resource_id(self, values: dict[str, Any]) -> str | None:
         parts = [values.get(k) for k in self.pk_keys]
@@ -342,51 +373,69 @@ class SessionCapture:
             return None
         self.written[mapper] = None
         session = orm_state.session
-        columns = [info.columns[k].label(k) for k in info.keys]
-        pk_columns = [info.columns[k] for k in info.pk_keys]
         parameters = orm_state.parameters
         statement = orm_state.statement
+        # A delete's event holds the whole row; an update's, the columns it can change (and the label, the ids).
+        keys = info.keys if orm_state.is_delete else info.updated_keys(statement, parameters)
+        columns = [info.columns[k].label(k) for k in keys]
+        pk_columns = [info.columns[k] for k in info.pk_keys]
         if isinstance(parameters, list):  # bulk UPDATE by primary key: [{"id": 1, "name": ...}, ...]
-            keys = [tuple(p[k] for k in info.pk_keys) for p in parameters]
-            old_rows = self._rows_by_pk(session, columns, pk_columns, keys)
+            old_rows = self._rows_by_pk(session, columns, pk_columns,
+                                        [tuple(p[k] for k in info.pk_keys) for p in parameters])
         else:
             where = statement.whereclause  # type: ignore[attr-defined]
             query = select(*columns)
             if where is not None:
                 query = query.where(where)
-            old_rows = [dict(r._mapping) for r in session.execute(query, parameters or {})]
+            old_rows = _row_dicts(session.execute(query, parameters or {}))
         result = orm_state.invoke_statement()
-        if not old_rows:
-            return result
+        # More rows than can be held for the COMMIT: each chunk's events are written as they are made, so a
+        # statement over a million rows never holds a million events.
+        streaming = len(old_rows) > ROWS_PER_CHUNK
+        events: list[AuditEvent] = []
         recorder = self.auditor.recorder
         now = datetime.now(timezone.utc)
-        events: list[AuditEvent] = []
-        with recorder.guard(self.auditor, info.options.must_record):
-            origin = recorder.origin()
-            if orm_state.is_delete:
-                for row in old_rows:
-                    events += recorder.change_events(info.options, "deleted", info.resource_id(row), row, {},
-                                                     occurred_at=now, origin=origin)
-            else:
-                keys = [tuple(r[k] for k in info.pk_keys) for r in old_rows]
-                new_by_pk = {
-                    tuple(r[k] for k in info.pk_keys): r
-                    for r in self._rows_by_pk(session, columns, pk_columns, keys)
-                }
-                for row in old_rows:
-                    new_row = new_by_pk.get(tuple(row[k] for k in info.pk_keys))
-                    if new_row is None:
-                        continue
-                    changed = [k for k in info.keys if new_row[k] != row[k]]
-                    label = info.options.label
-                    fields = set(changed) | ({label} if label and changed else set())
-                    events += recorder.change_events(
-                        info.options, "modified", info.resource_id(row),
-                        {k: row[k] for k in fields}, {k: new_row[k] for k in fields}, occurred_at=now,
-                        origin=origin,
-                    )
+        origin: EventOrigin | None = None
+        for start in range(0, len(old_rows), _IN_CLAUSE_CHUNK):
+            chunk = old_rows[start:start + _IN_CLAUSE_CHUNK]
+            with recorder.guard(self.auditor, info.options.must_record):
+                origin = origin or recorder.origin()
+                events += self._bulk_events(session, info, keys, columns, pk_columns, chunk, orm_state.is_delete,
+                                            now, origin)
+            if streaming:
+                self.write(session, events, at_flush=True)
+                events = []
         self.write(session, events)
         return result
+
+    def _bulk_events(self, session: Session, info: ModelInfo, keys: Sequence[str], columns: list[Any],
+                     pk_columns: list[Column[Any]], old_rows: list[dict[str, Any]], deleted: bool,
+                     now: datetime, origin: EventOrigin) -> list[AuditEvent]:
+        """The events of some rows of a bulk statement: their old values, and for an UPDATE the new ones read
+        back by primary key (the database's word on what the SET clause made of them)."""
+        recorder = self.auditor.recorder
+        events: list[AuditEvent] = []
+        if deleted:
+            for row in old_rows:
+                events += recorder.change_events(info.options, "deleted", info.resource_id(row), row, {},
+                                                 occurred_at=now, origin=origin)
+            return events
+        pks = [tuple(r[k] for k in info.pk_keys) for r in old_rows]
+        new_by_pk = {tuple(r[k] for k in info.pk_keys): r
+                     for r in self._rows_by_pk(session, columns, pk_columns, pks)}
+        label = info.options.label
+        for pk, row in zip(pks, old_rows, strict=True):
+            new_row = new_by_pk.get(pk)
+            if new_row is None:
+                continue
+            changed = [k for k in keys if new_row[k] != row[k]]
+            fields = set(changed) | ({label} if label and changed else set())
+            events += recorder.change_events(
+                info.options, "modified", info.resource_id(row),
+                {k: row.get(k) for k in fields}, {k: new_row.get(k) for k in fields}, occurred_at=now,
+                origin=origin,
+            )
+        return events
 
     @staticmethod
     def _rows_by_pk(
@@ -399,7 +448,7 @@ class SessionCapture:
                 clause = pk_columns[0].in_([k[0] for k in chunk])
             else:
                 clause = tuple_(*pk_columns).in_(chunk)
-            rows += [dict(r._mapping) for r in session.execute(select(*columns).where(clause))]
+            rows += _row_dicts(session.execute(select(*columns).where(clause)))
         return rows
 
     # -- writing and after-commit signals ------------------------------------------------------------------
@@ -461,6 +510,12 @@ class SessionCapture:
             session.info[PENDING_KEY] = kept
         else:
             session.info.pop(PENDING_KEY, None)
+
+
+def _row_dicts(result: Any) -> list[dict[str, Any]]:
+    """The result's rows as dicts by column label (``dict(row._mapping)`` builds a key view per row)."""
+    keys = tuple(result.keys())
+    return [dict(zip(keys, row, strict=True)) for row in result]
 
 
 def _within(transaction: SessionTransaction | None, ancestor: SessionTransaction) -> bool:

@@ -10,7 +10,13 @@ import pytest
 
 from audit_middleware import Actor, RequestContext, acting_as, current_actor, in_workspace, request_context
 from audit_middleware.catalog import EventCatalog
-from audit_middleware.context import RequestScope, client_ip, current_context, current_workspace, request_scope
+from audit_middleware.context import (
+    RequestScope,
+    client_ip,
+    current_context,
+    current_workspace,
+    request_scope,
+)
 from audit_middleware.events import AuditEvent
 from audit_middleware.export import (
     CSV_COLUMNS,

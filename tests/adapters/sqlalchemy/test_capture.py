@@ -8,9 +8,11 @@ import threading
 import uuid
 
 import pytest
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import String, bindparam, create_engine, delete, event, func, select, update
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from audit_middleware import Actor, RequestContext, acting_as, in_workspace, request_context, suspend_auditing
+from audit_middleware.adapters.sqlalchemy import track
 from audit_middleware.context import RequestScope, request_scope
 from audit_middleware.diff import MASK
 from audit_middleware.testing import capture_events
@@ -206,6 +208,115 @@ def test_bulk_update_by_primary_key_and_rolled_back_bulk_statement(app):
     assert [(e.event, e.changes) for e in app.events()[3:]] == [
         ("Warehouse Modified", {"name": ["w1", "one"]}), ("Warehouse Modified", {"name": ["w2", "two"]}),
     ]
+
+
+def test_a_bulk_update_reads_only_what_its_set_clause_and_onupdate_defaults_can_change(database_url):
+    """A bulk UPDATE's events hold what it changed of the columns it assigns (literals, or expressions the
+    database evaluates, read back from it) and of those SQLAlchemy updates on its own (onupdate); the SELECTs
+    around it read only those, the ids and the label. A SET it names by something that is not a column of
+    the model (here a bound parameter's name) falls back to reading every column."""
+    class Base(DeclarativeBase):
+        pass
+
+    class Dock(Base):
+        __tablename__ = "docks"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        name: Mapped[str] = mapped_column(String(50))
+        bay: Mapped[int] = mapped_column("bay_number")
+        notes: Mapped[str | None] = mapped_column(String(50))
+        revision: Mapped[int] = mapped_column(default=1, onupdate=7)
+
+    engine = create_engine(database_url)
+    Base.metadata.create_all(engine)
+    Session = sessionmaker(engine)
+    auditor = track(Session)
+    auditor.create_tables()
+    selects: list[str] = []
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def note_select(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        if statement.lstrip().upper().startswith("SELECT") and "docks" in statement:
+            selects.append(statement)
+
+    try:
+        with Session() as s:
+            s.add_all([Dock(id=i, name=f"d{i}", bay=i, notes="n") for i in (1, 2)])
+            s.commit()
+        selects.clear()
+        with Session() as s:
+            s.execute(update(Dock).where(Dock.id == 1).values(bay=Dock.bay + 10))
+            s.commit()
+        assert selects and all("notes" not in sql for sql in selects), selects
+        assert all("bay_number" in sql and "revision" in sql and "name" in sql for sql in selects), selects
+        selects.clear()
+        with Session() as s:
+            s.execute(update(Dock), [{"id": 2, "notes": "by id"}])
+            s.execute(update(Dock).where(Dock.id == bindparam("dock")).values(notes=bindparam("text")),
+                      {"dock": 1, "text": "bound"})
+            s.commit()
+        assert any("bay_number" in sql for sql in selects), "an unknown SET name reads every column"
+        with engine.connect() as c:
+            rows = c.execute(select(auditor.table.c.resource_id, auditor.table.c.changes)
+                             .where(auditor.table.c.event == "Dock Modified")
+                             .order_by(auditor.table.c.occurred_at, auditor.table.c.id)).all()
+        import json
+
+        assert [(r.resource_id, json.loads(r.changes)) for r in rows] == [
+            ("1", {"bay": [1, 11], "revision": [1, 7]}),
+            ("2", {"notes": ["n", "by id"], "revision": [1, 7]}),
+            ("1", {"notes": ["n", "bound"]}),
+        ]
+    finally:
+        auditor.remove()
+        engine.dispose()
+
+
+def test_a_bulk_statement_over_more_rows_than_a_chunk_writes_as_it_goes_and_keeps_events_for_a_listener(app):
+    """A bulk UPDATE or DELETE of more rows than ROWS_PER_CHUNK writes its events a chunk at a time while it
+    runs (in its transaction: a rollback drops them), and keeps them for after the commit only when an
+    event_recorded receiver listens; every row's event is stored once, and verifies."""
+    from datetime import timedelta
+
+    from audit_middleware.adapters.sqlalchemy.capture import PENDING_KEY
+    from audit_middleware.signals import event_recorded
+    from audit_middleware.store import ROWS_PER_CHUNK
+
+    W, table = app.Warehouse, app.auditor.table
+    count = ROWS_PER_CHUNK + 300
+    with suspend_auditing(), app.Session() as s:
+        s.add_all([W(name=f"w{i}", schedule="hourly") for i in range(count)])
+        s.commit()
+    with app.Session() as s:
+        s.execute(update(W).values(schedule="daily"))
+        assert PENDING_KEY not in s.info, "nobody listens: the statement's events are not kept"
+        assert s.execute(select(func.count()).select_from(table)).scalar_one() == count
+        s.commit()
+    modified = app.events(event="Warehouse Modified")
+    assert sorted(e.resource_name for e in modified) == sorted(f"w{i}" for i in range(count))
+    assert all(e.changes == {"schedule": ["hourly", "daily"]} for e in modified)
+
+    announced: list[str] = []
+
+    def note(sender, events):  # type: ignore[no-untyped-def]
+        announced.extend(e.event for e in events)
+
+    event_recorded.connect(note, sender=app.auditor, weak=False)
+    try:
+        with app.Session() as s:
+            s.execute(update(W).values(schedule="weekly"))
+            s.rollback()
+        assert announced == [] and len(app.events()) == count
+        with app.Session() as s:
+            s.execute(delete(W))
+            s.commit()
+        assert announced == ["Warehouse Deleted"] * count
+    finally:
+        event_recorded.disconnect(note, sender=app.auditor)
+    deleted = app.events(event="Warehouse Deleted")
+    assert sorted(e.resource_name for e in deleted) == sorted(f"w{i}" for i in range(count))
+    assert all(e.changes["schedule"] == ["daily", None] for e in deleted)
+    report = app.auditor.verify(delay=timedelta(0))
+    assert report.ok and report.events == 2 * count, report.problems[:3]
 
 
 def test_composite_primary_keys_are_joined_in_the_resource_id(app):
