@@ -63,7 +63,7 @@ BOOKKEEPING_MODELS = frozenset({"auth.permission", "audit_middleware.auditevent"
 class ModelInfo:
     """What capture needs to know about one model, computed once."""
 
-    __slots__ = ("model", "options", "fields", "attnames", "pk", "label", "m2m")
+    __slots__ = ("model", "options", "fields", "attnames", "pk", "label", "m2m", "_always_read")
 
     def __init__(self, model: type[models.Model], options: TrackingOptions) -> None:
         meta = model._meta
@@ -79,6 +79,21 @@ class ModelInfo:
                                        options.must_record)
         # Every ManyToManyField (Django 6.1 no longer counts them as concrete: they have no column).
         self.m2m = {f.name: f for f in meta.many_to_many if isinstance(f, models.ManyToManyField)}
+        # Read for every QuerySet.update(): the id, the label, and generated columns (the database changes them).
+        self._always_read = {self.pk, *([self.label] if self.label in self.fields else []),
+                             *(a for a, f in self.fields.items() if getattr(f, "generated", False))}
+
+    def updated_attnames(self, assigned: Iterable[str]) -> tuple[str, ...]:
+        """The columns ``QuerySet.update(**assigned)`` can change (plus the id, label and generated columns);
+        every column if a name is not one of this model's fields (Django then refuses the update itself)."""
+        keys = set(self._always_read)
+        meta = self.model._meta
+        for name in assigned:
+            try:
+                keys.add(meta.get_field(name).attname)  # type: ignore[union-attr]
+            except Exception:
+                return self.attnames
+        return tuple(a for a in self.attnames if a in keys)
 
     def values(self, obj: models.Model, attnames: Iterable[str] | None = None) -> dict[str, Any]:
         d = obj.__dict__
@@ -545,39 +560,48 @@ class DjangoCapture:
         if info is None or auditing_suspended() or _in_bulk.get():
             return wrapped(*args, **kwargs)
         using = queryset.db
+        attnames = info.updated_attnames(kwargs)
 
         def run() -> Any:
             rows = queryset
             features = connections[using].features
             if features.has_select_for_update and not rows.query.distinct and not rows.query.combinator:
                 rows = rows.select_for_update()
-            old_rows = list(rows.values(*info.attnames))
+            old_rows = list(rows.values(*attnames))
             count = wrapped(*args, **kwargs)
             if old_rows:
-                self._record_updates(info, using, old_rows)
+                self._record_updates(info, using, attnames, old_rows)
             return count
 
         return in_transaction(using, run)
 
-    def _record_updates(self, info: ModelInfo, using: str, old_rows: list[dict[str, Any]]) -> None:
+    def _record_updates(self, info: ModelInfo, using: str, attnames: Sequence[str],
+                        old_rows: list[dict[str, Any]]) -> None:
+        """One event per changed row, a chunk of rows at a time: each chunk's new values are read back by
+        primary key and its events emitted, so that a large update's events can be written as they are made
+        (see emit) rather than all held at once."""
         recorder = self.auditor.recorder
-        events: list[AuditEvent] = []
-        with recorder.guard(self.auditor, info.options.must_record):
-            new_rows = {r[info.pk]: r for r in self._rows_by_pk(info, using, [r[info.pk] for r in old_rows])}
-            origin = recorder.origin()
-            for row in old_rows:
-                new = new_rows.get(row[info.pk])
-                if new is None:
-                    continue
-                changed = [a for a in info.attnames if new[a] != row[a]]
-                if not changed:
-                    continue
-                if info.label and info.label not in changed:
-                    changed.append(info.label)
-                events += recorder.change_events(info.options, "modified", row[info.pk],
-                                                 {a: row[a] for a in changed}, {a: new[a] for a in changed},
-                                                 origin=origin)
-        self.emit(using, events)
+        origin = None
+        for start in range(0, len(old_rows), _CHUNK):
+            chunk = old_rows[start:start + _CHUNK]
+            events: list[AuditEvent] = []
+            with recorder.guard(self.auditor, info.options.must_record):
+                origin = origin or recorder.origin()
+                new_rows = {r[info.pk]: r for r in self._rows_by_pk(info, using, [r[info.pk] for r in chunk],
+                                                                    attnames)}
+                for row in chunk:
+                    new = new_rows.get(row[info.pk])
+                    if new is None:
+                        continue
+                    changed = [a for a in attnames if new[a] != row[a]]
+                    if not changed:
+                        continue
+                    if info.label and info.label not in changed:
+                        changed.append(info.label)
+                    events += recorder.change_events(info.options, "modified", row[info.pk],
+                                                     {a: row[a] for a in changed}, {a: new[a] for a in changed},
+                                                     origin=origin)
+            self.emit(using, events)
 
     @staticmethod
     def _rows_by_pk(info: ModelInfo, using: str, pks: Sequence[Any], attnames: Sequence[str] | None = None

@@ -181,6 +181,43 @@ def test_queryset_update_records_one_event_per_row_with_diffs():
     assert names()[-1] == "Warehouse Disabled"
 
 
+def test_queryset_update_reads_only_the_columns_it_assigns_with_the_id_and_label():
+    """The SELECTs around QuerySet.update() read the columns it assigns, the id and the label (the name),
+    not the rest of the row; the events are the same."""
+    w = Warehouse.objects.create(name="A", capacity=1, notes="long text the update never touches")
+    table = Warehouse._meta.db_table
+    with CaptureQueriesContext(connection) as queries:
+        Warehouse.objects.filter(pk=w.pk).update(capacity=F("capacity") + 1)
+    selects = [q["sql"] for q in queries.captured_queries
+               if q["sql"].lstrip().upper().startswith("SELECT") and table in q["sql"]]
+    assert len(selects) == 2, selects  # the old values, then the new ones by id
+    for sql in selects:
+        assert "capacity" in sql and '"name"' in sql.replace("`", '"') and "notes" not in sql, sql
+    assert events()[-1].changes == {"capacity": ["1.00", "2.00"]} and events()[-1].resource_name == "A"
+
+
+def test_a_queryset_update_of_many_rows_writes_its_events_a_few_chunks_at_a_time(monkeypatch):
+    """A QuerySet.update() over 2,600 rows makes and emits its events 500 rows at a time, so they are written
+    once more than 1,000 wait (in its transaction), never all at once; every row gets its event."""
+    from audit_middleware.adapters.django import capture
+
+    with suspend_auditing():
+        Warehouse.objects.bulk_create([Warehouse(name=f"w{i}") for i in range(2600)])
+    sizes: list[int] = []
+    real = capture.insert_events
+
+    def counted(connection_, events_, **kwargs):
+        sizes.append(len(events_))
+        return real(connection_, events_, **kwargs)
+
+    monkeypatch.setattr(capture, "insert_events", counted)
+    assert Warehouse.objects.update(notes="y") == 2600
+    assert sum(sizes) == 2600 and max(sizes) <= 1500, sizes
+    modified = [e for e in events() if e.event == "Warehouse Modified"]
+    assert sorted(e.resource_name for e in modified) == sorted(f"w{i}" for i in range(2600))
+    assert all(e.changes == {"notes": ["", "y"]} for e in modified)
+
+
 def test_bulk_create_and_bulk_update_record_per_row():
     """bulk_create records Created per object (with its id); bulk_update records what changed per row."""
     objs = Warehouse.objects.bulk_create([Warehouse(name=f"w{i}") for i in range(3)])
