@@ -14,6 +14,11 @@ instructions spent in the garbage collector (``gc_collect_main``) and in the sql
 ``cursor.execute`` (SQLite's own work, statement and index updates included), each over the whole process,
 batch minus no batch. Needs valgrind (``apt-get install valgrind``); about 2 minutes a variant at 10,000
 (SQLite).
+
+``--phase create``, ``update`` or ``delete`` counts ``--size`` writes one transaction each instead, as the capture
+benchmarks' per-write phases run them (``django_capture.phase_writes``, ``sqlalchemy_capture.phase_writes``; the
+rows an update or delete needs are made first in both processes). ``--atomic`` runs each Django write inside
+``transaction.atomic()``, so the baseline pays for a transaction too.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from contextvars import ContextVar
 from datetime import datetime, timezone
@@ -567,7 +568,7 @@ class DjangoCapture:
             features = connections[using].features
             if features.has_select_for_update and not rows.query.distinct and not rows.query.combinator:
                 rows = rows.select_for_update()
-            old_rows = list(rows.values(*attnames))
+            old_rows = deque(rows.values_list(*attnames))  # tuples: a third of the memory of dicts
             count = wrapped(*args, **kwargs)
             if old_rows:
                 self._record_updates(info, using, attnames, old_rows)
@@ -576,14 +577,15 @@ class DjangoCapture:
         return in_transaction(using, run)
 
     def _record_updates(self, info: ModelInfo, using: str, attnames: Sequence[str],
-                        old_rows: list[dict[str, Any]]) -> None:
+                        old_rows: deque[tuple[Any, ...]]) -> None:
         """One event per changed row, a chunk of rows at a time: each chunk's new values are read back by
         primary key and its events emitted, so that a large update's events can be written as they are made
-        (see emit) rather than all held at once."""
+        (see emit) rather than all held at once; each chunk's old rows are let go as it is made."""
         recorder = self.auditor.recorder
         origin = None
-        for start in range(0, len(old_rows), _CHUNK):
-            chunk = old_rows[start:start + _CHUNK]
+        while old_rows:
+            chunk = [dict(zip(attnames, old_rows.popleft(), strict=True))
+                     for _ in range(min(_CHUNK, len(old_rows)))]
             events: list[AuditEvent] = []
             with recorder.guard(self.auditor, info.options.must_record):
                 origin = origin or recorder.origin()

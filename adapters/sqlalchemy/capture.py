@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import threading
+from collections import deque
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -379,15 +380,18 @@ class SessionCapture:
         keys = info.keys if orm_state.is_delete else info.updated_keys(statement, parameters)
         columns = [info.columns[k].label(k) for k in keys]
         pk_columns = [info.columns[k] for k in info.pk_keys]
+        # The old rows are kept as tuples until their chunk's turn (a third of the memory of dicts), and let go as
+        # each chunk is made into events.
+        old_rows: deque[tuple[Any, ...]]
         if isinstance(parameters, list):  # bulk UPDATE by primary key: [{"id": 1, "name": ...}, ...]
-            old_rows = self._rows_by_pk(session, columns, pk_columns,
-                                        [tuple(p[k] for k in info.pk_keys) for p in parameters])
+            old_rows = deque(tuple(r.values()) for r in self._rows_by_pk(
+                session, columns, pk_columns, [tuple(p[k] for k in info.pk_keys) for p in parameters]))
         else:
             where = statement.whereclause  # type: ignore[attr-defined]
             query = select(*columns)
             if where is not None:
                 query = query.where(where)
-            old_rows = _row_dicts(session.execute(query, parameters or {}))
+            old_rows = deque(tuple(r) for r in session.execute(query, parameters or {}))
         result = orm_state.invoke_statement()
         # More rows than can be held for the COMMIT: each chunk's events are written as they are made, so a
         # statement over a million rows never holds a million events.
@@ -396,8 +400,9 @@ class SessionCapture:
         recorder = self.auditor.recorder
         now = datetime.now(timezone.utc)
         origin: EventOrigin | None = None
-        for start in range(0, len(old_rows), _IN_CLAUSE_CHUNK):
-            chunk = old_rows[start:start + _IN_CLAUSE_CHUNK]
+        while old_rows:
+            chunk = [dict(zip(keys, old_rows.popleft(), strict=True))
+                     for _ in range(min(_IN_CLAUSE_CHUNK, len(old_rows)))]
             with recorder.guard(self.auditor, info.options.must_record):
                 origin = origin or recorder.origin()
                 events += self._bulk_events(session, info, keys, columns, pk_columns, chunk, orm_state.is_delete,
