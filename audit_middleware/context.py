@@ -204,12 +204,17 @@ def auditing_suspended() -> bool:
     return _suspended.get()
 
 
-def current_actor() -> Actor:
-    """The explicit ``acting_as`` actor, else the request's actor, else anonymous."""
+_FIND: Any = object()  # a scope argument meaning "look the current request scope up" (current_scope())
+
+
+def current_actor(scope: RequestScope | None = _FIND) -> Actor:
+    """The explicit ``acting_as`` actor, else the request's actor (of ``scope``, by default the current
+    request's), else anonymous."""
     actor = _actor.get()
     if actor is not None:
         return actor
-    scope = current_scope()
+    if scope is _FIND:
+        scope = current_scope()
     if scope is not None:
         resolved = scope.actor()
         if resolved is not None:
@@ -217,27 +222,36 @@ def current_actor() -> Actor:
     return ANONYMOUS
 
 
-def current_workspace() -> str | None:
+def current_workspace(scope: RequestScope | None = _FIND) -> str | None:
     workspace = _workspace.get()
     if workspace is not None:
         return workspace
-    scope = current_scope()
+    if scope is _FIND:
+        scope = current_scope()
     return scope.workspace() if scope is not None else None
 
 
-def current_request() -> RequestContext | None:
+def current_request(scope: RequestScope | None = _FIND) -> RequestContext | None:
     request = _request.get()
     if request is not None:
         return request
-    scope = current_scope()
+    if scope is _FIND:
+        scope = current_scope()
     return scope.request() if scope is not None else None
 
 
-def current_context() -> dict[str, Any]:
+def current_context(scope: RequestScope | None = _FIND) -> dict[str, Any]:
     """The ``context`` dict stored on an event: request facts plus any :func:`extra_context`."""
-    request = current_request()
+    request = current_request(scope)
     context: dict[str, Any] = request.as_dict() if request is not None else {}
     extra = _extra.get()
     if extra:
         context.update(extra)
     return context
+
+
+def current_origin() -> tuple[Actor, str | None, dict[str, Any]]:
+    """``(current_actor(), current_workspace(), current_context())``, the request scope looked up once (a
+    framework's scope finder is not free) and only if one of them needs it."""
+    scope = current_scope() if _actor.get() is None or _workspace.get() is None or _request.get() is None else None
+    return current_actor(scope), current_workspace(scope), current_context(scope)

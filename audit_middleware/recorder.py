@@ -12,7 +12,7 @@ from typing import Any
 from .actors import Actor
 from .catalog import EventCatalog, EventDefinition
 from .config import AuditConfig, TrackingOptions
-from .context import current_actor, current_context, current_workspace
+from .context import current_origin
 from .diff import diff_values, snapshot, split_toggle
 from .events import AuditEvent
 from .ids import new_event_id
@@ -73,7 +73,7 @@ class Recorder:
     @staticmethod
     def origin() -> EventOrigin:
         """The current actor, workspace and request context (see :class:`EventOrigin`)."""
-        return EventOrigin(current_actor(), current_workspace(), current_context())
+        return EventOrigin(*current_origin())
 
     def event(
         self,

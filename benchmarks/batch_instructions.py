@@ -26,9 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-import tarfile
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
@@ -38,8 +36,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import django_capture  # noqa: E402
 import sqlalchemy_capture  # noqa: E402
 from _callgrind import instructions  # noqa: E402
+from _revision import export_revision  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FUNCTIONS = {"gc": "gc_collect_main", "sqlite": "pysqlite_cursor_execute"}
 ATOMIC = "AUDIT_BENCH_ATOMIC"  # set for the child: Django's per-write phases run each write in transaction.atomic()
 
@@ -80,20 +78,6 @@ def child(orm: str, variant: str, database: Any, batches: int, size: int, phase:
             with transaction.atomic():
                 for i in range(size):
                     Warehouse.objects.create(name=f"Warehouse {i}", write_key="wk_secret", capacity=i, notes="x")
-
-
-def export_revision(revision: str, into: str) -> str:
-    """The package as it was at ``revision``, laid out as installed (the adapters inside it)."""
-    archive = os.path.join(into, "source.tar")
-    subprocess.run(["git", "-C", ROOT, "archive", "-o", archive, revision, "audit_middleware", "adapters"],
-                   check=True)
-    with tarfile.open(archive) as tar:
-        tar.extractall(os.path.join(into, "source"), filter="data")
-    package = os.path.join(into, "package")
-    os.makedirs(package)
-    os.rename(os.path.join(into, "source", "audit_middleware"), os.path.join(package, "audit_middleware"))
-    os.rename(os.path.join(into, "source", "adapters"), os.path.join(package, "audit_middleware", "adapters"))
-    return package
 
 
 def counted(orm: str, variant: str, backend: str, batches: int, size: int, workdir: str,

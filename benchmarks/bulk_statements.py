@@ -33,8 +33,8 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import django_capture  # noqa: E402
 import sqlalchemy_capture  # noqa: E402
+from _revision import export_revision  # noqa: E402
 from _workload import median  # noqa: E402
-from batch_instructions import export_revision  # noqa: E402
 
 MAKE_CHUNK = 5_000
 

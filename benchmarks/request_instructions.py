@@ -3,14 +3,15 @@ audit-middleware, counted by ``valgrind --tool=callgrind`` in process (the WSGI 
 server's own work, which dilutes ours over HTTP, is not counted).
 
     .venv/bin/python benchmarks/request_instructions.py --framework flask --framework django [--requests 2000]
-        [--write] [--conn-max-age 600]
+        [--write] [--conn-max-age 600] [--before REV]
 
 For each framework and variant, two processes run under callgrind, side by side: one builds the app on a
 fresh SQLite file (``http_apps``' ``setup()``: migrate, seed, sign in), warms it with 50 requests and then
 serves ``--requests`` more, the other stops after the warm-up; a request's instructions are the difference
 divided by ``--requests``. Routes: ``GET /hello`` (changes nothing) and, with ``--write``, ``POST
 /warehouses/<id>`` (updates one row; SQLite, so no network round trip either). Needs valgrind; about 2 minutes
-a framework and route.
+a framework and route. ``--before REV`` also counts the audited apps with audit-middleware as it was at git
+revision REV (exported onto ``PYTHONPATH``, as ``batch_instructions.py`` does).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _callgrind import instructions  # noqa: E402
+from _revision import export_revision  # noqa: E402
 
 WARM_UP = 50
 
@@ -62,11 +64,14 @@ def child(framework: str, route: str, requests: int) -> None:
         b"".join(app(environ(i), start_response))
 
 
-def count(framework: str, route: str, audited: str, requests: int, workdir: str) -> int:
-    """Instructions of a child process serving ``requests`` after the warm-up, on a SQLite file of its own."""
+def count(framework: str, route: str, audited: str, requests: int, workdir: str, pythonpath: str | None = None
+          ) -> int:
+    """Instructions of a child process serving ``requests`` after the warm-up, on a SQLite file of its own
+    (``pythonpath``: audit-middleware exported from another revision, first on the path)."""
     database = os.path.join(workdir, f"{framework}-{os.urandom(4).hex()}.sqlite3")
     env = {**os.environ, "HTTP_BENCH_AUDITED": audited,
-           "HTTP_BENCH_DATABASE": json.dumps({"backend": "sqlite", "name": database})}
+           "HTTP_BENCH_DATABASE": json.dumps({"backend": "sqlite", "name": database}),
+           **({"PYTHONPATH": pythonpath} if pythonpath else {})}
     return instructions([sys.executable, __file__, "--child", framework, route, str(requests)], env, workdir, {},
                         cwd=os.path.dirname(os.path.abspath(__file__)))["total"]
 
@@ -78,6 +83,8 @@ def main() -> None:
     parser.add_argument("--write", action="store_true", help="also the route that updates one row")
     parser.add_argument("--conn-max-age", type=int, default=None,
                         help="Django: CONN_MAX_AGE (default 0, Django's: SQLite opened and its schema read per request)")
+    parser.add_argument("--before", metavar="REV", help="also count the audited apps with audit-middleware as of "
+                                                           "this git revision")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -90,17 +97,22 @@ def main() -> None:
     print(f"\n## Instructions a request, in process (callgrind), SQLite, {args.requests:,} requests{persistent}")
     print("| framework | route | without audit-middleware | with | ratio | added |\n|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as workdir:
+        variants: list[tuple[str, str, str | None]] = [("0", "with", None), ("1", "with", None)]
+        if args.before:
+            variants.insert(1, ("1", f"with, at {args.before}", export_revision(args.before, workdir)))
         for framework in args.framework or ["flask", "django"]:
             for route in routes:
-                per_request = {}
-                for audited in ("0", "1"):
+                per_request = []
+                for audited, label, pythonpath in variants:
                     with ThreadPoolExecutor(2) as pool:
-                        runs = [pool.submit(count, framework, route, audited, n, workdir) for n in (args.requests, 0)]
+                        runs = [pool.submit(count, framework, route, audited, n, workdir, pythonpath)
+                                for n in (args.requests, 0)]
                         served, warmed = (run.result() for run in runs)
-                    per_request[audited] = (served - warmed) / args.requests
-                without, with_ = per_request["0"], per_request["1"]
-                print(f"| {framework} | {route} | {without:,.0f} | {with_:,.0f} | ×{with_ / without:.3f} | "
-                      f"{with_ - without:+,.0f} |")
+                    per_request.append((label, (served - warmed) / args.requests))
+                without = per_request[0][1]
+                for label, with_ in per_request[1:]:
+                    print(f"| {framework} | {route} ({label}) | {without:,.0f} | {with_:,.0f} | "
+                          f"×{with_ / without:.3f} | {with_ - without:+,.0f} |")
 
 
 if __name__ == "__main__":

@@ -148,6 +148,33 @@ def test_request_scope_is_lazy_and_resolved_once():
             assert current_workspace() == "ws_2"
 
 
+def test_an_events_origin_asks_a_scope_finder_once_and_not_at_all_when_everything_is_explicit():
+    """A framework's scope finder (Flask's looks the request up) runs once per event origin, however many of
+    actor, workspace and request it supplies, and not at all when acting_as, in_workspace and
+    request_context say everything."""
+    from audit_middleware.context import add_scope_finder, remove_scope_finder
+
+    found: list[int] = []
+    scope = RequestScope(actor_loader=lambda: Actor.user("1", "ada"), workspace_loader=lambda: "ws_1",
+                         request_loader=lambda: RequestContext(ip="203.0.113.9"))
+
+    def finder():
+        found.append(1)
+        return scope
+
+    add_scope_finder(finder)
+    try:
+        origin = Recorder.origin()
+        assert (origin.actor.name, origin.workspace_id, origin.context) == ("ada", "ws_1", {"ip": "203.0.113.9"})
+        assert found == [1]
+        with acting_as(Actor.system("job")), in_workspace("ws_2"), request_context(RequestContext(ip="10.0.0.1")):
+            origin = Recorder.origin()
+        assert (origin.actor.id, origin.workspace_id, origin.context) == ("job", "ws_2", {"ip": "10.0.0.1"})
+        assert found == [1]
+    finally:
+        remove_scope_finder(finder)
+
+
 def test_context_is_per_thread_and_per_task():
     seen = {}
 
