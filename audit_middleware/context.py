@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from .actors import ANONYMOUS, Actor
@@ -50,10 +51,15 @@ def client_ip(remote_addr: str | None, forwarded_for: str | None, trusted_proxie
 
 
 def _address(text: str | None) -> str | None:
-    if not text:
-        return None
+    return _parsed_address(text.strip()) if text else None
+
+
+@lru_cache(maxsize=1024)
+def _parsed_address(text: str) -> str | None:
+    """``text`` normalised, if it is an IP address. Cached: a server sees the same few addresses again and
+    again, and ``ipaddress`` parses in Python; bounded, since a header's text is the client's to choose."""
     try:
-        return str(ipaddress.ip_address(text.strip()))
+        return str(ipaddress.ip_address(text))
     except ValueError:
         return None
 

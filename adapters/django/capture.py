@@ -183,7 +183,7 @@ def _after_commit(connection: Any, events: list[AuditEvent], sender: Any) -> Cal
         except Exception as error:  # the commit is done; a receiver's bug must not look like a failed commit
             logger.exception("an event_recorded receiver failed: %s", error)
 
-    transaction.on_commit(send, using=connection.alias)
+    connection.on_commit(send)  # transaction.on_commit(send, using=alias), without looking the alias up again
     return send
 
 
