@@ -51,7 +51,7 @@ _IN_CLAUSE_CHUNK = 500
 class ModelInfo:
     """What capture needs to know about one mapped class, computed once."""
 
-    __slots__ = ("options", "keys", "columns", "pk_keys", "_by_name", "_always_read")
+    __slots__ = ("options", "keys", "columns", "attributes", "pk_keys", "_by_column", "_by_name", "_always_read")
 
     def __init__(self, mapper: Mapper[Any], options: TrackingOptions) -> None:
         self.options = options
@@ -61,8 +61,13 @@ class ModelInfo:
             if isinstance(column, Column):
                 self.columns[prop.key] = column
         self.keys = tuple(self.columns)
+        # What capture's own SELECTs name: the class's attributes, so that SQLAlchemy reads them from the mapped
+        # selectable (the join of a joined-inheritance subclass, the discriminator of a single-table one).
+        self.attributes: dict[str, Any] = {key: getattr(mapper.class_, key) for key in self.keys}
         self.pk_keys = tuple(mapper.get_property_by_column(c).key for c in mapper.primary_key)
-        # A bulk UPDATE's SET clause names columns by attribute key, column key or column name.
+        # A bulk UPDATE's SET clause names columns by Column (its table's and name), attribute key, column key or
+        # column name; an attribute key wins over another attribute's column name.
+        self._by_column = {(column.table.name, column.name): key for key, column in self.columns.items()}
         self._by_name: dict[str, str] = {}
         for key, column in self.columns.items():
             self._by_name.setdefault(column.name, key)
@@ -88,7 +93,11 @@ class ModelInfo:
             return self.keys
         keys = set(self._always_read)
         for name in assigned:
-            key = self._by_name.get(name if isinstance(name, str) else getattr(name, "name", None) or "")
+            if isinstance(name, str):
+                key = self._by_name.get(name)
+            else:
+                table = getattr(name, "table", None)
+                key = self._by_column.get((getattr(table, "name", None), getattr(name, "name", None)))
             if key is None:
                 return self.keys
             keys.add(key)
@@ -268,8 +277,8 @@ class SessionCapture:
         for mapper, states in unknown.items():
             info = self.info(mapper)
             assert info is not None
-            columns = [info.columns[k].label(k) for k in info.keys]
-            pk_columns = [info.columns[k] for k in info.pk_keys]
+            columns = [info.attributes[k].label(k) for k in info.keys]
+            pk_columns = [info.attributes[k] for k in info.pk_keys]
             rows = self._rows_by_pk(session, columns, pk_columns, [tuple(st.key[1]) for st in states])
             by_pk = {tuple(r[k] for k in info.pk_keys): r for r in rows}
             for st in states:
@@ -378,8 +387,8 @@ class SessionCapture:
         statement = orm_state.statement
         # A delete's event holds the whole row; an update's, the columns it can change (and the label, the ids).
         keys = info.keys if orm_state.is_delete else info.updated_keys(statement, parameters)
-        columns = [info.columns[k].label(k) for k in keys]
-        pk_columns = [info.columns[k] for k in info.pk_keys]
+        columns = [info.attributes[k].label(k) for k in keys]
+        pk_columns = [info.attributes[k] for k in info.pk_keys]
         # The old rows are kept as tuples until their chunk's turn (a third of the memory of dicts), and let go as
         # each chunk is made into events.
         old_rows: deque[tuple[Any, ...]]

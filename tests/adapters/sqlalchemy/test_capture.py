@@ -271,6 +271,63 @@ def test_a_bulk_update_reads_only_what_its_set_clause_and_onupdate_defaults_can_
         engine.dispose()
 
 
+def test_bulk_statements_on_inheriting_classes_record_exactly_the_rows_they_change(database_url):
+    """A bulk UPDATE or DELETE of a joined-inheritance subclass reads its rows through the join (not a
+    cartesian product of the two tables), and one of a single-table subclass only the rows of that kind: the
+    events are those of the rows the statement changed, no more."""
+    from sqlalchemy import ForeignKey
+
+    class Base(DeclarativeBase):
+        pass
+
+    class Vehicle(Base):
+        __tablename__ = "vehicles"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        name: Mapped[str] = mapped_column(String(50))
+        kind: Mapped[str] = mapped_column(String(20))
+        __mapper_args__ = {"polymorphic_on": "kind", "polymorphic_identity": "vehicle"}
+
+    class Truck(Vehicle):  # joined: a table of its own
+        __tablename__ = "trucks"
+        id: Mapped[int] = mapped_column(ForeignKey("vehicles.id"), primary_key=True)
+        load: Mapped[int] = mapped_column()
+        __mapper_args__ = {"polymorphic_identity": "truck"}
+
+    class Van(Vehicle):  # single-table: rows of vehicles whose kind is "van"
+        __mapper_args__ = {"polymorphic_identity": "van"}
+
+    engine = create_engine(database_url)
+    Base.metadata.create_all(engine)
+    Session = sessionmaker(engine)
+    auditor = track(Session)
+    auditor.create_tables()
+    try:
+        with Session() as s:
+            s.add_all([Truck(id=1, name="t1", load=5), Truck(id=2, name="t2", load=7), Van(id=3, name="v3"),
+                       Van(id=4, name="v4"), Vehicle(id=5, name="bike")])
+            s.commit()
+        with Session() as s:
+            s.execute(update(Truck).where(Truck.load > 6).values(load=Truck.load + 1))
+            s.execute(delete(Van).where(Van.name == "v4"))
+            s.execute(delete(Van))
+            s.commit()
+        with engine.connect() as c:
+            table = auditor.table
+            rows = c.execute(select(table.c.event, table.c.resource_id, table.c.changes)
+                             .where(table.c.event.not_like("% Created"))
+                             .order_by(table.c.occurred_at, table.c.id)).all()
+        import json
+
+        assert [(r.event, r.resource_id, json.loads(r.changes)) for r in rows] == [
+            ("Truck Modified", "2", {"load": [7, 8]}),
+            ("Van Deleted", "4", {"id": [4, None], "kind": ["van", None], "name": ["v4", None]}),
+            ("Van Deleted", "3", {"id": [3, None], "kind": ["van", None], "name": ["v3", None]}),
+        ]
+    finally:
+        auditor.remove()
+        engine.dispose()
+
+
 def test_a_bulk_statement_over_more_rows_than_a_chunk_writes_as_it_goes_and_keeps_events_for_a_listener(app):
     """A bulk UPDATE or DELETE of more rows than ROWS_PER_CHUNK writes its events a chunk at a time while it
     runs (in its transaction: a rollback drops them), and keeps them for after the commit only when an
