@@ -14,7 +14,7 @@ from .context import (
     request_context,
     suspend_auditing,
 )
-from .errors import AuditError, AuditWriteError, InvalidFilterError, UnknownEventError
+from .errors import AuditError, AuditWriteError, InvalidFilterError, UncapturedWriteError, UnknownEventError
 from .events import AuditEvent
 from .query import EventQuery, Page
 from .revert import RevertConflict, RevertError, RevertNeedsConfirmation
@@ -36,6 +36,7 @@ __all__ = [
     "RevertConflict",
     "RevertError",
     "RevertNeedsConfirmation",
+    "UncapturedWriteError",
     "UnknownEventError",
     "__version__",
     "acting_as",

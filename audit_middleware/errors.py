@@ -35,3 +35,8 @@ class EventTooLargeError(AuditError, ValueError):
 
 class AuditWriteError(AuditError):
     """Writing audit rows failed, so the host's write was not committed either."""
+
+
+class UncapturedWriteError(AuditError):
+    """A write capture cannot record (it says why and what to do instead). Logged and counted like any capture
+    failure; raised, before the write runs, for a model whose events must be recorded."""

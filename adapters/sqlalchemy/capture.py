@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import threading
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +31,7 @@ from sqlalchemy.sql.schema import Column
 
 from audit_middleware.config import TrackingOptions
 from audit_middleware.context import auditing_suspended
-from audit_middleware.errors import AuditWriteError
+from audit_middleware.errors import AuditWriteError, UncapturedWriteError
 from audit_middleware.events import AuditEvent
 from audit_middleware.recorder import EventOrigin, logger
 from audit_middleware.signals import event_recorded
@@ -370,8 +370,9 @@ class SessionCapture:
         self.write(session, events, at_flush=streaming)
 
     def on_orm_execute(self, orm_state: ORMExecuteState) -> Any:
-        """Capture ``session.execute(update(Model)...)`` and ``delete(Model)...``: one event per row."""
-        if not (orm_state.is_update or orm_state.is_delete) or auditing_suspended():
+        """Capture ``session.execute(insert(Model), rows)``, ``update(Model)...`` and ``delete(Model)...``: one
+        event per row."""
+        if not (orm_state.is_update or orm_state.is_delete or orm_state.is_insert) or auditing_suspended():
             return None
         if owner_of(orm_state.session) is not self:
             return None
@@ -382,6 +383,8 @@ class SessionCapture:
         if info is None:
             return None
         self.written[mapper] = None
+        if orm_state.is_insert:
+            return self._bulk_insert(orm_state, info)
         session = orm_state.session
         parameters = orm_state.parameters
         statement = orm_state.statement
@@ -402,24 +405,85 @@ class SessionCapture:
                 query = query.where(where)
             old_rows = deque(tuple(r) for r in session.execute(query, parameters or {}))
         result = orm_state.invoke_statement()
-        # More rows than can be held for the COMMIT: each chunk's events are written as they are made, so a
-        # statement over a million rows never holds a million events.
-        streaming = len(old_rows) > ROWS_PER_CHUNK
+
+        def events_of(chunk: list[dict[str, Any]], now: datetime, origin: EventOrigin) -> list[AuditEvent]:
+            return self._bulk_events(session, info, keys, columns, pk_columns, chunk, orm_state.is_delete, now,
+                                     origin)
+
+        self._record_in_chunks(session, info, keys, old_rows, events_of)
+        return result
+
+    def _record_in_chunks(self, session: Session, info: ModelInfo, keys: Sequence[str],
+                          rows: deque[tuple[Any, ...]],
+                          events_of: Callable[[list[dict[str, Any]], datetime, EventOrigin], list[AuditEvent]]
+                          ) -> None:
+        """Make and write the events of a bulk statement's ``rows`` (tuples of ``keys``), 500 rows at a time. More
+        rows than can be held for the COMMIT: each chunk's events are written as they are made, so a statement
+        over a million rows never holds a million events; each chunk's rows are let go as it is made."""
+        streaming = len(rows) > ROWS_PER_CHUNK
         events: list[AuditEvent] = []
         recorder = self.auditor.recorder
         now = datetime.now(timezone.utc)
         origin: EventOrigin | None = None
-        while old_rows:
-            chunk = [dict(zip(keys, old_rows.popleft(), strict=True))
-                     for _ in range(min(_IN_CLAUSE_CHUNK, len(old_rows)))]
+        while rows:
+            chunk = [dict(zip(keys, rows.popleft(), strict=True)) for _ in range(min(_IN_CLAUSE_CHUNK, len(rows)))]
             with recorder.guard(self.auditor, info.options.must_record):
                 origin = origin or recorder.origin()
-                events += self._bulk_events(session, info, keys, columns, pk_columns, chunk, orm_state.is_delete,
-                                            now, origin)
+                events += events_of(chunk, now, origin)
             if streaming:
                 self.write(session, events, at_flush=True)
                 events = []
         self.write(session, events)
+
+    def _bulk_insert(self, orm_state: ORMExecuteState, info: ModelInfo) -> Any:
+        """``session.execute(insert(Model), [rows])`` (SQLAlchemy's ORM bulk INSERT), or one row: a Created event
+        per row, with the row as the database stored it (defaults included). Many rows come back from the INSERT
+        itself (RETURNING, which the statement's result then holds), where the database can; one row, or many
+        given with their primary keys, are read back by key; otherwise the INSERT runs unaudited and the failure
+        is logged and counted (raised before it runs for a model that must be recorded)."""
+        session = orm_state.session
+        statement: Any = orm_state.statement
+        parameters = orm_state.parameters
+        keys = info.keys
+        columns = [info.attributes[k].label(k) for k in keys]
+        pk_columns = [info.attributes[k] for k in info.pk_keys]
+        many = isinstance(parameters, list) or bool(getattr(statement, "_multi_values", None))
+        dialect = session.get_bind(mapper=orm_state.bind_mapper).dialect
+        given_keys = ([tuple(p.get(k) for k in info.pk_keys) for p in parameters]
+                      if isinstance(parameters, list) else None)
+        reason = None
+        if getattr(statement, "_post_values_clause", None) is not None:
+            reason = "an upsert (ON CONFLICT / ON DUPLICATE KEY): which rows it created is not known"
+        elif getattr(statement, "_select_names", None):
+            reason = "INSERT ... FROM SELECT: its rows are not known"
+        elif statement._returning:
+            reason = "it has a RETURNING of its own"
+        elif many and not getattr(dialect, "insert_executemany_returning", False) and (
+                given_keys is None or any(None in k for k in given_keys)):
+            reason = f"{dialect.name} cannot return the new rows' keys of a multi-row INSERT, and the rows lack them"
+        if reason is not None:
+            with self.auditor.recorder.guard(self.auditor, info.options.must_record):
+                raise UncapturedWriteError(
+                    f"not audited: an ORM INSERT of {info.options.resource} rows is {reason}; insert the objects "
+                    "with session.add_all() instead, or record the change with an event of your own")
+            return None
+        if many and getattr(dialect, "insert_executemany_returning", False):
+            result = orm_state.invoke_statement(statement=statement.returning(*columns))
+            frozen = result.freeze()
+            rows = deque(tuple(r) for r in frozen())
+            result = frozen()
+        else:
+            result = orm_state.invoke_statement()
+            new_keys = given_keys if many else [tuple(result.inserted_primary_key or ())]
+            found = self._rows_by_pk(session, columns, pk_columns, new_keys or [])
+            rows = deque(tuple(r.values()) for r in found)
+
+        def events_of(chunk: list[dict[str, Any]], now: datetime, origin: EventOrigin) -> list[AuditEvent]:
+            recorder = self.auditor.recorder
+            return [event for row in chunk for event in recorder.change_events(
+                info.options, "created", info.resource_id(row), {}, row, occurred_at=now, origin=origin)]
+
+        self._record_in_chunks(session, info, keys, rows, events_of)
         return result
 
     def _bulk_events(self, session: Session, info: ModelInfo, keys: Sequence[str], columns: list[Any],

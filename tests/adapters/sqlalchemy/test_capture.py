@@ -8,7 +8,7 @@ import threading
 import uuid
 
 import pytest
-from sqlalchemy import String, bindparam, create_engine, delete, event, func, select, update
+from sqlalchemy import String, bindparam, create_engine, delete, event, func, insert, select, update
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from audit_middleware import Actor, RequestContext, acting_as, in_workspace, request_context, suspend_auditing
@@ -374,6 +374,76 @@ def test_a_bulk_statement_over_more_rows_than_a_chunk_writes_as_it_goes_and_keep
     assert all(e.changes["schedule"] == ["daily", None] for e in deleted)
     report = app.auditor.verify(delay=timedelta(0))
     assert report.ok and report.events == 2 * count, report.problems[:3]
+
+
+def test_orm_bulk_insert_records_each_row_as_the_database_stored_it(app):
+    """session.execute(insert(Model), rows), SQLAlchemy's ORM bulk INSERT, and an INSERT of one row record a
+    Created event per row with its new id and the column defaults; one row's result keeps its
+    inserted_primary_key; more than 1,000 rows write their events as they go (none kept without a listener);
+    a rollback drops them."""
+    from audit_middleware.adapters.sqlalchemy.capture import PENDING_KEY
+    from audit_middleware.store import ROWS_PER_CHUNK
+
+    W = app.Warehouse
+    with app.Session() as s, acting_as(ADA):
+        s.execute(insert(W), [{"name": "bulk a"}, {"name": "bulk b", "enabled": False, "schedule": "daily"}])
+        single = s.execute(insert(W).values(name="single"))
+        assert single.inserted_primary_key is not None
+        single_id = single.inserted_primary_key[0]
+        s.commit()
+    created = app.events(event="Warehouse Created")
+    by_name = {e.resource_name: e for e in created}
+    with app.Session() as s:
+        ids = {w.name: w.id for w in s.scalars(select(W))}
+    assert sorted(by_name) == ["bulk a", "bulk b", "single"] and ids["single"] == single_id
+    assert all(e.resource_id == str(ids[name]) and e.actor == ADA for name, e in by_name.items())
+    assert by_name["bulk a"].changes["enabled"] == [None, True]  # the column default, as stored
+    assert by_name["bulk b"].changes["schedule"] == [None, "daily"]
+    assert by_name["bulk b"].changes["enabled"] == [None, False]
+
+    count = ROWS_PER_CHUNK + 200
+    with app.Session() as s:
+        s.execute(insert(W), [{"name": f"many {i}"} for i in range(count)])
+        assert PENDING_KEY not in s.info, "nobody listens: the statement's events are not kept"
+        s.commit()
+    with app.Session() as s:
+        s.execute(insert(W), [{"name": "rolled back"}])
+        s.rollback()
+    names = [e.resource_name for e in app.events(event="Warehouse Created")]
+    assert sorted(n for n in names if n.startswith("many ")) == sorted(f"many {i}" for i in range(count))
+    assert "rolled back" not in names and len(names) == count + 3
+
+
+def test_an_orm_insert_capture_cannot_record_runs_unaudited_and_is_counted_or_refused_when_it_must_be(app):
+    """An INSERT ... FROM SELECT has no rows capture could know: it runs, and the failure is logged and
+    counted; for a model whose events must be recorded it is refused before it runs."""
+    from audit_middleware import UncapturedWriteError
+
+    W = app.Warehouse
+    with suspend_auditing(), app.Session() as s:
+        s.add(W(name="source"))
+        s.commit()
+    copy = insert(W).from_select(["name"], select(W.name + " (copy)"))
+    with app.Session() as s:
+        s.execute(copy)
+        s.commit()
+    assert app.auditor.recorder.errors.count == 1
+    assert isinstance(app.auditor.recorder.errors.last, UncapturedWriteError)
+    assert "FROM SELECT" in str(app.auditor.recorder.errors.last)
+    with app.Session() as s:
+        assert [w.name for w in s.scalars(select(W).order_by(W.id))] == ["source", "source (copy)"]
+    assert app.events() == []
+
+    W.__audit__ = {"must_record": True}
+    app.auditor.capture._infos.clear()
+    try:
+        with app.Session() as s, pytest.raises(UncapturedWriteError, match="not audited"):
+            s.execute(copy)
+        with app.Session() as s:
+            assert s.scalar(select(func.count()).select_from(W)) == 2
+    finally:
+        del W.__audit__
+        app.auditor.capture._infos.clear()
 
 
 def test_composite_primary_keys_are_joined_in_the_resource_id(app):
