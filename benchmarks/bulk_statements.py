@@ -1,12 +1,14 @@
-"""Bulk statements: what auditing every row of one UPDATE or DELETE statement costs, in time and in memory.
+"""Bulk statements: what auditing every row of one INSERT, UPDATE or DELETE statement costs, in time and memory.
 
     .venv/bin/python benchmarks/bulk_statements.py --orm sqlalchemy --orm django --backend sqlite \\
         --backend postgresql --rows 100000 --rounds 3 [--before REV]
 
-The statement a user runs to change many rows at once: SQLAlchemy ``session.execute(update(Warehouse)
-.values(schedule="daily"))`` or ``delete(Warehouse)`` and one ``commit()``; Django
-``Warehouse.objects.update(notes="y")`` or ``Warehouse.objects.all().delete()`` in autocommit. The rows are
-made first, unaudited and a chunk at a time (so making them does not set the process's peak memory). Each
+The statement a user runs to change many rows at once: SQLAlchemy ``session.execute(insert(Warehouse),
+rows)`` (its ORM bulk INSERT), ``session.execute(update(Warehouse).values(schedule="daily"))`` or
+``delete(Warehouse)`` and one ``commit()``; Django ``Warehouse.objects.bulk_create(objects, batch_size=1000)``,
+``Warehouse.objects.update(notes="y")`` or ``Warehouse.objects.all().delete()`` in autocommit
+(``--statement`` picks some). The rows to update or delete are made first, unaudited and a chunk at a time (so
+making them does not set the process's peak memory); the rows to insert are built before the clock starts. Each
 (variant, statement, round) runs in a fresh process on a fresh database; variants are interleaved in every
 round. Reported: the statement's wall time (median of the rounds), microseconds a row, and how much the
 process's peak resident memory grew during the statement (``ru_maxrss`` after it minus the resident size
@@ -59,32 +61,44 @@ def child(orm: str, variant: str, database: Any, statement: str, rows: int) -> d
         for scope in scopes:
             scope.__enter__()
         now = datetime.now(timezone.utc).replace(tzinfo=None)
+
+        def values(start: int, stop: int) -> list[dict[str, Any]]:
+            return [{"name": f"Warehouse {i}", "slug": f"warehouse-{i}", "enabled": True, "schedule": "hourly",
+                     "settings": {"region": "eu", "retries": 3}, "owner_id": 7, "created_at": now, "updated_at": now}
+                    for i in range(start, stop)]
+
+        new_rows = values(0, rows) if statement == "insert" else []
         with suspend_auditing():
-            for start in range(0, rows, MAKE_CHUNK):
+            for start in range(0, rows if statement != "insert" else 0, MAKE_CHUNK):
                 with engine.begin() as connection:
-                    connection.execute(insert(Warehouse.__table__), [
-                        {"name": f"Warehouse {i}", "slug": f"warehouse-{i}", "enabled": True, "schedule": "hourly",
-                         "settings": {"region": "eu", "retries": 3}, "owner_id": 7, "created_at": now,
-                         "updated_at": now} for i in range(start, min(rows, start + MAKE_CHUNK))])
+                    connection.execute(insert(Warehouse.__table__), values(start, min(rows, start + MAKE_CHUNK)))
 
         def run() -> None:
             with Session() as session:
-                session.execute(update(Warehouse).values(schedule="daily") if statement == "update"
-                                else delete(Warehouse))
+                if statement == "insert":
+                    session.execute(insert(Warehouse), new_rows)
+                else:
+                    session.execute(update(Warehouse).values(schedule="daily") if statement == "update"
+                                    else delete(Warehouse))
                 session.commit()
     else:
         Warehouse, _request, _per_write, scope, _models = django_capture.setup_variant(variant, database)
         scope.__enter__()
         from audit_middleware import suspend_auditing
 
+        def objects(start: int, stop: int) -> list[Any]:
+            return [Warehouse(name=f"Warehouse {i}", write_key="wk_secret", capacity=i, notes="x")
+                    for i in range(start, stop)]
+
+        new_objects = objects(0, rows) if statement == "insert" else []
         with suspend_auditing():
-            for start in range(0, rows, MAKE_CHUNK):
-                Warehouse.objects.bulk_create([
-                    Warehouse(name=f"Warehouse {i}", write_key="wk_secret", capacity=i, notes="x")
-                    for i in range(start, min(rows, start + MAKE_CHUNK))])
+            for start in range(0, rows if statement != "insert" else 0, MAKE_CHUNK):
+                Warehouse.objects.bulk_create(objects(start, min(rows, start + MAKE_CHUNK)))
 
         def run() -> None:
-            if statement == "update":
+            if statement == "insert":
+                Warehouse.objects.bulk_create(new_objects, batch_size=1000)
+            elif statement == "update":
                 Warehouse.objects.update(notes="y")
             else:
                 Warehouse.objects.all().delete()
@@ -120,6 +134,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--before", metavar="REV", help="also measure audit-middleware as of this git revision")
+    parser.add_argument("--statement", action="append", choices=("insert", "update", "delete"))
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -136,7 +151,7 @@ def main() -> None:
                 print(f"\n## {orm}, {backend}: one statement over {args.rows:,} rows, median of {args.rounds} rounds")
                 print("| variant | statement | seconds | µs a row | peak memory grew by |")
                 print("|---|---|---|---|---|")
-                for statement in ("update", "delete"):
+                for statement in args.statement or ["insert", "update", "delete"]:
                     results: dict[str, list[dict[str, float]]] = {label: [] for label, _, _ in runs}
                     for round_ in range(args.rounds):
                         order = runs if round_ % 2 == 0 else runs[::-1]
