@@ -627,16 +627,18 @@ class DjangoCapture:
         def run() -> Any:
             created = wrapped(objs, *args[1:], **kwargs)
             recorder = self.auditor.recorder
-            events: list[AuditEvent] = []
-            with recorder.guard(self.auditor, info.options.must_record):
-                now = datetime.now(timezone.utc)
-                origin = recorder.origin()
-                for obj in created:
-                    new = info.values(obj)
-                    obj.__dict__[OLD] = dict(new)
-                    events += recorder.change_events(info.options, "created", new.get(info.pk), {}, new,
-                                                     occurred_at=now, origin=origin)
-            self.emit(using, events)
+            now = datetime.now(timezone.utc)
+            origin = None
+            for start in range(0, len(created), _CHUNK):  # emitted a chunk at a time, as QuerySet.update()'s
+                events: list[AuditEvent] = []
+                with recorder.guard(self.auditor, info.options.must_record):
+                    origin = origin or recorder.origin()
+                    for obj in created[start:start + _CHUNK]:
+                        new = info.values(obj)
+                        obj.__dict__[OLD] = dict(new)
+                        events += recorder.change_events(info.options, "created", new.get(info.pk), {}, new,
+                                                         occurred_at=now, origin=origin)
+                self.emit(using, events)
             return created
 
         return in_transaction(using, run)

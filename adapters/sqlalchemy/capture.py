@@ -81,6 +81,10 @@ class ModelInfo:
             if column.onupdate is not None or column.server_onupdate is not None or column.computed is not None
         )}
 
+    def key_of(self, name: str) -> str:
+        """The attribute a parameter name (attribute key, column key or column name) stands for."""
+        return self._by_name.get(name, name)
+
     def updated_keys(self, statement: Any, parameters: Any) -> tuple[str, ...]:
         """The attributes a bulk UPDATE can change: those its SET clause (``.values()``, or the parameters it
         is executed with) assigns, plus the ids, label and columns updated on their own; every column when a
@@ -467,7 +471,25 @@ class SessionCapture:
                     f"not audited: an ORM INSERT of {info.options.resource} rows is {reason}; insert the objects "
                     "with session.add_all() instead, or record the change with an event of your own")
             return None
-        if many and getattr(dialect, "insert_executemany_returning", False):
+        if isinstance(parameters, list) and getattr(
+                dialect, "insert_executemany_returning_sort_by_parameter_order", False):
+            # The rows as given, with what only the database knows (the keys, and the columns with defaults)
+            # returned in the order of the rows: as a flush records its new objects, without reading back
+            # what the app handed over.
+            defaulted = [k for k in keys if k in info.pk_keys or info.columns[k].default is not None
+                         or info.columns[k].server_default is not None]
+            result = orm_state.invoke_statement(statement=statement.returning(
+                *[info.attributes[k].label(k) for k in defaulted], sort_by_parameter_order=True))
+            frozen = result.freeze()
+
+            def stored(given: dict[str, Any], returned: Any) -> tuple[Any, ...]:
+                row = {info.key_of(name): value for name, value in given.items()}
+                row.update(zip(defaulted, returned, strict=True))
+                return tuple(row.get(k) for k in keys)
+
+            rows = deque(stored(given, returned) for given, returned in zip(parameters, frozen(), strict=True))
+            result = frozen()
+        elif many and getattr(dialect, "insert_executemany_returning", False):
             result = orm_state.invoke_statement(statement=statement.returning(*columns))
             frozen = result.freeze()
             rows = deque(tuple(r) for r in frozen())

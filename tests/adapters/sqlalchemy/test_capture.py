@@ -387,6 +387,7 @@ def test_orm_bulk_insert_records_each_row_as_the_database_stored_it(app):
     W = app.Warehouse
     with app.Session() as s, acting_as(ADA):
         s.execute(insert(W), [{"name": "bulk a"}, {"name": "bulk b", "enabled": False, "schedule": "daily"}])
+        s.execute(insert(W).values([{"name": "values a", "schedule": None}, {"name": "values b", "schedule": "weekly"}]))
         single = s.execute(insert(W).values(name="single"))
         assert single.inserted_primary_key is not None
         single_id = single.inserted_primary_key[0]
@@ -395,7 +396,8 @@ def test_orm_bulk_insert_records_each_row_as_the_database_stored_it(app):
     by_name = {e.resource_name: e for e in created}
     with app.Session() as s:
         ids = {w.name: w.id for w in s.scalars(select(W))}
-    assert sorted(by_name) == ["bulk a", "bulk b", "single"] and ids["single"] == single_id
+    assert sorted(by_name) == ["bulk a", "bulk b", "single", "values a", "values b"]
+    assert ids["single"] == single_id and by_name["values b"].changes["schedule"] == [None, "weekly"]
     assert all(e.resource_id == str(ids[name]) and e.actor == ADA for name, e in by_name.items())
     assert by_name["bulk a"].changes["enabled"] == [None, True]  # the column default, as stored
     assert by_name["bulk b"].changes["schedule"] == [None, "daily"]
@@ -411,7 +413,7 @@ def test_orm_bulk_insert_records_each_row_as_the_database_stored_it(app):
         s.rollback()
     names = [e.resource_name for e in app.events(event="Warehouse Created")]
     assert sorted(n for n in names if n.startswith("many ")) == sorted(f"many {i}" for i in range(count))
-    assert "rolled back" not in names and len(names) == count + 3
+    assert "rolled back" not in names and len(names) == count + 5
 
 
 def test_an_orm_insert_capture_cannot_record_runs_unaudited_and_is_counted_or_refused_when_it_must_be(app):

@@ -218,6 +218,25 @@ def test_a_queryset_update_of_many_rows_writes_its_events_a_few_chunks_at_a_time
     assert all(e.changes == {"notes": ["", "y"]} for e in modified)
 
 
+def test_a_bulk_create_of_many_objects_writes_its_events_a_few_chunks_at_a_time(monkeypatch):
+    """bulk_create() of 2,600 objects makes and emits its Created events 500 at a time, so they are written once
+    more than 1,000 wait, never all at once; every object gets its event, with its id."""
+    from audit_middleware.adapters.django import capture
+
+    sizes: list[int] = []
+    real = capture.insert_events
+
+    def counted(connection_, events_, **kwargs):
+        sizes.append(len(events_))
+        return real(connection_, events_, **kwargs)
+
+    monkeypatch.setattr(capture, "insert_events", counted)
+    objs = Warehouse.objects.bulk_create([Warehouse(name=f"w{i}") for i in range(2600)])
+    assert sum(sizes) == 2600 and max(sizes) <= 1500, sizes
+    created = [e for e in events() if e.event == "Warehouse Created"]
+    assert sorted(e.resource_id for e in created) == sorted(str(o.pk) for o in objs)
+
+
 def test_bulk_create_and_bulk_update_record_per_row():
     """bulk_create records Created per object (with its id); bulk_update records what changed per row."""
     objs = Warehouse.objects.bulk_create([Warehouse(name=f"w{i}") for i in range(3)])
