@@ -461,14 +461,14 @@ class SessionCapture:
         elif getattr(statement, "_select_names", None):
             reason = "INSERT ... FROM SELECT: its rows are not known"
         elif statement._returning:
-            reason = "it has a RETURNING of its own"
+            reason = "with a RETURNING of its own, which capture cannot add the new rows' keys to"
         elif many and not getattr(dialect, "insert_executemany_returning", False) and (
                 given_keys is None or any(None in k for k in given_keys)):
             reason = f"{dialect.name} cannot return the new rows' keys of a multi-row INSERT, and the rows lack them"
         if reason is not None:
             with self.auditor.recorder.guard(self.auditor, info.options.must_record):
                 raise UncapturedWriteError(
-                    f"not audited: an ORM INSERT of {info.options.resource} rows is {reason}; insert the objects "
+                    f"not audited: an ORM INSERT of {info.options.resource} rows ({reason}); insert the objects "
                     "with session.add_all() instead, or record the change with an event of your own")
             return None
         if isinstance(parameters, list) and getattr(

@@ -435,6 +435,21 @@ def test_an_orm_insert_capture_cannot_record_runs_unaudited_and_is_counted_or_re
     with app.Session() as s:
         assert [w.name for w in s.scalars(select(W).order_by(W.id))] == ["source", "source (copy)"]
     assert app.events() == []
+    dialect = app.engine.dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as upsert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as upsert
+    else:
+        from sqlalchemy.dialects.mysql import insert as upsert
+    statement = upsert(W).values(id=1, name="kept")
+    statement = (statement.on_duplicate_key_update(name="kept") if dialect not in ("postgresql", "sqlite")
+                 else statement.on_conflict_do_nothing())
+    with app.Session() as s:
+        s.execute(statement)
+        s.commit()
+    assert app.auditor.recorder.errors.count == 2 and "upsert" in str(app.auditor.recorder.errors.last)
+    assert app.events() == []
 
     W.__audit__ = {"must_record": True}
     app.auditor.capture._infos.clear()
