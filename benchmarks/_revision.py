@@ -21,3 +21,13 @@ def export_revision(revision: str, into: str) -> str:
     os.rename(os.path.join(into, "source", "audit_middleware"), os.path.join(package, "audit_middleware"))
     os.rename(os.path.join(into, "source", "adapters"), os.path.join(package, "audit_middleware", "adapters"))
     return package
+
+
+def runs_with_before(before: str | None, workdir: str) -> list[tuple[str, str, str | None]]:
+    """``(label, variant, PYTHONPATH)`` of the runs a ``--before REV`` script compares: the baseline, audit-middleware
+    at REV (when given, exported into ``workdir``) and audit-middleware as it is."""
+    runs: list[tuple[str, str, str | None]] = [("baseline", "baseline", None),
+                                               ("audit-middleware", "audit-middleware", None)]
+    if before:
+        runs.insert(1, (f"audit-middleware at {before}", "audit-middleware", export_revision(before, workdir)))
+    return runs

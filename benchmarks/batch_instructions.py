@@ -36,7 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import django_capture  # noqa: E402
 import sqlalchemy_capture  # noqa: E402
 from _callgrind import instructions  # noqa: E402
-from _revision import export_revision  # noqa: E402
+from _revision import runs_with_before  # noqa: E402
 
 FUNCTIONS = {"gc": "gc_collect_main", "sqlite": "pysqlite_cursor_execute"}
 ATOMIC = "AUDIT_BENCH_ATOMIC"  # set for the child: Django's per-write phases run each write in transaction.atomic()
@@ -112,10 +112,7 @@ def main() -> None:
         child(orm, variant, json.loads(database), int(batches), int(size), phase)
         return
     with tempfile.TemporaryDirectory() as workdir:
-        runs = [("baseline", "baseline", None), ("audit-middleware", "audit-middleware", None)]
-        if args.before:
-            runs.insert(1, (f"audit-middleware at {args.before}", "audit-middleware",
-                            export_revision(args.before, workdir)))
+        runs = runs_with_before(args.before, workdir)
         framework = "SQLAlchemy" if args.orm == "sqlalchemy" else "Django"
         what = (f"{args.size:,} creates in one transaction" if args.phase == "batch"
                 else f"{args.size:,} {args.phase}s, one transaction each"

@@ -35,7 +35,7 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import django_capture  # noqa: E402
 import sqlalchemy_capture  # noqa: E402
-from _revision import export_revision  # noqa: E402
+from _revision import runs_with_before  # noqa: E402
 from _workload import median  # noqa: E402
 
 MAKE_CHUNK = 5_000
@@ -142,10 +142,7 @@ def main() -> None:
         print(json.dumps(child(orm, variant, json.loads(database), statement, int(rows))))
         return
     with tempfile.TemporaryDirectory() as workdir:
-        runs = [("baseline", "baseline", None), ("audit-middleware", "audit-middleware", None)]
-        if args.before:
-            runs.insert(1, (f"audit-middleware at {args.before}", "audit-middleware",
-                            export_revision(args.before, workdir)))
+        runs = runs_with_before(args.before, workdir)
         for orm in args.orm or ["sqlalchemy", "django"]:
             for backend in args.backend or ["sqlite"]:
                 print(f"\n## {orm}, {backend}: one statement over {args.rows:,} rows, median of {args.rounds} rounds")

@@ -51,7 +51,8 @@ _IN_CLAUSE_CHUNK = 500
 class ModelInfo:
     """What capture needs to know about one mapped class, computed once."""
 
-    __slots__ = ("options", "keys", "columns", "attributes", "pk_keys", "_by_column", "_by_name", "_always_read")
+    __slots__ = ("options", "keys", "columns", "attributes", "pk_keys", "pk_attributes", "_by_column", "_by_name",
+                 "_always_read")
 
     def __init__(self, mapper: Mapper[Any], options: TrackingOptions) -> None:
         self.options = options
@@ -65,6 +66,7 @@ class ModelInfo:
         # selectable (the join of a joined-inheritance subclass, the discriminator of a single-table one).
         self.attributes: dict[str, Any] = {key: getattr(mapper.class_, key) for key in self.keys}
         self.pk_keys = tuple(mapper.get_property_by_column(c).key for c in mapper.primary_key)
+        self.pk_attributes = [self.attributes[k] for k in self.pk_keys]
         # A bulk UPDATE's SET clause names columns by Column (its table's and name), attribute key, column key or
         # column name; an attribute key wins over another attribute's column name.
         self._by_column = {(column.table.name, column.name): key for key, column in self.columns.items()}
@@ -80,6 +82,10 @@ class ModelInfo:
             key for key, column in self.columns.items()
             if column.onupdate is not None or column.server_onupdate is not None or column.computed is not None
         )}
+
+    def selected(self, keys: Sequence[str]) -> list[Any]:
+        """What capture's SELECTs (and RETURNINGs) name for ``keys``: each attribute labelled with its key."""
+        return [self.attributes[k].label(k) for k in keys]
 
     def key_of(self, name: str) -> str:
         """The attribute a parameter name (attribute key, column key or column name) stands for."""
@@ -281,9 +287,7 @@ class SessionCapture:
         for mapper, states in unknown.items():
             info = self.info(mapper)
             assert info is not None
-            columns = [info.attributes[k].label(k) for k in info.keys]
-            pk_columns = [info.attributes[k] for k in info.pk_keys]
-            rows = self._rows_by_pk(session, columns, pk_columns, [tuple(st.key[1]) for st in states])
+            rows = self._rows_by_pk(session, info, info.keys, [tuple(st.key[1]) for st in states])
             by_pk = {tuple(r[k] for k in info.pk_keys): r for r in rows}
             for st in states:
                 row = by_pk.get(tuple(st.key[1]))
@@ -394,25 +398,22 @@ class SessionCapture:
         statement = orm_state.statement
         # A delete's event holds the whole row; an update's, the columns it can change (and the label, the ids).
         keys = info.keys if orm_state.is_delete else info.updated_keys(statement, parameters)
-        columns = [info.attributes[k].label(k) for k in keys]
-        pk_columns = [info.attributes[k] for k in info.pk_keys]
         # The old rows are kept as tuples until their chunk's turn (a third of the memory of dicts), and let go as
         # each chunk is made into events.
         old_rows: deque[tuple[Any, ...]]
         if isinstance(parameters, list):  # bulk UPDATE by primary key: [{"id": 1, "name": ...}, ...]
             old_rows = deque(tuple(r.values()) for r in self._rows_by_pk(
-                session, columns, pk_columns, [tuple(p[k] for k in info.pk_keys) for p in parameters]))
+                session, info, keys, [tuple(p[k] for k in info.pk_keys) for p in parameters]))
         else:
             where = statement.whereclause  # type: ignore[attr-defined]
-            query = select(*columns)
+            query = select(*info.selected(keys))
             if where is not None:
                 query = query.where(where)
             old_rows = deque(tuple(r) for r in session.execute(query, parameters or {}))
         result = orm_state.invoke_statement()
 
         def events_of(chunk: list[dict[str, Any]], now: datetime, origin: EventOrigin) -> list[AuditEvent]:
-            return self._bulk_events(session, info, keys, columns, pk_columns, chunk, orm_state.is_delete, now,
-                                     origin)
+            return self._bulk_events(session, info, keys, chunk, orm_state.is_delete, now, origin)
 
         self._record_in_chunks(session, info, keys, old_rows, events_of)
         return result
@@ -449,8 +450,6 @@ class SessionCapture:
         statement: Any = orm_state.statement
         parameters = orm_state.parameters
         keys = info.keys
-        columns = [info.attributes[k].label(k) for k in keys]
-        pk_columns = [info.attributes[k] for k in info.pk_keys]
         many = isinstance(parameters, list) or bool(getattr(statement, "_multi_values", None))
         dialect = session.get_bind(mapper=orm_state.bind_mapper).dialect
         given_keys = ([tuple(p.get(k) for k in info.pk_keys) for p in parameters]
@@ -478,7 +477,7 @@ class SessionCapture:
             # what the app handed over.
             defaulted = [k for k in keys if k in info.pk_keys or info.columns[k].default is not None
                          or info.columns[k].server_default is not None]
-            returning = statement.returning(*[info.attributes[k].label(k) for k in defaulted],
+            returning = statement.returning(*info.selected(defaulted),
                                             sort_by_parameter_order=True)
             if dialect.driver == "psycopg":  # psycopg parses five 200-row statements faster than one of 1,000
                 returning = returning.execution_options(insertmanyvalues_page_size=200)  # (67 -> 50 µs a row)
@@ -493,14 +492,14 @@ class SessionCapture:
             rows = deque(stored(given, returned) for given, returned in zip(parameters, frozen(), strict=True))
             result = frozen()
         elif many and getattr(dialect, "insert_executemany_returning", False):
-            result = orm_state.invoke_statement(statement=statement.returning(*columns))
+            result = orm_state.invoke_statement(statement=statement.returning(*info.selected(keys)))
             frozen = result.freeze()
             rows = deque(tuple(r) for r in frozen())
             result = frozen()
         else:
             result = orm_state.invoke_statement()
             new_keys = given_keys if many else [tuple(result.inserted_primary_key or ())]
-            found = self._rows_by_pk(session, columns, pk_columns, new_keys or [])
+            found = self._rows_by_pk(session, info, keys, new_keys or [])
             rows = deque(tuple(r.values()) for r in found)
 
         def events_of(chunk: list[dict[str, Any]], now: datetime, origin: EventOrigin) -> list[AuditEvent]:
@@ -511,9 +510,8 @@ class SessionCapture:
         self._record_in_chunks(session, info, keys, rows, events_of)
         return result
 
-    def _bulk_events(self, session: Session, info: ModelInfo, keys: Sequence[str], columns: list[Any],
-                     pk_columns: list[Column[Any]], old_rows: list[dict[str, Any]], deleted: bool,
-                     now: datetime, origin: EventOrigin) -> list[AuditEvent]:
+    def _bulk_events(self, session: Session, info: ModelInfo, keys: Sequence[str], old_rows: list[dict[str, Any]],
+                     deleted: bool, now: datetime, origin: EventOrigin) -> list[AuditEvent]:
         """The events of some rows of a bulk statement: their old values, and for an UPDATE the new ones read
         back by primary key (the database's word on what the SET clause made of them)."""
         recorder = self.auditor.recorder
@@ -525,7 +523,7 @@ class SessionCapture:
             return events
         pks = [tuple(r[k] for k in info.pk_keys) for r in old_rows]
         new_by_pk = {tuple(r[k] for k in info.pk_keys): r
-                     for r in self._rows_by_pk(session, columns, pk_columns, pks)}
+                     for r in self._rows_by_pk(session, info, keys, pks)}
         label = info.options.label
         for pk, row in zip(pks, old_rows, strict=True):
             new_row = new_by_pk.get(pk)
@@ -541,12 +539,14 @@ class SessionCapture:
         return events
 
     @staticmethod
-    def _rows_by_pk(
-        session: Session, columns: list[Any], pk_columns: list[Column[Any]], keys: Sequence[tuple[Any, ...]]
-    ) -> list[dict[str, Any]]:
+    def _rows_by_pk(session: Session, info: ModelInfo, keys: Sequence[str], pks: Sequence[tuple[Any, ...]]
+                    ) -> list[dict[str, Any]]:
+        """The ``keys`` of the rows whose primary keys are ``pks``, as dicts, 500 keys a SELECT."""
+        columns = info.selected(keys)
+        pk_columns = info.pk_attributes
         rows: list[dict[str, Any]] = []
-        for start in range(0, len(keys), _IN_CLAUSE_CHUNK):
-            chunk = keys[start:start + _IN_CLAUSE_CHUNK]
+        for start in range(0, len(pks), _IN_CLAUSE_CHUNK):
+            chunk = pks[start:start + _IN_CLAUSE_CHUNK]
             if len(pk_columns) == 1:
                 clause = pk_columns[0].in_([k[0] for k in chunk])
             else:

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import json
 import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import pytest
 from sqlalchemy import String, bindparam, create_engine, delete, event, func, insert, select, update
@@ -210,6 +214,31 @@ def test_bulk_update_by_primary_key_and_rolled_back_bulk_statement(app):
     ]
 
 
+@contextmanager
+def tracked(database_url: str, base: Any) -> Iterator[tuple[Any, Any, Any]]:
+    """``(engine, Session, auditor)`` for a test's own models (``base``'s tables made on a fresh database),
+    removed and disposed afterwards."""
+    engine = create_engine(database_url)
+    base.metadata.create_all(engine)
+    Session = sessionmaker(engine)
+    auditor = track(Session)
+    auditor.create_tables()
+    try:
+        yield engine, Session, auditor
+    finally:
+        auditor.remove()
+        engine.dispose()
+
+
+def stored_changes(engine: Any, auditor: Any, *where: Any) -> list[tuple[str, str, dict[str, Any]]]:
+    """``(event, resource id, changes)`` of the stored events matching ``where``, oldest first."""
+    table = auditor.table
+    with engine.connect() as c:
+        rows = c.execute(select(table.c.event, table.c.resource_id, table.c.changes).where(*where)
+                         .order_by(table.c.occurred_at, table.c.id)).all()
+    return [(r.event, r.resource_id, json.loads(r.changes)) for r in rows]
+
+
 def test_a_bulk_update_reads_only_what_its_set_clause_and_onupdate_defaults_can_change(database_url):
     """A bulk UPDATE's events hold what it changed of the columns it assigns (literals, or expressions the
     database evaluates, read back from it) and of those SQLAlchemy updates on its own (onupdate); the SELECTs
@@ -226,19 +255,14 @@ def test_a_bulk_update_reads_only_what_its_set_clause_and_onupdate_defaults_can_
         notes: Mapped[str | None] = mapped_column(String(50))
         revision: Mapped[int] = mapped_column(default=1, onupdate=7)
 
-    engine = create_engine(database_url)
-    Base.metadata.create_all(engine)
-    Session = sessionmaker(engine)
-    auditor = track(Session)
-    auditor.create_tables()
     selects: list[str] = []
+    with tracked(database_url, Base) as (engine, Session, auditor):
 
-    @event.listens_for(engine, "before_cursor_execute")
-    def note_select(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
-        if statement.lstrip().upper().startswith("SELECT") and "docks" in statement:
-            selects.append(statement)
+        @event.listens_for(engine, "before_cursor_execute")
+        def note_select(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+            if statement.lstrip().upper().startswith("SELECT") and "docks" in statement:
+                selects.append(statement)
 
-    try:
         with Session() as s:
             s.add_all([Dock(id=i, name=f"d{i}", bay=i, notes="n") for i in (1, 2)])
             s.commit()
@@ -255,20 +279,11 @@ def test_a_bulk_update_reads_only_what_its_set_clause_and_onupdate_defaults_can_
                       {"dock": 1, "text": "bound"})
             s.commit()
         assert any("bay_number" in sql for sql in selects), "an unknown SET name reads every column"
-        with engine.connect() as c:
-            rows = c.execute(select(auditor.table.c.resource_id, auditor.table.c.changes)
-                             .where(auditor.table.c.event == "Dock Modified")
-                             .order_by(auditor.table.c.occurred_at, auditor.table.c.id)).all()
-        import json
-
-        assert [(r.resource_id, json.loads(r.changes)) for r in rows] == [
-            ("1", {"bay": [1, 11], "revision": [1, 7]}),
-            ("2", {"notes": ["n", "by id"], "revision": [1, 7]}),
-            ("1", {"notes": ["n", "bound"]}),
+        assert stored_changes(engine, auditor, auditor.table.c.event == "Dock Modified") == [
+            ("Dock Modified", "1", {"bay": [1, 11], "revision": [1, 7]}),
+            ("Dock Modified", "2", {"notes": ["n", "by id"], "revision": [1, 7]}),
+            ("Dock Modified", "1", {"notes": ["n", "bound"]}),
         ]
-    finally:
-        auditor.remove()
-        engine.dispose()
 
 
 def test_bulk_statements_on_inheriting_classes_record_exactly_the_rows_they_change(database_url):
@@ -296,12 +311,7 @@ def test_bulk_statements_on_inheriting_classes_record_exactly_the_rows_they_chan
     class Van(Vehicle):  # single-table: rows of vehicles whose kind is "van"
         __mapper_args__ = {"polymorphic_identity": "van"}
 
-    engine = create_engine(database_url)
-    Base.metadata.create_all(engine)
-    Session = sessionmaker(engine)
-    auditor = track(Session)
-    auditor.create_tables()
-    try:
+    with tracked(database_url, Base) as (engine, Session, auditor):
         with Session() as s:
             s.add_all([Truck(id=1, name="t1", load=5), Truck(id=2, name="t2", load=7), Van(id=3, name="v3"),
                        Van(id=4, name="v4"), Vehicle(id=5, name="bike")])
@@ -311,21 +321,11 @@ def test_bulk_statements_on_inheriting_classes_record_exactly_the_rows_they_chan
             s.execute(delete(Van).where(Van.name == "v4"))
             s.execute(delete(Van))
             s.commit()
-        with engine.connect() as c:
-            table = auditor.table
-            rows = c.execute(select(table.c.event, table.c.resource_id, table.c.changes)
-                             .where(table.c.event.not_like("% Created"))
-                             .order_by(table.c.occurred_at, table.c.id)).all()
-        import json
-
-        assert [(r.event, r.resource_id, json.loads(r.changes)) for r in rows] == [
+        assert stored_changes(engine, auditor, auditor.table.c.event.not_like("% Created")) == [
             ("Truck Modified", "2", {"load": [7, 8]}),
             ("Van Deleted", "4", {"id": [4, None], "kind": ["van", None], "name": ["v4", None]}),
             ("Van Deleted", "3", {"id": [3, None], "kind": ["van", None], "name": ["v3", None]}),
         ]
-    finally:
-        auditor.remove()
-        engine.dispose()
 
 
 def test_a_bulk_statement_over_more_rows_than_a_chunk_writes_as_it_goes_and_keeps_events_for_a_listener(app):

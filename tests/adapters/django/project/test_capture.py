@@ -181,6 +181,22 @@ def test_queryset_update_records_one_event_per_row_with_diffs():
     assert names()[-1] == "Warehouse Disabled"
 
 
+@pytest.fixture
+def write_sizes(monkeypatch):
+    """How many events each write of waiting events wrote, in order (the real writes run)."""
+    from audit_middleware.adapters.django import capture
+
+    sizes: list[int] = []
+    real = capture.insert_events
+
+    def counted(connection_, events_, **kwargs):
+        sizes.append(len(events_))
+        return real(connection_, events_, **kwargs)
+
+    monkeypatch.setattr(capture, "insert_events", counted)
+    return sizes
+
+
 def test_queryset_update_reads_only_the_columns_it_assigns_with_the_id_and_label():
     """The SELECTs around QuerySet.update() read the columns it assigns, the id and the label (the name),
     not the rest of the row; the events are the same."""
@@ -196,43 +212,23 @@ def test_queryset_update_reads_only_the_columns_it_assigns_with_the_id_and_label
     assert events()[-1].changes == {"capacity": ["1.00", "2.00"]} and events()[-1].resource_name == "A"
 
 
-def test_a_queryset_update_of_many_rows_writes_its_events_a_few_chunks_at_a_time(monkeypatch):
+def test_a_queryset_update_of_many_rows_writes_its_events_a_few_chunks_at_a_time(write_sizes):
     """A QuerySet.update() over 2,600 rows makes and emits its events 500 rows at a time, so they are written
     once more than 1,000 wait (in its transaction), never all at once; every row gets its event."""
-    from audit_middleware.adapters.django import capture
-
     with suspend_auditing():
         Warehouse.objects.bulk_create([Warehouse(name=f"w{i}") for i in range(2600)])
-    sizes: list[int] = []
-    real = capture.insert_events
-
-    def counted(connection_, events_, **kwargs):
-        sizes.append(len(events_))
-        return real(connection_, events_, **kwargs)
-
-    monkeypatch.setattr(capture, "insert_events", counted)
     assert Warehouse.objects.update(notes="y") == 2600
-    assert sum(sizes) == 2600 and max(sizes) <= 1500, sizes
+    assert sum(write_sizes) == 2600 and max(write_sizes) <= 1500, write_sizes
     modified = [e for e in events() if e.event == "Warehouse Modified"]
     assert sorted(e.resource_name for e in modified) == sorted(f"w{i}" for i in range(2600))
     assert all(e.changes == {"notes": ["", "y"]} for e in modified)
 
 
-def test_a_bulk_create_of_many_objects_writes_its_events_a_few_chunks_at_a_time(monkeypatch):
+def test_a_bulk_create_of_many_objects_writes_its_events_a_few_chunks_at_a_time(write_sizes):
     """bulk_create() of 2,600 objects makes and emits its Created events 500 at a time, so they are written once
     more than 1,000 wait, never all at once; every object gets its event, with its id."""
-    from audit_middleware.adapters.django import capture
-
-    sizes: list[int] = []
-    real = capture.insert_events
-
-    def counted(connection_, events_, **kwargs):
-        sizes.append(len(events_))
-        return real(connection_, events_, **kwargs)
-
-    monkeypatch.setattr(capture, "insert_events", counted)
     objs = Warehouse.objects.bulk_create([Warehouse(name=f"w{i}") for i in range(2600)])
-    assert sum(sizes) == 2600 and max(sizes) <= 1500, sizes
+    assert sum(write_sizes) == 2600 and max(write_sizes) <= 1500, write_sizes
     created = [e for e in events() if e.event == "Warehouse Created"]
     assert sorted(e.resource_id for e in created) == sorted(str(o.pk) for o in objs)
 
