@@ -865,3 +865,44 @@ def test_events_that_cannot_be_written_early_roll_the_block_back_even_if_the_err
     assert len(caught) == 1
     assert not Warehouse.objects.filter(name__startswith="kept out").exists()
     assert not AuditEvent.objects.exists()
+
+
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="the driver-direct write is SQLite's")
+def test_on_sqlite_event_rows_skip_djangos_cursor_only_while_nobody_watches_its_queries(monkeypatch):
+    """With no query log (DEBUG off, no CaptureQueriesContext) and no execute_wrapper, the event INSERT goes
+    straight to sqlite3 (Django's SQLite cursor rewrites every statement's placeholders with a regular
+    expression); watched, it goes through Django's cursor like any query, so the log and the wrappers see it.
+    Either way the rows are the same: they read back and their hashes verify."""
+    from django.db.backends.sqlite3.base import SQLiteCursorWrapper
+
+    from audit_middleware.adapters.django.integrity import DjangoIntegrity
+
+    through_django: list[str] = []
+    real = SQLiteCursorWrapper.execute
+
+    def spy(self, query, params=None):
+        if "audit_events" in query:
+            through_django.append(query)
+        return real(self, query, params)
+
+    monkeypatch.setattr(SQLiteCursorWrapper, "execute", spy)
+    Warehouse.objects.create(name="unwatched")
+    with transaction.atomic():
+        Warehouse.objects.create(name="unwatched in a block")
+    assert through_django == []
+
+    wrapped: list[str] = []
+
+    def wrapper(execute, sql, params, many, context):
+        wrapped.append(sql)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(wrapper):
+        Warehouse.objects.create(name="wrapped")
+    with CaptureQueriesContext(connection) as logged:
+        Warehouse.objects.create(name="logged")
+    assert len(through_django) == 2
+    assert sum("audit_events" in sql for sql in wrapped) == 1
+    assert sum("audit_events" in q["sql"] for q in logged.captured_queries) == 1
+    assert [e.resource_name for e in events()] == ["unwatched", "unwatched in a block", "wrapped", "logged"]
+    assert DjangoIntegrity().verify(delay=timedelta(0)).ok
