@@ -3,12 +3,15 @@
 All listeners are installed by :meth:`SessionCapture.listen` and removed by :meth:`SessionCapture.remove`.
 ``before_flush`` makes sure old values are loaded, ``after_flush`` (where the session still shows its
 pre-flush state, and new rows have their primary keys) builds the events and writes them with one
-executemany; ``do_orm_execute`` captures ORM bulk UPDATE/DELETE statements. Events wait on the session until
-the outermost commit, then ``event_recorded`` is sent; a rollback (or a rolled-back savepoint) drops them.
+executemany; ``do_orm_execute`` captures ORM bulk INSERT/UPDATE/DELETE statements, and a wrapper of
+``Session._bulk_save_mappings`` the legacy ``bulk_save_objects`` / ``bulk_insert_mappings`` /
+``bulk_update_mappings``, which send neither. Events wait on the session until the outermost commit, then
+``event_recorded`` is sent; a rollback (or a rolled-back savepoint) drops them.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import threading
 from collections import deque
@@ -16,7 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import event, inspect, select, tuple_
+from sqlalchemy import event, insert, inspect, select, tuple_
 from sqlalchemy.orm import (
     Mapper,
     ORMExecuteState,
@@ -51,8 +54,8 @@ _IN_CLAUSE_CHUNK = 500
 class ModelInfo:
     """What capture needs to know about one mapped class, computed once."""
 
-    __slots__ = ("options", "keys", "columns", "attributes", "pk_keys", "pk_attributes", "_by_column", "_by_name",
-                 "_always_read")
+    __slots__ = ("options", "keys", "columns", "attributes", "pk_keys", "pk_attributes", "discriminator",
+                 "_by_column", "_by_name", "_always_read")
 
     def __init__(self, mapper: Mapper[Any], options: TrackingOptions) -> None:
         self.options = options
@@ -67,6 +70,9 @@ class ModelInfo:
         self.attributes: dict[str, Any] = {key: getattr(mapper.class_, key) for key in self.keys}
         self.pk_keys = tuple(mapper.get_property_by_column(c).key for c in mapper.primary_key)
         self.pk_attributes = [self.attributes[k] for k in self.pk_keys]
+        # The column SQLAlchemy sets to the class's polymorphic identity on INSERT (no default, not in the rows).
+        polymorphic_on = mapper.polymorphic_on
+        self.discriminator = next((k for k, c in self.columns.items() if c is polymorphic_on), None)
         # A bulk UPDATE's SET clause names columns by Column (its table's and name), attribute key, column key or
         # column name; an attribute key wins over another attribute's column name.
         self._by_column = {(column.table.name, column.name): key for key, column in self.columns.items()}
@@ -215,6 +221,7 @@ class SessionCapture:
         most specific target covering it (see :func:`owner_of`)."""
         key = listened_on(target)
         retired = None
+        _wrap_legacy_bulk()
         with _captures_lock:
             previous = _captures.get(key)
             if previous is not None and previous is not self:
@@ -402,8 +409,7 @@ class SessionCapture:
         # each chunk is made into events.
         old_rows: deque[tuple[Any, ...]]
         if isinstance(parameters, list):  # bulk UPDATE by primary key: [{"id": 1, "name": ...}, ...]
-            old_rows = deque(tuple(r.values()) for r in self._rows_by_pk(
-                session, info, keys, [tuple(p[k] for k in info.pk_keys) for p in parameters]))
+            old_rows = self._old_rows_by_pk(session, info, keys, parameters)
         else:
             where = statement.whereclause  # type: ignore[attr-defined]
             query = select(*info.selected(keys))
@@ -412,10 +418,8 @@ class SessionCapture:
             old_rows = deque(tuple(r) for r in session.execute(query, parameters or {}))
         result = orm_state.invoke_statement()
 
-        def events_of(chunk: list[dict[str, Any]], now: datetime, origin: EventOrigin) -> list[AuditEvent]:
-            return self._bulk_events(session, info, keys, chunk, orm_state.is_delete, now, origin)
-
-        self._record_in_chunks(session, info, keys, old_rows, events_of)
+        self._record_in_chunks(session, info, keys, old_rows,
+                               self._changed_events(session, info, keys, orm_state.is_delete))
         return result
 
     def _record_in_chunks(self, session: Session, info: ModelInfo, keys: Sequence[str],
@@ -475,8 +479,8 @@ class SessionCapture:
             # The rows as given, with what only the database knows (the keys, and the columns with defaults)
             # returned in the order of the rows: as a flush records its new objects, without reading back
             # what the app handed over.
-            defaulted = [k for k in keys if k in info.pk_keys or info.columns[k].default is not None
-                         or info.columns[k].server_default is not None]
+            defaulted = [k for k in keys if k in info.pk_keys or k == info.discriminator
+                         or info.columns[k].default is not None or info.columns[k].server_default is not None]
             returning = statement.returning(*info.selected(defaulted),
                                             sort_by_parameter_order=True)
             if dialect.driver == "psycopg":  # psycopg parses five 200-row statements faster than one of 1,000
@@ -502,13 +506,72 @@ class SessionCapture:
             found = self._rows_by_pk(session, info, keys, new_keys or [])
             rows = deque(tuple(r.values()) for r in found)
 
+        self._record_in_chunks(session, info, keys, rows, self._created_events(info))
+        return result
+
+    def _old_rows_by_pk(self, session: Session, info: ModelInfo, keys: Sequence[str],
+                        rows: Sequence[dict[str, Any]]) -> deque[tuple[Any, ...]]:
+        """The ``keys`` of the stored rows an UPDATE by primary key (``rows``, each with its key) is about to
+        change, as tuples."""
+        pks = [tuple(r[k] for k in info.pk_keys) for r in rows]
+        return deque(tuple(r.values()) for r in self._rows_by_pk(session, info, keys, pks))
+
+    def _changed_events(self, session: Session, info: ModelInfo, keys: Sequence[str], deleted: bool
+                        ) -> Callable[[list[dict[str, Any]], datetime, EventOrigin], list[AuditEvent]]:
+        """What makes a chunk of a bulk UPDATE's or DELETE's old rows into events (see :meth:`_bulk_events`)."""
+        def events_of(chunk: list[dict[str, Any]], now: datetime, origin: EventOrigin) -> list[AuditEvent]:
+            return self._bulk_events(session, info, keys, chunk, deleted, now, origin)
+
+        return events_of
+
+    def legacy_bulk(self, save_mappings: Callable[..., None], session: Session, info: ModelInfo,
+                    mapper: Mapper[Any], rows: list[Any], *, isupdate: bool, isstates: bool,
+                    return_defaults: bool, update_changed_only: bool, render_nulls: bool) -> None:
+        """``Session.bulk_save_objects()``, ``bulk_insert_mappings()`` or ``bulk_update_mappings()`` of one
+        mapper (``rows``: mappings, or the objects' states): an event per row, as for the ORM bulk statements.
+
+        An UPDATE (each row carries its primary key) reads the old values by key before it runs and the new ones
+        after. An INSERT whose rows all carry their keys runs as asked and is read back by key; one where the
+        app asked for ``return_defaults`` runs as asked and is read back by the keys SQLAlchemy filled in;
+        otherwise it runs as the ORM bulk INSERT it is equivalent to (``session.execute(insert(Model), rows)``,
+        the form SQLAlchemy 2 documents for it), which returns the new keys in the rows' order."""
+        values: list[dict[str, Any]] = [state.dict for state in rows] if isstates else rows
+        run = functools.partial(save_mappings, session, mapper, rows, isupdate=isupdate, isstates=isstates,
+                                return_defaults=return_defaults, update_changed_only=update_changed_only,
+                                render_nulls=render_nulls)
+        with session.no_autoflush:  # the legacy methods do not flush the session; capture's SELECTs must not
+            if isupdate:
+                keys = info.updated_keys(None, values)
+                old_rows = self._old_rows_by_pk(session, info, keys, values)
+                run()
+                self._record_in_chunks(session, info, keys, old_rows, self._changed_events(session, info, keys, False))
+                return
+            keyed = all(v.get(k) is not None for v in values for k in info.pk_keys)
+            if not keyed and not return_defaults:
+                columns = [{k: v[k] for k in info.keys if k in v} for v in values]
+                session.execute(insert(mapper).execution_options(render_nulls=render_nulls), columns)
+                return
+            run()
+            new_keys = [tuple(v.get(k) for k in info.pk_keys) for v in values]
+            if any(None in key for key in new_keys):  # SQLAlchemy 2.0.0 to 2.0.31 copy the mappings it fills in
+                with self.auditor.recorder.guard(self.auditor, info.options.must_record):
+                    raise UncapturedWriteError(
+                        f"not audited: bulk_insert_mappings() of {info.options.resource} rows with "
+                        "return_defaults=True, whose new keys this SQLAlchemy does not hand back; upgrade "
+                        "SQLAlchemy to 2.0.32 or later, or leave return_defaults off")
+                return
+            found = deque(tuple(r.values()) for r in self._rows_by_pk(session, info, info.keys, new_keys))
+            self._record_in_chunks(session, info, info.keys, found, self._created_events(info))
+
+    def _created_events(self, info: ModelInfo
+                        ) -> Callable[[list[dict[str, Any]], datetime, EventOrigin], list[AuditEvent]]:
+        """What makes a chunk of inserted rows (as stored) into Created events."""
         def events_of(chunk: list[dict[str, Any]], now: datetime, origin: EventOrigin) -> list[AuditEvent]:
             recorder = self.auditor.recorder
             return [event for row in chunk for event in recorder.change_events(
                 info.options, "created", info.resource_id(row), {}, row, occurred_at=now, origin=origin)]
 
-        self._record_in_chunks(session, info, keys, rows, events_of)
-        return result
+        return events_of
 
     def _bulk_events(self, session: Session, info: ModelInfo, keys: Sequence[str], old_rows: list[dict[str, Any]],
                      deleted: bool, now: datetime, origin: EventOrigin) -> list[AuditEvent]:
@@ -613,6 +676,50 @@ class SessionCapture:
             session.info[PENDING_KEY] = kept
         else:
             session.info.pop(PENDING_KEY, None)
+
+
+# -- the legacy bulk methods ---------------------------------------------------------------------------------
+# Session.bulk_save_objects(), bulk_insert_mappings() and bulk_update_mappings() run neither a flush nor
+# do_orm_execute. All three go through Session._bulk_save_mappings (SQLAlchemy 1.4 to 2.1: one call per mapper
+# and kind of write), which is wrapped once per process; a session no capture owns goes straight through.
+
+_LEGACY_BULK = "_bulk_save_mappings"
+_WRAPPED = "_audit_middleware_wrapped"
+
+
+def _legacy_bulk_call(mapper: Any, mappings: Any, isupdate: bool, isstates: bool, return_defaults: bool,
+                      update_changed_only: bool, render_nulls: bool) -> dict[str, Any]:
+    """The arguments of ``_bulk_save_mappings`` by name (SQLAlchemy 1.4 passes them by position)."""
+    return {"isupdate": isupdate, "isstates": isstates, "return_defaults": return_defaults,
+            "update_changed_only": update_changed_only, "render_nulls": render_nulls}
+
+
+def _wrap_legacy_bulk() -> None:
+    save_mappings = getattr(Session, _LEGACY_BULK, None)
+    if save_mappings is None:  # pragma: no cover - a SQLAlchemy without it: the legacy methods go unaudited
+        logger.warning("audit-middleware: this SQLAlchemy has no Session.%s; bulk_save_objects() and "
+                       "bulk_*_mappings() are not audited", _LEGACY_BULK)
+        return
+    if getattr(save_mappings, _WRAPPED, False):
+        return
+
+    @functools.wraps(save_mappings)
+    def audited(session: Session, mapper: Any, mappings: Any, *args: Any, **kwargs: Any) -> None:
+        capture = owner_of(session) if _captures else None
+        if capture is None or auditing_suspended():
+            return save_mappings(session, mapper, mappings, *args, **kwargs)  # type: ignore[no-any-return]
+        resolved = inspect(mapper)
+        info = capture.info(resolved)
+        if info is None:
+            return save_mappings(session, mapper, mappings, *args, **kwargs)  # type: ignore[no-any-return]
+        capture.written[resolved] = None
+        rows = list(mappings)  # an iterable (bulk_save_objects hands a group of states) is read once
+        capture.legacy_bulk(save_mappings, session, info, resolved, rows,
+                            **_legacy_bulk_call(mapper, rows, *args, **kwargs))
+        return None
+
+    setattr(audited, _WRAPPED, True)
+    setattr(Session, _LEGACY_BULK, audited)
 
 
 def _row_dicts(result: Any) -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from sqlalchemy import String, bindparam, create_engine, delete, event, func, insert, select, update
+from sqlalchemy import String, bindparam, create_engine, delete, event, func, insert, select, text, update
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from audit_middleware import Actor, RequestContext, acting_as, in_workspace, request_context, suspend_auditing
@@ -289,7 +289,7 @@ def test_a_bulk_update_reads_only_what_its_set_clause_and_onupdate_defaults_can_
 def test_bulk_statements_on_inheriting_classes_record_exactly_the_rows_they_change(database_url):
     """A bulk UPDATE or DELETE of a joined-inheritance subclass reads its rows through the join (not a
     cartesian product of the two tables), and one of a single-table subclass only the rows of that kind: the
-    events are those of the rows the statement changed, no more."""
+    events are those of the rows the statement changed, no more. The legacy bulk methods alike."""
     from sqlalchemy import ForeignKey
 
     class Base(DeclarativeBase):
@@ -325,6 +325,22 @@ def test_bulk_statements_on_inheriting_classes_record_exactly_the_rows_they_chan
             ("Truck Modified", "2", {"load": [7, 8]}),
             ("Van Deleted", "4", {"id": [4, None], "kind": ["van", None], "name": ["v4", None]}),
             ("Van Deleted", "3", {"id": [3, None], "kind": ["van", None], "name": ["v3", None]}),
+        ]
+        with engine.begin() as c:
+            events_before = c.scalar(select(func.max(auditor.table.c.id)))
+            if engine.dialect.name == "postgresql":  # the rows above were given their ids: move the sequence on
+                c.execute(text("SELECT setval(pg_get_serial_sequence('vehicles', 'id'), 100)"))
+        with Session() as s:  # the legacy bulk methods: both tables of a joined subclass, the kind of a single one
+            s.bulk_insert_mappings(Truck, [{"name": "t9", "load": 9}])
+            s.bulk_save_objects([Van(name="v9")])
+            s.bulk_update_mappings(Truck, [{"id": 1, "name": "t1b", "load": 6}])
+            s.commit()
+            t9, v9 = (s.scalar(select(Vehicle.id).where(Vehicle.name == name)) for name in ("t9", "v9"))
+        assert stored_changes(engine, auditor, auditor.table.c.id > events_before) == [
+            ("Truck Created", str(t9), {"id": [None, t9], "kind": [None, "truck"], "load": [None, 9],
+                                        "name": [None, "t9"]}),
+            ("Van Created", str(v9), {"id": [None, v9], "kind": [None, "van"], "name": [None, "v9"]}),
+            ("Truck Modified", "1", {"load": [5, 6], "name": ["t1", "t1b"]}),
         ]
 
 
@@ -461,6 +477,83 @@ def test_an_orm_insert_capture_cannot_record_runs_unaudited_and_is_counted_or_re
     finally:
         del W.__audit__
         app.auditor.capture._infos.clear()
+
+
+def test_the_legacy_bulk_methods_record_an_event_per_row(app):
+    """bulk_insert_mappings(), bulk_save_objects() and bulk_update_mappings() send neither a flush nor an ORM
+    execute event: each still records an event per row, with new ids and column defaults as stored, the old
+    values of updates, toggles as Enabled/Disabled; the app's mappings and objects come back as SQLAlchemy
+    leaves them (no keys filled in unless asked); a rollback drops the events; pending objects are not flushed
+    early."""
+    W = app.Warehouse
+    given = [{"name": "mapping a"}, {"name": "mapping b", "enabled": False}]
+    with app.Session() as s, acting_as(ADA):
+        s.bulk_insert_mappings(W, given)
+        assert given == [{"name": "mapping a"}, {"name": "mapping b", "enabled": False}]
+        objects = [W(name="object a", schedule="daily"), W(name="object b")]
+        s.bulk_save_objects(objects)
+        assert [o.id for o in objects] == [None, None]
+        s.bulk_save_objects([W(name="object keys", schedule="hourly")], return_defaults=True)
+        asked = [{"name": "mapping keys"}]
+        s.bulk_insert_mappings(W, asked, return_defaults=True)
+        assert asked[0]["id"] is not None
+        s.bulk_insert_mappings(W, [{"id": 9001, "name": "mapping with id"}])
+        s.commit()
+    with app.Session() as s:
+        ids = {w.name: w.id for w in s.scalars(select(W))}
+    created = {e.resource_name: e for e in app.events(event="Warehouse Created")}
+    assert sorted(created) == sorted(ids) == sorted(["mapping a", "mapping b", "object a", "object b",
+                                                     "object keys", "mapping keys", "mapping with id"])
+    assert all(e.resource_id == str(ids[name]) and e.actor == ADA for name, e in created.items())
+    assert created["mapping a"].changes["enabled"] == [None, True]  # the column default, as stored
+    assert created["mapping b"].changes["enabled"] == [None, False]
+    assert created["object a"].changes["schedule"] == [None, "daily"]
+    assert ids["mapping with id"] == 9001 and asked[0]["id"] == ids["mapping keys"]
+
+    with app.Session() as s:
+        detached = s.get(W, ids["object a"])
+    detached.schedule = "monthly"
+    with app.Session() as s, acting_as(ADA):
+        s.bulk_update_mappings(W, [{"id": ids["mapping a"], "schedule": "weekly"},
+                                   {"id": ids["mapping b"], "enabled": True, "name": "mapping b2"},
+                                   {"id": ids["object b"], "name": "object b"}])  # no change: no event
+        s.bulk_save_objects([detached])
+        s.commit()
+    events = app.events()[len(created):]
+    assert sorted(((e.event, e.resource_id, e.resource_name, e.changes) for e in events), key=str) == sorted([
+        ("Warehouse Modified", str(ids["mapping a"]), "mapping a", {"schedule": [None, "weekly"]}),
+        ("Warehouse Enabled", str(ids["mapping b"]), "mapping b2", {"enabled": [False, True]}),
+        ("Warehouse Modified", str(ids["mapping b"]), "mapping b2", {"name": ["mapping b", "mapping b2"]}),
+        ("Warehouse Modified", str(ids["object a"]), "object a", {"schedule": ["daily", "monthly"]}),
+    ], key=str)
+
+    before = len(app.events())
+    with app.Session() as s:
+        pending = W(name="pending")
+        s.add(pending)
+        s.bulk_insert_mappings(W, [{"name": "rolled back"}])
+        assert pending in s.new, "the bulk insert did not flush the session"
+        s.rollback()
+    assert len(app.events()) == before
+
+
+def test_the_legacy_bulk_methods_of_unaudited_sessions_and_suspended_auditing_record_nothing(app):
+    """The wrapper of the legacy bulk methods is process-wide: a session no capture owns, and any session under
+    suspend_auditing(), write as SQLAlchemy does and record nothing; an audited session records."""
+    from sqlalchemy.orm import Session
+
+    W = app.Warehouse
+    with Session(app.engine) as s:
+        s.bulk_insert_mappings(W, [{"name": "unowned"}])
+        s.commit()
+    with suspend_auditing(), app.Session() as s:
+        s.bulk_save_objects([W(name="suspended")])
+        s.commit()
+    with app.Session() as s:
+        s.bulk_save_objects([W(name="recorded")])
+        s.commit()
+        assert sorted(s.scalars(select(W.name))) == ["recorded", "suspended", "unowned"]
+    assert [e.resource_name for e in app.events()] == ["recorded"]
 
 
 def test_composite_primary_keys_are_joined_in_the_resource_id(app):
