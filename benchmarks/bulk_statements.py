@@ -5,7 +5,9 @@
 
 The statement a user runs to change many rows at once: SQLAlchemy ``session.execute(insert(Warehouse),
 rows)`` (its ORM bulk INSERT), ``session.execute(update(Warehouse).values(schedule="daily"))`` or
-``delete(Warehouse)`` and one ``commit()``; Django ``Warehouse.objects.bulk_create(objects, batch_size=1000)``,
+``delete(Warehouse)`` and one ``commit()`` (and SQLAlchemy's legacy ``session.bulk_insert_mappings(Warehouse, rows)``
+and ``bulk_update_mappings(Warehouse, [{"id": ..., "schedule": "daily"}, ...])``: ``--statement
+insert-mappings``, ``update-mappings``); Django ``Warehouse.objects.bulk_create(objects, batch_size=1000)``,
 ``Warehouse.objects.update(notes="y")`` or ``Warehouse.objects.all().delete()`` in autocommit
 (``--statement`` picks some). The rows to update or delete are made first, unaudited and a chunk at a time (so
 making them does not set the process's peak memory); the rows to insert are built before the clock starts. Each
@@ -39,6 +41,8 @@ from _revision import runs_with_before  # noqa: E402
 from _workload import median  # noqa: E402
 
 MAKE_CHUNK = 5_000
+STATEMENTS = ("insert", "update", "delete")
+LEGACY = ("insert-mappings", "update-mappings")  # SQLAlchemy's bulk_insert_mappings() / bulk_update_mappings()
 
 
 def rss_mb() -> float:
@@ -67,9 +71,11 @@ def child(orm: str, variant: str, database: Any, statement: str, rows: int) -> d
                      "settings": {"region": "eu", "retries": 3}, "owner_id": 7, "created_at": now, "updated_at": now}
                     for i in range(start, stop)]
 
-        new_rows = values(0, rows) if statement == "insert" else []
+        inserting = statement.startswith("insert")
+        new_rows = values(0, rows) if inserting else []
+        changes = [{"id": i, "schedule": "daily"} for i in range(1, rows + 1)] if statement == "update-mappings" else []
         with suspend_auditing():
-            for start in range(0, rows if statement != "insert" else 0, MAKE_CHUNK):
+            for start in range(0, 0 if inserting else rows, MAKE_CHUNK):
                 with engine.begin() as connection:
                     connection.execute(insert(Warehouse.__table__), values(start, min(rows, start + MAKE_CHUNK)))
 
@@ -77,11 +83,17 @@ def child(orm: str, variant: str, database: Any, statement: str, rows: int) -> d
             with Session() as session:
                 if statement == "insert":
                     session.execute(insert(Warehouse), new_rows)
+                elif statement == "insert-mappings":
+                    session.bulk_insert_mappings(Warehouse, new_rows)
+                elif statement == "update-mappings":
+                    session.bulk_update_mappings(Warehouse, changes)
                 else:
                     session.execute(update(Warehouse).values(schedule="daily") if statement == "update"
                                     else delete(Warehouse))
                 session.commit()
     else:
+        if statement.endswith("-mappings"):
+            raise SystemExit(f"{statement} is SQLAlchemy's")
         Warehouse, _request, _per_write, scope, _models = django_capture.setup_variant(variant, database)
         scope.__enter__()
         from audit_middleware import suspend_auditing
@@ -134,7 +146,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--before", metavar="REV", help="also measure audit-middleware as of this git revision")
-    parser.add_argument("--statement", action="append", choices=("insert", "update", "delete"))
+    parser.add_argument("--statement", action="append", choices=STATEMENTS + LEGACY)
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -148,7 +160,9 @@ def main() -> None:
                 print(f"\n## {orm}, {backend}: one statement over {args.rows:,} rows, median of {args.rounds} rounds")
                 print("| variant | statement | seconds | µs a row | peak memory grew by |")
                 print("|---|---|---|---|---|")
-                for statement in args.statement or ["insert", "update", "delete"]:
+                for statement in args.statement or STATEMENTS:
+                    if orm == "django" and statement in LEGACY:
+                        continue
                     results: dict[str, list[dict[str, float]]] = {label: [] for label, _, _ in runs}
                     for round_ in range(args.rounds):
                         order = runs if round_ % 2 == 0 else runs[::-1]
