@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import closing
+from contextlib import closing, contextmanager
 from datetime import datetime, timedelta, timezone
 from itertools import islice
 from operator import itemgetter
@@ -80,7 +80,8 @@ def insert_events(connection: Any, events: Sequence[AuditEvent], *, forward: boo
     size = step if step > 1 else ROWS_PER_CHUNK
     unwatched_sqlite = _unwatched_sqlite(connection)
     mark = "?" if unwatched_sqlite else "%s"
-    with closing(connection.connection.cursor()) if unwatched_sqlite else connection.cursor() as cursor:
+    # Straight to the driver, its errors still become Django's (django.db.IntegrityError, ...) as on its cursor
+    with (_driver_cursor(connection) if unwatched_sqlite else connection.cursor()) as cursor:
         if len(events) == 1:
             cursor.execute(_insert_sql(connection, 1, mark), _stored_rows(connection, events)[0])
         else:  # the rows of one statement (or executemany) at a time (see ROWS_PER_CHUNK)
@@ -91,6 +92,13 @@ def insert_events(connection: Any, events: Sequence[AuditEvent], *, forward: boo
                 else:
                     cursor.execute(_insert_sql(connection, len(rows), mark), [v for values in rows for v in values])
     _write_outbox(connection, events, forward)
+
+
+@contextmanager
+def _driver_cursor(connection: Any) -> Iterator[Any]:
+    """A cursor of ``connection``'s driver connection, whose errors are raised as Django's."""
+    with connection.wrap_database_errors, closing(connection.connection.cursor()) as cursor:
+        yield cursor
 
 
 def _unwatched_sqlite(connection: Any) -> bool:

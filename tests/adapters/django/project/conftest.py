@@ -14,7 +14,7 @@ from django.core.management import call_command  # noqa: E402
 from django.db import connections  # noqa: E402
 
 from audit_middleware import suspend_auditing  # noqa: E402
-from audit_middleware.adapters.django.models import AuditEvent  # noqa: E402
+from audit_middleware.adapters.django.models import AuditDigest, AuditEvent  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -36,6 +36,7 @@ def _clean(_schema):
             model._base_manager.all().delete()
         User.objects.all().delete()
     AuditEvent.objects.all().delete()
+    AuditDigest.objects.all().delete()  # a seal of deleted events would read as tampering to the next test
 
 
 @contextmanager

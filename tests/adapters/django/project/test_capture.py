@@ -881,7 +881,7 @@ def test_on_sqlite_event_rows_skip_djangos_cursor_only_while_nobody_watches_its_
     real = SQLiteCursorWrapper.execute
 
     def spy(self, query, params=None):
-        if "audit_events" in query:
+        if query.startswith("INSERT INTO") and "audit_events" in query:
             through_django.append(query)
         return real(self, query, params)
 
@@ -906,3 +906,10 @@ def test_on_sqlite_event_rows_skip_djangos_cursor_only_while_nobody_watches_its_
     assert sum("audit_events" in q["sql"] for q in logged.captured_queries) == 1
     assert [e.resource_name for e in events()] == ["unwatched", "unwatched in a block", "wrapped", "logged"]
     assert DjangoIntegrity().verify(delay=timedelta(0)).ok
+    from django.db import IntegrityError
+
+    from audit_middleware.adapters.django.store import DjangoStore
+
+    with pytest.raises(IntegrityError):  # the driver's error, raised as Django's (a duplicate event id)
+        DjangoStore().append([events()[0]])
+    assert len(through_django) == 2  # the failing append went straight to the driver too

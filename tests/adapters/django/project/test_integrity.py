@@ -18,13 +18,6 @@ from audit_middleware.ids import new_event_id
 from .conftest import events
 
 
-@pytest.fixture(autouse=True)
-def _no_digests():
-    AuditDigest.objects.all().delete()
-    yield
-    AuditDigest.objects.all().delete()
-
-
 def seed():
     for i in range(6):
         for workspace in ("ws_1", "ws_2"):
