@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import closing, contextmanager
 from datetime import datetime, timedelta, timezone
 from itertools import islice
 from operator import itemgetter
@@ -76,29 +75,29 @@ def insert_events(connection: Any, events: Sequence[AuditEvent], *, forward: boo
     executemany per 1,000 events, or on SQLite one multi-row INSERT per 60 events."""
     if not events:
         return
-    step = _rows_per_statement(connection)
-    size = step if step > 1 else ROWS_PER_CHUNK
-    unwatched_sqlite = _unwatched_sqlite(connection)
-    mark = "?" if unwatched_sqlite else "%s"
-    # Straight to the driver, its errors still become Django's (django.db.IntegrityError, ...) as on its cursor
-    with (_driver_cursor(connection) if unwatched_sqlite else connection.cursor()) as cursor:
-        if len(events) == 1:
-            cursor.execute(_insert_sql(connection, 1, mark), _stored_rows(connection, events)[0])
-        else:  # the rows of one statement (or executemany) at a time (see ROWS_PER_CHUNK)
-            for start in range(0, len(events), size):
-                rows = _stored_rows(connection, events[start:start + size])
-                if step == 1:
-                    cursor.executemany(_insert_sql(connection, 1, mark), rows)
-                else:
-                    cursor.execute(_insert_sql(connection, len(rows), mark), [v for values in rows for v in values])
+    if _unwatched_sqlite(connection):
+        with connection.wrap_database_errors:  # the driver's errors raised as Django's, as its cursor does
+            _execute_inserts(connection.connection, connection, events, "?")  # sqlite3.Connection.execute
+    else:
+        with connection.cursor() as cursor:
+            _execute_inserts(cursor, connection, events, "%s")
     _write_outbox(connection, events, forward)
 
 
-@contextmanager
-def _driver_cursor(connection: Any) -> Iterator[Any]:
-    """A cursor of ``connection``'s driver connection, whose errors are raised as Django's."""
-    with connection.wrap_database_errors, closing(connection.connection.cursor()) as cursor:
-        yield cursor
+def _execute_inserts(executor: Any, connection: Any, events: Sequence[AuditEvent], mark: str) -> None:
+    """The INSERTs of ``events`` through ``executor`` (a cursor, or anything with its ``execute`` and
+    ``executemany``), their parameters marked ``mark``."""
+    step = _rows_per_statement(connection)
+    if len(events) == 1:
+        executor.execute(_insert_sql(connection, 1, mark), _stored_rows(connection, events)[0])
+        return
+    size = step if step > 1 else ROWS_PER_CHUNK
+    for start in range(0, len(events), size):  # the rows of one statement (or executemany) at a time
+        rows = _stored_rows(connection, events[start:start + size])
+        if step == 1:
+            executor.executemany(_insert_sql(connection, 1, mark), rows)
+        else:
+            executor.execute(_insert_sql(connection, len(rows), mark), [v for values in rows for v in values])
 
 
 def _unwatched_sqlite(connection: Any) -> bool:
