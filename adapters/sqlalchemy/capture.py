@@ -221,8 +221,8 @@ class SessionCapture:
         most specific target covering it (see :func:`owner_of`)."""
         key = listened_on(target)
         retired = None
-        _wrap_legacy_bulk()
         with _captures_lock:
+            _wrap_legacy_bulk()
             previous = _captures.get(key)
             if previous is not None and previous is not self:
                 logger.debug("audit-middleware: a new auditor takes over capturing %r", target)
@@ -481,6 +481,8 @@ class SessionCapture:
             # what the app handed over.
             defaulted = [k for k in keys if k in info.pk_keys or k == info.discriminator
                          or info.columns[k].default is not None or info.columns[k].server_default is not None]
+            if any(info.key_of(name) not in info.columns for name in set().union(*parameters)):
+                defaulted = list(keys)  # the rows name a composite or a synonym: the columns are read back
             returning = statement.returning(*info.selected(defaulted),
                                             sort_by_parameter_order=True)
             if dialect.driver == "psycopg":  # psycopg parses five 200-row statements faster than one of 1,000
@@ -513,7 +515,7 @@ class SessionCapture:
                         rows: Sequence[dict[str, Any]]) -> deque[tuple[Any, ...]]:
         """The ``keys`` of the stored rows an UPDATE by primary key (``rows``, each with its key) is about to
         change, as tuples."""
-        pks = [tuple(r[k] for k in info.pk_keys) for r in rows]
+        pks = [tuple(r.get(k) for k in info.pk_keys) for r in rows]  # a row without one: SQLAlchemy says so
         return deque(tuple(r.values()) for r in self._rows_by_pk(session, info, keys, pks))
 
     def _changed_events(self, session: Session, info: ModelInfo, keys: Sequence[str], deleted: bool
@@ -547,9 +549,9 @@ class SessionCapture:
                 self._record_in_chunks(session, info, keys, old_rows, self._changed_events(session, info, keys, False))
                 return
             keyed = all(v.get(k) is not None for v in values for k in info.pk_keys)
-            if not keyed and not return_defaults:
-                columns = [{k: v[k] for k in info.keys if k in v} for v in values]
-                session.execute(insert(mapper).execution_options(render_nulls=render_nulls), columns)
+            if not keyed and not return_defaults:  # copies: the ORM bulk INSERT leaves the app's rows alone too
+                session.execute(insert(mapper).execution_options(render_nulls=render_nulls),
+                                [dict(v) for v in values])
                 return
             run()
             new_keys = [tuple(v.get(k) for k in info.pk_keys) for v in values]

@@ -537,6 +537,39 @@ def test_the_legacy_bulk_methods_record_an_event_per_row(app):
     assert len(app.events()) == before
 
 
+def test_bulk_inserts_naming_a_composite_record_its_columns_as_stored(database_url):
+    """Rows handed to the ORM bulk INSERT or bulk_insert_mappings() may name a composite attribute (and keys
+    SQLAlchemy ignores): the Created events hold the columns the composite wrote, read back from the database."""
+    import dataclasses
+
+    from sqlalchemy.orm import composite
+
+    @dataclasses.dataclass
+    class Point:
+        x: int
+        y: int
+
+    class Base(DeclarativeBase):
+        pass
+
+    class Pin(Base):
+        __tablename__ = "pins"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        name: Mapped[str] = mapped_column(String(50))
+        x: Mapped[int | None]
+        y: Mapped[int | None]
+        at = composite(Point, "x", "y")
+
+    with tracked(database_url, Base) as (engine, Session, auditor):
+        with Session() as s:
+            s.execute(insert(Pin), [{"name": "statement", "at": Point(1, 2)}, {"name": "plain", "x": 5, "y": 6}])
+            s.bulk_insert_mappings(Pin, [{"name": "legacy", "at": Point(3, 4), "ignored": True}])
+            s.commit()
+        changes = {c["name"][1]: c for _, _, c in stored_changes(engine, auditor)}
+    assert {name: (c["x"], c["y"]) for name, c in changes.items()} == {
+        "statement": ([None, 1], [None, 2]), "plain": ([None, 5], [None, 6]), "legacy": ([None, 3], [None, 4])}
+
+
 def test_the_legacy_bulk_methods_of_unaudited_sessions_and_suspended_auditing_record_nothing(app):
     """The wrapper of the legacy bulk methods is process-wide: a session no capture owns, and any session under
     suspend_auditing(), write as SQLAlchemy does and record nothing; an audited session records."""
