@@ -252,3 +252,19 @@ def test_an_app_taken_over_by_a_newer_one_stops_its_in_process_drainer(tmp_path)
             second.auditor.remove()
         first.auditor.remove()
     assert second.drainer._thread is None or not second.drainer._thread.is_alive()
+
+
+def test_flask_sqlalchemys_session_records_the_legacy_bulk_methods(flask_app):
+    """db.session (Flask-SQLAlchemy's scoped session) hands bulk_insert_mappings() and bulk_update_mappings()
+    to the session the extension captures: an event per row, like any other write."""
+    W = flask_app.Warehouse
+    with flask_app.app.app_context():
+        db = flask_app.db
+        db.session.bulk_insert_mappings(W, [{"name": "bulk a", "workspace_id": "ws_1"},
+                                            {"name": "bulk b", "workspace_id": "ws_1"}])
+        db.session.commit()
+        first = db.session.scalar(db.select(W.id).where(W.name == "bulk a"))
+        db.session.bulk_update_mappings(W, [{"id": first, "enabled": False}])
+        db.session.commit()
+    assert sorted((e.event, e.resource_name) for e in flask_app.events()) == [
+        ("Warehouse Created", "bulk a"), ("Warehouse Created", "bulk b"), ("Warehouse Disabled", "bulk a")]
