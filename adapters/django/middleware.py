@@ -14,6 +14,7 @@ from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
+from django.utils.functional import LazyObject, empty
 
 from audit_middleware.actors import Actor
 from audit_middleware.context import RequestContext, RequestScope, bind_scope, client_ip, unbind_scope
@@ -30,7 +31,11 @@ def _header(meta: dict[str, Any], key: str) -> str | None:
 
 
 def user_actor(user: Any) -> Actor | None:
-    """An authenticated Django user as an actor (id = pk, name = the USERNAME_FIELD or email)."""
+    """An authenticated Django user as an actor (id = pk, name = the email, else the USERNAME_FIELD)."""
+    if isinstance(user, LazyObject):  # request.user: its type is not the user model, and each attribute costs
+        if user._wrapped is empty:
+            user._setup()
+        user = user._wrapped
     if user is None or not getattr(user, "is_authenticated", False):
         return None
     name_field = getattr(type(user), "USERNAME_FIELD", None)

@@ -48,6 +48,17 @@ def test_session_user_is_the_actor_with_request_facts():
                              "method": "POST", "path": "/warehouses/"}
 
 
+def test_user_without_email_is_named_by_the_username_field():
+    """A signed-in user with no email is named by USERNAME_FIELD (``request.user`` is Django's lazy object,
+    whose type is not the user model's)."""
+    plain = User.objects.create_user("plain-no-email", "", "pw")
+    client = Client()
+    client.force_login(plain)
+    assert client.post("/warehouses/", {"name": "A"}).status_code == 200
+    (event,) = events(event="Warehouse Created")
+    assert event.actor == Actor.user(plain.pk, "plain-no-email")
+
+
 def test_middleware_never_forces_request_user_before_the_view():
     """request.user is still an unevaluated lazy object when the view starts."""
     client = Client()
