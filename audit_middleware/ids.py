@@ -1,4 +1,4 @@
-"""Time-ordered event ids (UUID version 7), monotonic within a process."""
+"""Time-ordered event ids (UUID version 7), monotonic within a process, and random request ids (version 4)."""
 
 from __future__ import annotations
 
@@ -34,6 +34,16 @@ def new_event_id() -> str:
     rand = int.from_bytes(os.urandom(8), "big") & 0x3FFFFFFFFFFFFFFF
     text = f"{(ms << 80) | (0x7 << 76) | (seq << 64) | (0b10 << 62) | rand:032x}"  # str(UUID(int=...)), faster
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+_V4_KEEP = ~((0xF000 << 64) | (0xC000 << 48)) & ((1 << 128) - 1)  # all but the version and variant bits
+_V4_SET = (0x4000 << 64) | (0x8000 << 48)  # version 4, RFC 4122 variant
+
+
+def new_request_id() -> str:
+    """A random UUID (version 4) as 32 hex digits, what ``uuid.uuid4().hex`` gives, at half its cost: the id of a
+    request that came without an ``X-Request-Id``."""
+    return f"{int.from_bytes(os.urandom(16), 'big') & _V4_KEEP | _V4_SET:032x}"
 
 
 def event_id_time(event_id: str) -> datetime:

@@ -8,7 +8,6 @@ under ASGI an async view keeps the context; sync code run through ``sync_to_asyn
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -18,6 +17,7 @@ from django.utils.functional import LazyObject, empty
 
 from audit_middleware.actors import Actor
 from audit_middleware.context import RequestContext, RequestScope, bind_scope, client_ip, unbind_scope
+from audit_middleware.ids import new_request_id
 
 from . import conf
 
@@ -94,7 +94,7 @@ class DjangoScope(RequestScope):
             ip=client_ip(meta.get("REMOTE_ADDR"), meta.get("HTTP_X_FORWARDED_FOR"),
                          conf.audit_config().trusted_proxies),
             user_agent=_header(meta, "HTTP_USER_AGENT"),
-            request_id=_header(meta, "HTTP_X_REQUEST_ID") or uuid.uuid4().hex,
+            request_id=_header(meta, "HTTP_X_REQUEST_ID") or new_request_id(),
             method=request.method,
             path=request.path[:MAX_HEADER],
         )

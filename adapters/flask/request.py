@@ -6,7 +6,6 @@ Both are computed lazily by the request scope, only when an event is recorded.
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -14,6 +13,7 @@ from flask import Flask, Request, current_app, request, session
 
 from audit_middleware.actors import Actor
 from audit_middleware.context import RequestContext, client_ip
+from audit_middleware.ids import new_request_id
 
 MAX_USER_AGENT = 512
 MAX_TOKEN = 4096
@@ -29,7 +29,7 @@ def request_facts(req: Request, app: Flask) -> RequestContext:
     header = config.get("AUDIT_TRAIL_REQUEST_ID_HEADER")
     request_id = req.headers.get(header) if header else None
     if request_id is None or not _REQUEST_ID.fullmatch(request_id):
-        request_id = uuid.uuid4().hex
+        request_id = new_request_id()
     user_agent = req.headers.get("User-Agent") or None
     if user_agent is not None and len(user_agent) > MAX_USER_AGENT:
         user_agent = user_agent[:MAX_USER_AGENT]

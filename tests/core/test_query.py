@@ -1,10 +1,11 @@
+import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from audit_middleware import Actor, EventQuery, InvalidFilterError
 from audit_middleware.events import AuditEvent
-from audit_middleware.ids import event_id_time, new_event_id
+from audit_middleware.ids import event_id_time, new_event_id, new_request_id
 from audit_middleware.query import Cursor, parse_query
 from audit_middleware.store import iter_events
 from audit_middleware.testing import MemoryStore
@@ -64,6 +65,20 @@ def test_ids_are_time_ordered_and_unique():
     ids = [new_event_id() for _ in range(5000)]
     assert ids == sorted(ids) and len(set(ids)) == 5000
     assert abs(event_id_time(ids[0]) - datetime.now(timezone.utc)) < timedelta(seconds=5)
+
+
+def test_request_ids_are_random_uuid4_hex():
+    """What ``uuid.uuid4().hex`` gives: 32 lowercase hex digits of a version 4, RFC 4122 UUID, each new."""
+    ids = [new_request_id() for _ in range(5000)]
+    assert len(set(ids)) == 5000
+    for text in ids:
+        parsed = uuid.UUID(hex=text)
+        assert (parsed.hex, parsed.version, parsed.variant) == (text, 4, uuid.RFC_4122)
+    # every random bit varies: OR-ing all ids sets each bit but the fixed version and variant ones
+    combined = 0
+    for text in ids:
+        combined |= int(text, 16)
+    assert combined == (1 << 128) - 1 & ~((0xB000 << 64) | (0x4000 << 48))
 
 
 def test_memory_store_pages_newest_first_with_keyset_cursor():
