@@ -255,6 +255,9 @@ def _atomic_exit(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dic
 _capture_sender: list[Any] = [None]
 # Set while a bulk operation runs: Django's bulk_update calls QuerySet.update, which must not record again.
 _in_bulk: ContextVar[bool] = ContextVar("audit_in_bulk", default=False)
+# (instance, alias, connection) while an audited save runs: its post_save finds the connection here instead of
+# looking it up again in Django's per-thread connections (a microsecond each, every audited save).
+_saving: ContextVar[tuple[Any, str, Any] | None] = ContextVar("audit_saving", default=None)
 
 
 class DjangoCapture:
@@ -360,10 +363,12 @@ class DjangoCapture:
 
     # -- emitting ----------------------------------------------------------------------------------------
 
-    def emit(self, using: str, events: list[AuditEvent]) -> None:
+    def emit(self, using: str, events: list[AuditEvent], connection: Any = None) -> None:
+        """Buffer ``events`` for the commit of ``using``'s transaction (``connection``, if the caller has it)."""
         if not events:
             return
-        connection = connections[using]
+        if connection is None:
+            connection = connections[using]
         if connection.in_atomic_block and connection.commit_on_exit:
             batch = _joins_last_batch(connection, self.auditor)
             if batch is not None:
@@ -430,10 +435,15 @@ class DjangoCapture:
             # Old values this instance does not know: it was never loaded, or a deferred field was set.
             if old is None or len(old) < len(info.attnames):
                 self._load_unknown(info, obj, old, using)
-        if connections[using].in_atomic_block:
-            return wrapped(*args, **kwargs)
-        with transaction.atomic(using=using, savepoint=False):
-            return wrapped(*args, **kwargs)
+        connection = connections[using]
+        token = _saving.set((obj, using, connection))
+        try:
+            if connection.in_atomic_block:
+                return wrapped(*args, **kwargs)
+            with transaction.atomic(using=using, savepoint=False):
+                return wrapped(*args, **kwargs)
+        finally:
+            _saving.reset(token)
 
     def _load_unknown(self, info: ModelInfo, obj: Any, old: dict[str, Any] | None, using: str) -> None:
         d = obj.__dict__
@@ -486,7 +496,9 @@ class DjangoCapture:
                     if label and label not in after and label in d:
                         before[label] = after[label] = d[label]
                     events = recorder.change_events(info.options, "modified", d.get(info.pk), before, after)
-        self.emit(using, events)
+        saving = _saving.get()
+        self.emit(using, events, saving[2] if saving is not None and saving[0] is instance and saving[1] == using
+                  else None)
 
     def post_delete(self, sender: Any, instance: Any, using: str = "default", **_: Any) -> None:
         if auditing_suspended():
