@@ -102,7 +102,7 @@ class ModelInfo:
         is executed with) assigns, plus the ids, label and columns updated on their own; every column when a
         SET key is not one of this model's columns (the UPDATE then says more than capture understands)."""
         assigned: list[Any] = list(getattr(statement, "_values", None) or ())
-        assigned += [key for key, _ in getattr(statement, "_ordered_values", None) or ()]  # SQLAlchemy 1.4
+        assigned += [key for key, _ in getattr(statement, "_ordered_values", None) or ()]  # ordered_values(), 2.0
         for row in parameters if isinstance(parameters, list) else [parameters] if parameters else []:
             assigned += list(row)
         if not assigned:
@@ -483,7 +483,10 @@ class SessionCapture:
                          or info.columns[k].default is not None or info.columns[k].server_default is not None]
             if any(info.key_of(name) not in info.columns for name in set().union(*parameters)):
                 defaulted = list(keys)  # the rows name a composite or a synonym: the columns are read back
-            returning = statement.returning(*info.selected(defaulted),
+            # The attributes themselves, not labelled (the values are taken by position): SQLAlchemy 2.0 finds a
+            # labelled primary key ambiguous in a RETURNING sorted by parameter order once the rows fill more than
+            # one page of its insertmanyvalues batches.
+            returning = statement.returning(*(info.attributes[k] for k in defaulted),
                                             sort_by_parameter_order=True)
             if dialect.driver == "psycopg":  # psycopg parses five 200-row statements faster than one of 1,000
                 returning = returning.execution_options(insertmanyvalues_page_size=200)  # (67 -> 50 µs a row)
