@@ -1,6 +1,6 @@
 """Audit trail for plain SQLAlchemy: ``auditor = track(Session)``.
 
-Needs SQLAlchemy 2.0 or newer: ``pip install "audit-middleware[sqlalchemy]"``.
+Needs SQLAlchemy 2.0.32 or newer: ``pip install "audit-middleware[sqlalchemy]"``.
 """
 
 from __future__ import annotations
