@@ -234,7 +234,7 @@ class AuditTrail:
         return resolve_actor(user_loader=self.user_loader, token_loader=self.token_loader)
 
     def _load_request(self) -> RequestContext:
-        return request_facts(request, current_app)
+        return request_facts(request._get_current_object(), current_app._get_current_object())  # type: ignore[attr-defined]
 
     def _load_workspace(self) -> str | None:
         assert self.workspace_loader is not None

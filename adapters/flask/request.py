@@ -24,22 +24,32 @@ TokenLoader = Callable[[str], "Actor | None"]
 
 
 def request_facts(req: Request, app: Flask) -> RequestContext:
-    """IP, user agent, request id (from the configured header, else a new one), method and path."""
+    """IP, user agent, request id (from the configured header, else a new one), method and path. ``req`` and
+    ``app`` are the objects themselves, not Flask's proxies (each attribute read through a proxy looks the
+    request up again); headers are read from the WSGI environ, as ``req.headers`` does."""
     config = app.config
+    environ = req.environ
     header = config.get("AUDIT_TRAIL_REQUEST_ID_HEADER")
-    request_id = req.headers.get(header) if header else None
+    request_id = environ.get(_environ_key(header)) if header else None
     if request_id is None or not _REQUEST_ID.fullmatch(request_id):
         request_id = new_request_id()
-    user_agent = req.headers.get("User-Agent") or None
+    user_agent = environ.get("HTTP_USER_AGENT") or None
     if user_agent is not None and len(user_agent) > MAX_USER_AGENT:
         user_agent = user_agent[:MAX_USER_AGENT]
     return RequestContext(
-        ip=client_ip(req.remote_addr, req.headers.get("X-Forwarded-For"), int(config.get("AUDIT_TRAIL_TRUSTED_PROXIES", 0))),
+        ip=client_ip(req.remote_addr, environ.get("HTTP_X_FORWARDED_FOR"),
+                     int(config.get("AUDIT_TRAIL_TRUSTED_PROXIES", 0))),
         user_agent=user_agent,
         request_id=request_id,
         method=req.method,
         path=req.path,
     )
+
+
+def _environ_key(header: str) -> str:
+    """The WSGI environ key of an HTTP request header (``X-Request-ID`` -> ``HTTP_X_REQUEST_ID``)."""
+    key = header.upper().replace("-", "_")
+    return key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else f"HTTP_{key}"
 
 
 def bearer_token(req: Request) -> str | None:

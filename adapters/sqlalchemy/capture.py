@@ -29,7 +29,7 @@ from sqlalchemy.orm import (
     scoped_session,
     sessionmaker,
 )
-from sqlalchemy.orm.attributes import NO_VALUE
+from sqlalchemy.orm.attributes import NO_VALUE, PASSIVE_NO_INITIALIZE, instance_state
 from sqlalchemy.sql.schema import Column
 
 from audit_middleware.config import TrackingOptions
@@ -273,7 +273,7 @@ class SessionCapture:
         if auditing_suspended():
             return
         for obj in session.deleted:
-            state = inspect(obj)
+            state = instance_state(obj)
             info = self.info(state.mapper)
             if info is not None and state.expired_attributes & set(info.keys):
                 session.refresh(obj, attribute_names=list(state.expired_attributes & set(info.keys)))
@@ -281,7 +281,7 @@ class SessionCapture:
         # values of such rows with one SELECT per model, before the UPDATE overwrites them.
         unknown: dict[Mapper[Any], list[Any]] = {}
         for obj in session.dirty:
-            state = inspect(obj)
+            state = instance_state(obj)
             committed = state.committed_state
             if not committed or state.key is None or NO_VALUE not in committed.values():
                 continue
@@ -321,7 +321,7 @@ class SessionCapture:
                 events, streaming = [], True
 
         for obj in session.new:
-            state = inspect(obj)
+            state = instance_state(obj)
             info = self.info(state.mapper)
             if info is None:
                 continue
@@ -333,7 +333,7 @@ class SessionCapture:
                                                  occurred_at=now, origin=origin)
             stream()
         for obj in session.dirty:
-            state = inspect(obj)
+            state = instance_state(obj)
             committed = state.committed_state
             if not committed:
                 continue
@@ -348,7 +348,7 @@ class SessionCapture:
                 for key in committed:
                     if key not in info.columns:
                         continue
-                    history = state.attrs[key].history
+                    history = state.get_history(key, PASSIVE_NO_INITIALIZE)  # AttributeState.history, unbuilt
                     if not history.added and not history.deleted:
                         continue
                     if history.deleted:
@@ -369,7 +369,7 @@ class SessionCapture:
                                                  occurred_at=now, origin=origin)
             stream()
         for obj in session.deleted:
-            state = inspect(obj)
+            state = instance_state(obj)
             info = self.info(state.mapper)
             if info is None:
                 continue

@@ -128,6 +128,21 @@ def test_request_facts_honour_the_trusted_proxy_count_and_the_request_id_header(
         dispose(flask_app)
 
 
+def test_a_configured_request_id_header_is_read_and_the_default_one_then_ignored(database_url):
+    flask_app = make_app(database_url, AUDIT_TRAIL_REQUEST_ID_HEADER="X-Correlation-Id")
+    try:
+        client = flask_app.client("ada@a.example")
+        client.post("/warehouses", data={"name": "correlated"}, headers={"X-Correlation-Id": "corr-7"})
+        client.post("/warehouses", data={"name": "default header"}, headers={"X-Request-ID": "req-42"})
+        second, first = flask_app.events()
+        assert first.context["request_id"] == "corr-7"
+        assert second.context["request_id"] != "req-42" and len(second.context["request_id"]) == 32
+    finally:
+        from .conftest import dispose
+
+        dispose(flask_app)
+
+
 def test_init_app_twice_on_one_app_is_refused_and_a_missing_db_is_explained():
     app = Flask(__name__)
     with pytest.raises(RuntimeError, match="AuditTrail needs the app's Flask-SQLAlchemy db"):
