@@ -21,6 +21,7 @@ from sqlalchemy import (
     type_coerce,
     union_all,
 )
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import ColumnElement
 
 from audit_middleware.events import AuditEvent
@@ -72,12 +73,40 @@ def insert_events(connection: Connection, events: Sequence[AuditEvent], table: T
         return
     step = insert.rows_per_statement
     size = step if step > 1 else ROWS_PER_CHUNK  # the rows of one statement (or executemany) at a time
+    execute = _unwatched_sqlite(connection) or connection.exec_driver_sql
     for start in range(0, len(events), size):
         rows = driver_rows(events[start:start + size], table, insert)
-        if step == 1 or len(rows) == 1:
+        if len(rows) == 1:
+            execute(insert.sql(1), rows[0])
+        elif step == 1:
             connection.exec_driver_sql(insert.sql(1), rows)
         else:
-            connection.exec_driver_sql(insert.sql(len(rows)), tuple(v for values in rows for v in values))
+            execute(insert.sql(len(rows)), tuple(v for values in rows for v in values))
+
+
+def _unwatched_sqlite(connection: Connection) -> Callable[[str, Sequence[Any]], Any] | None:
+    """``execute`` of the sqlite3 connection under ``connection`` when nobody watches its statements: no
+    SQLAlchemy engine, connection or dialect event listener (an APM agent's, a statement counter's) and no echo;
+    else None. Sent there, an event INSERT skips SQLAlchemy's execution context, cursor and result; watched, it
+    goes through SQLAlchemy as any statement, so the listeners and the log see it. A failure raises what
+    SQLAlchemy would have (sqlite3's error wrapped as ``sqlalchemy.exc.OperationalError`` and the like), which
+    the caller turns into an ``AuditWriteError``; the transaction is left to be rolled back, as after any failed
+    statement."""
+    dialect = connection.dialect
+    if (dialect.driver != "pysqlite" or connection._has_events or connection.engine._has_events
+            or dialect._has_events or connection._echo):
+        return None
+    driver_execute = connection.connection.driver_connection.execute  # type: ignore[union-attr]
+    driver_error = dialect.loaded_dbapi.Error
+
+    def execute(sql: str, parameters: Sequence[Any]) -> Any:
+        try:
+            return driver_execute(sql, parameters)
+        except driver_error as error:
+            raise DBAPIError.instance(sql, parameters, error, driver_error, dialect=dialect,
+                                      hide_parameters=connection.engine.hide_parameters, ismulti=False) from error
+
+    return execute
 
 
 def driver_rows(events: Sequence[AuditEvent], table: Table, insert: DriverInsert) -> list[tuple[Any, ...]]:

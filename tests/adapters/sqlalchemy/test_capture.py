@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import json
+import logging
 import threading
 import uuid
 from collections.abc import Iterator
@@ -13,15 +14,24 @@ from typing import Any
 
 import pytest
 from sqlalchemy import String, bindparam, create_engine, delete, event, func, insert, select, text, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
-from audit_middleware import Actor, RequestContext, acting_as, in_workspace, request_context, suspend_auditing
+from audit_middleware import (
+    Actor,
+    AuditWriteError,
+    RequestContext,
+    acting_as,
+    in_workspace,
+    request_context,
+    suspend_auditing,
+)
 from audit_middleware.adapters.sqlalchemy import track
 from audit_middleware.context import RequestScope, request_scope
 from audit_middleware.diff import MASK
 from audit_middleware.testing import capture_events
 
-from .conftest import Tier
+from .conftest import Tier, make_app
 
 ADA = Actor.user("7", "ada@example.com")
 
@@ -747,3 +757,88 @@ def test_tracking_a_session_factory_again_takes_the_capture_over_and_records_eac
         assert [e.resource_name for e in app.events()] == ["once", "still captured"]
     finally:
         second.remove()
+
+
+def test_on_sqlite_event_rows_skip_sqlalchemys_execution_only_while_nobody_watches(app, backend, caplog):
+    """With no engine or dialect listener and no echo, SQLite's event INSERT goes straight to the sqlite3
+    connection (SQLAlchemy's do_execute never sees it); a before_cursor_execute listener, a dialect do_execute
+    listener or echo each see it again; the rows verify either way, and a failing INSERT still fails the write."""
+    if backend != "sqlite":
+        pytest.skip("the driver-direct event INSERT is SQLite's")
+    W = app.Warehouse
+    dialect = app.engine.dialect
+    seen: list[str] = []
+    do_execute = dialect.do_execute
+
+    def spy(cursor, statement, parameters, context=None):  # type: ignore[no-untyped-def]
+        seen.append(statement)
+        return do_execute(cursor, statement, parameters, context)
+
+    def audit_inserts(statements: list[str]) -> list[str]:
+        return [s for s in statements if s.startswith(f"INSERT INTO {app.auditor.table.name}")]
+
+    dialect.do_execute = spy  # type: ignore[method-assign]  # a plain attribute: no event, nobody "watches"
+    try:
+        with app.Session() as s, acting_as(ADA):
+            s.add(W(name="unwatched"))
+            s.add_all([W(name=f"unwatched {i}") for i in range(70)])  # one statement of 60 rows, one of 11
+            s.commit()
+        assert not audit_inserts(seen), "nobody watches: the rows go straight to sqlite3"
+        assert seen, "the spy sees SQLAlchemy's own statements"
+
+        cursor_statements: list[str] = []
+
+        def note(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+            cursor_statements.append(statement)
+
+        event.listen(app.engine, "before_cursor_execute", note)
+        with app.Session() as s:
+            s.add(W(name="watched"))
+            s.commit()
+        assert len(audit_inserts(cursor_statements)) == 1 and len(audit_inserts(seen)) == 1
+        event.remove(app.engine, "before_cursor_execute", note)
+
+        fresh = make_app(str(app.engine.url))  # a new engine: _has_events is set for good once listened to
+        try:
+            dialect_seen: list[str] = []
+
+            def on_do_execute(cursor, statement, parameters, context):  # type: ignore[no-untyped-def]
+                dialect_seen.append(statement)
+
+            event.listen(fresh.engine, "do_execute", on_do_execute)
+            with fresh.Session() as s:
+                s.add(fresh.Warehouse(name="dialect listener"))
+                s.commit()
+            assert len(audit_inserts(dialect_seen)) == 1
+        finally:
+            fresh.auditor.remove()
+            fresh.engine.dispose()
+
+        echoing = make_app(str(app.engine.url))
+        try:
+            echoing.engine.echo = True
+            with caplog.at_level(logging.INFO, logger="sqlalchemy.engine"), echoing.Session() as s:
+                s.add(echoing.Warehouse(name="echoed"))
+                s.commit()
+            assert audit_inserts([r.getMessage() for r in caplog.records])
+        finally:
+            echoing.auditor.remove()
+            echoing.engine.dispose()
+    finally:
+        del dialect.do_execute
+
+    names = sorted(e.resource_name for e in app.events(event="Warehouse Created"))
+    assert names == sorted(["unwatched", *(f"unwatched {i}" for i in range(70)), "watched", "dialect listener",
+                            "echoed"])
+    assert app.auditor.verify().ok
+
+    with app.engine.begin() as c:
+        c.execute(text(f"CREATE TRIGGER refuse BEFORE INSERT ON {app.auditor.table.name} "
+                       "BEGIN SELECT RAISE(ABORT, 'no events today'); END"))
+    with app.Session() as s:
+        s.add(W(name="refused"))
+        with pytest.raises(AuditWriteError, match="no events today") as refused:
+            s.commit()
+    assert isinstance(refused.value.__cause__, IntegrityError)  # what SQLAlchemy raises for sqlite3's error
+    with app.Session() as s:
+        assert s.scalar(select(func.count()).select_from(W).where(W.name == "refused")) == 0
