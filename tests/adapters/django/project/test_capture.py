@@ -913,3 +913,31 @@ def test_on_sqlite_event_rows_skip_djangos_cursor_only_while_nobody_watches_its_
     with pytest.raises(IntegrityError):  # the driver's error, raised as Django's (a duplicate event id)
         DjangoStore().append([events()[0]])
     assert len(through_django) == 2  # the failing append went straight to the driver too
+
+
+def test_saves_inside_an_apps_post_save_receiver_record_with_the_outer_save_and_roll_back_with_it():
+    """An app's post_save receiver that saves another audited model and the same instance again (nested saves
+    while the outer audited save runs): every change records its event, in the outer save's transaction; the
+    receiver raising rolls all of it back, events included."""
+    from django.db.models.signals import post_save
+
+    def receiver(sender, instance, created, **kwargs):  # type: ignore[no-untyped-def]
+        if created:
+            Item.objects.create(name=f"first item of {instance.name}", warehouse=instance)
+            instance.notes = "set by the receiver"
+            instance.save(update_fields=["notes"])
+            if instance.name == "refused":
+                raise RuntimeError("the receiver refuses")
+
+    post_save.connect(receiver, sender=Warehouse, dispatch_uid="test-nested-saves")
+    try:
+        Warehouse.objects.create(name="A")
+        with pytest.raises(RuntimeError, match="refuses"):
+            Warehouse.objects.create(name="refused")
+    finally:
+        post_save.disconnect(sender=Warehouse, dispatch_uid="test-nested-saves")
+    assert sorted(names()) == ["Item Created", "Warehouse Created", "Warehouse Modified"]
+    modified = events(event="Warehouse Modified")[0]
+    assert modified.changes["notes"] == ["", "set by the receiver"]
+    assert not Warehouse.objects.filter(name="refused").exists()
+    assert Item.objects.count() == 1
