@@ -558,12 +558,14 @@ class SessionCapture:
                 return
             run()
             new_keys = [tuple(v.get(k) for k in info.pk_keys) for v in values]
-            if any(None in key for key in new_keys):  # SQLAlchemy 2.0.0 to 2.0.31 copy the mappings it fills in
+            # A safety net: SQLAlchemy from 2.0.32 (the supported floor) fills the new keys into the rows; one that
+            # did not (2.0.31 and older copied the mappings first) would leave these rows silently unrecorded.
+            if any(None in key for key in new_keys):
                 with self.auditor.recorder.guard(self.auditor, info.options.must_record):
                     raise UncapturedWriteError(
                         f"not audited: bulk_insert_mappings() of {info.options.resource} rows with "
-                        "return_defaults=True, whose new keys this SQLAlchemy does not hand back; upgrade "
-                        "SQLAlchemy to 2.0.32 or later, or leave return_defaults off")
+                        "return_defaults=True, whose new keys SQLAlchemy did not hand back (it does from 2.0.32, "
+                        "the supported floor); upgrade SQLAlchemy, or leave return_defaults off")
                 return
             found = deque(tuple(r.values()) for r in self._rows_by_pk(session, info, info.keys, new_keys))
             self._record_in_chunks(session, info, info.keys, found, self._created_events(info))
