@@ -159,8 +159,8 @@ def flush(connection: Any, sender: Any = None, *, with_commit: bool = False) -> 
         if connection.in_atomic_block:  # its changes must not commit without their events, even if this is caught
             connection.needs_rollback = True
         raise AuditWriteError(
-            f"could not write {len(events)} audit event(s) ({events[0].event}, ...), so the change was not "
-            f"saved either: {type(error).__name__}: {error}"
+            f"could not write {len(events)} audit event(s) ({events[0].event}, ...) to database "
+            f"{connection.alias!r}, so the change was not saved either: {type(error).__name__}: {error}"
         ) from error
     if connection.savepoint_ids:
         connection.__dict__.setdefault(WRITTEN, []).append((len(connection.savepoint_ids), entries))
@@ -388,7 +388,8 @@ class DjangoCapture:
         try:
             insert_events(connection, events)
         except Exception as error:
-            raise AuditWriteError(f"could not write {len(events)} audit event(s): {error}") from error
+            raise AuditWriteError(f"could not write {len(events)} audit event(s) ({events[0].event}, ...) to "
+                                  f"database {connection.alias!r}: {type(error).__name__}: {error}") from error
         _after_commit(connection, events, self.auditor)
 
     def _write_early(self, connection: Any, batch: list[AuditEvent]) -> None:

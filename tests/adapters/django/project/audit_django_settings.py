@@ -1,4 +1,4 @@
-"""Settings of the Django test project. The database comes from the environment:
+"""Settings of the Django test project. The ``default`` database comes from the environment:
 
 ``AUDIT_DJANGO_DB`` (sqlite, postgresql or mariadb) and ``AUDIT_DJANGO_DB_URL`` (a URL such as
 ``postgresql+psycopg://postgres@127.0.0.1:5432/name``, ``mysql+pymysql://root@127.0.0.1:3306/name`` or
@@ -36,7 +36,16 @@ def _database(url: str) -> dict:
     raise ValueError(f"AUDIT_DJANGO_DB_URL: unsupported scheme {parts.scheme!r}")
 
 
-DATABASES = {"default": _database(URL)}
+def _sqlite_beside(alias: str) -> dict:
+    """A second SQLite database (whatever ``default`` is), for the multi-database tests."""
+    name = f"{tempfile.gettempdir()}/audit-django-{alias}-{os.getpid()}.sqlite3"
+    return {"ENGINE": "django.db.backends.sqlite3", "NAME": name, "TEST": {"NAME": name}}
+
+
+# "other": a second database holding the app's tables and its own audit table; "bare": the app's tables without
+# the audit table (the router keeps audit_middleware's migrations out of it). test_multiple_databases migrates both.
+DATABASES = {"default": _database(URL), "other": _sqlite_beside("other"), "bare": _sqlite_beside("bare")}
+DATABASE_ROUTERS = ["testapp.routers.NoAuditTablesInBare"]
 SECRET_KEY = "audit-middleware-tests-only"
 DEBUG = False
 ALLOWED_HOSTS = ["*"]
