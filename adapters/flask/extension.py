@@ -182,6 +182,12 @@ class AuditTrail:
                 table = db.metadata.tables.get("audit_events")
                 if table is None:
                     table = define_tables(db.metadata).events
+                # A model with a __bind_key__ has its events written to its own database, in its transaction:
+                # the tables go on every bind's metadata too, so that db.create_all() (and Flask-Migrate's
+                # multi-database setup) creates them wherever audited rows live.
+                for bind_metadata in db.metadatas.values():
+                    if "audit_events" not in bind_metadata.tables:
+                        define_tables(bind_metadata)
 
                 def engine() -> Any:
                     # db.engine needs an app context; relays and the in-process drainer run without one

@@ -141,8 +141,10 @@ class SQLAlchemyAuditor:
         definition = self.catalog.get(name)
         if auditing_suspended():
             return None
+        mapper = None
         if resource is not None:
             resource_type, resource_id, resource_name = self._describe(resource, resource_type)
+            mapper = inspect(resource).mapper
         event = self.recorder.event(
             definition, resource_type=resource_type, resource_id=resource_id, resource_name=resource_name,
             details=details,
@@ -150,9 +152,11 @@ class SQLAlchemyAuditor:
         if session is not None:
             if isinstance(session, scoped_session):  # Flask-SQLAlchemy's db.session: the current session
                 session = session()
-            insert_events(session.connection(), [event], self.table)
+            # the resource's database (a session may bind its mappers to several), else the session's one
+            connection = session.connection(bind_arguments={"mapper": mapper}) if mapper else session.connection()
+            insert_events(connection, [event], self.table)
             if self.outbox is not None:
-                self.outbox.write(session.connection(), [event])
+                self.outbox.write(connection, [event])
             self.capture.hold(session, [event])
         elif self.outbox is not None:
             with self.store.engine.begin() as connection:

@@ -54,10 +54,11 @@ _IN_CLAUSE_CHUNK = 500
 class ModelInfo:
     """What capture needs to know about one mapped class, computed once."""
 
-    __slots__ = ("options", "keys", "columns", "attributes", "pk_keys", "pk_attributes", "discriminator",
+    __slots__ = ("mapper", "options", "keys", "columns", "attributes", "pk_keys", "pk_attributes", "discriminator",
                  "_by_column", "_by_name", "_always_read")
 
     def __init__(self, mapper: Mapper[Any], options: TrackingOptions) -> None:
+        self.mapper = mapper
         self.options = options
         self.columns: dict[str, Column[Any]] = {}
         for prop in mapper.column_attrs:
@@ -307,18 +308,8 @@ class SessionCapture:
         recorder = self.auditor.recorder
         now = datetime.now(timezone.utc)
         origin: EventOrigin | None = None  # read at the first audited row: a flush has one origin
-        events: list[AuditEvent] = []
+        batches = _FlushBatches(self, session)
         fetched: dict[int, dict[str, Any]] = session.info.pop(OLD_VALUES_KEY, None) or {}
-        # A flush of more events than can be held for the COMMIT is written at flush anyway (see write()): once
-        # it has made that many, they are written, and the rest a chunk at a time as they are made, so that they
-        # do not all live until the end of the flush.
-        streaming = False
-
-        def stream() -> None:
-            nonlocal events, streaming
-            if len(events) >= (STREAM_CHUNK if streaming else ROWS_PER_CHUNK + 1):
-                self.write(session, events, at_flush=True)
-                events, streaming = [], True
 
         for obj in session.new:
             state = instance_state(obj)
@@ -329,9 +320,8 @@ class SessionCapture:
             with recorder.guard(self.auditor, info.options.must_record):
                 values = {k: state.dict.get(k) for k in info.keys}
                 origin = origin or recorder.origin()
-                events += recorder.change_events(info.options, "created", info.resource_id(values), {}, values,
-                                                 occurred_at=now, origin=origin)
-            stream()
+                batches.add(state.mapper, recorder.change_events(
+                    info.options, "created", info.resource_id(values), {}, values, occurred_at=now, origin=origin))
         for obj in session.dirty:
             state = instance_state(obj)
             committed = state.committed_state
@@ -365,9 +355,8 @@ class SessionCapture:
                 if label and label not in new:
                     old[label] = new[label] = state.dict.get(label)
                 origin = origin or recorder.origin()
-                events += recorder.change_events(info.options, "modified", info.resource_id(ids), old, new,
-                                                 occurred_at=now, origin=origin)
-            stream()
+                batches.add(state.mapper, recorder.change_events(
+                    info.options, "modified", info.resource_id(ids), old, new, occurred_at=now, origin=origin))
         for obj in session.deleted:
             state = instance_state(obj)
             info = self.info(state.mapper)
@@ -379,10 +368,9 @@ class SessionCapture:
                 if state.key is not None:
                     values.update(zip(info.pk_keys, state.key[1], strict=True))
                 origin = origin or recorder.origin()
-                events += recorder.change_events(info.options, "deleted", info.resource_id(values), values, {},
-                                                 occurred_at=now, origin=origin)
-            stream()
-        self.write(session, events, at_flush=streaming)
+                batches.add(state.mapper, recorder.change_events(
+                    info.options, "deleted", info.resource_id(values), values, {}, occurred_at=now, origin=origin))
+        batches.write()
 
     def on_orm_execute(self, orm_state: ORMExecuteState) -> Any:
         """Capture ``session.execute(insert(Model), rows)``, ``update(Model)...`` and ``delete(Model)...``: one
@@ -440,9 +428,9 @@ class SessionCapture:
                 origin = origin or recorder.origin()
                 events += events_of(chunk, now, origin)
             if streaming:
-                self.write(session, events, at_flush=True)
+                self.write(session, events, at_flush=True, bind_arguments={"mapper": info.mapper})
                 events = []
-        self.write(session, events)
+        self.write(session, events, bind_arguments={"mapper": info.mapper})
 
     def _bulk_insert(self, orm_state: ORMExecuteState, info: ModelInfo) -> Any:
         """``session.execute(insert(Model), [rows])`` (SQLAlchemy's ORM bulk INSERT), or one row: a Created event
@@ -626,13 +614,16 @@ class SessionCapture:
 
     # -- writing and after-commit signals ------------------------------------------------------------------
 
-    def write(self, session: Session, events: list[AuditEvent], *, at_flush: bool = False) -> None:
-        """Write ``events`` in the session's transaction: held for the COMMIT where that can be done (see
-        :mod:`.with_commit`), or now (``at_flush``: part of a flush too large to hold)."""
+    def write(self, session: Session, events: list[AuditEvent], *, at_flush: bool = False,
+              bind_arguments: dict[str, Any] | None = None) -> None:
+        """Write ``events`` in the session's transaction, on the connection to the database their rows were
+        written to (``bind_arguments``: ``{"mapper": ...}``, or the ``{"bind": ...}`` a flush found, see
+        :class:`_FlushBatches`): held for the COMMIT where that can be done (see :mod:`.with_commit`), or now
+        (``at_flush``: part of a flush too large to hold)."""
         if not events:
             return
         try:
-            connection = session.connection()
+            connection = session.connection(bind_arguments=dict(bind_arguments) if bind_arguments else None)  # popped
             outbox = self.auditor.outbox
             forwarding = outbox is not None and outbox.forwarding
             # A flush of more than a chunk is written now (see ROWS_PER_CHUNK): one round trip is nothing next to it
@@ -645,8 +636,8 @@ class SessionCapture:
                     outbox.write(connection, events)
         except Exception as error:
             raise AuditWriteError(
-                f"could not write {len(events)} audit event(s) ({events[0].event}, ...), so the change was not "
-                f"saved either: {type(error).__name__}: {error}"
+                f"could not write {len(events)} audit event(s) ({events[0].event}, ...){_on_database(session, bind_arguments)}"
+                f", so the change was not saved either: {type(error).__name__}: {error}"
             ) from error
         # Kept for event_recorded after the commit. A flush too large to hold keeps its events only when someone
         # listens: thousands of events alive until the commit cost the garbage collector more than writing them.
@@ -683,6 +674,40 @@ class SessionCapture:
             session.info[PENDING_KEY] = kept
         else:
             session.info.pop(PENDING_KEY, None)
+
+
+class _FlushBatches:
+    """A flush's events, by the database their rows were written to: a session may bind mappers to different
+    engines (``Session(binds={Warehouse: one, Report: two})``, or a ``get_bind()`` of its own), and each change's
+    events go to the audit table of its own database, in that connection's transaction. Each database's events
+    are written together at the end of the flush; a flush of more events than can be held for the COMMIT
+    writes them as it makes them (the first ``ROWS_PER_CHUNK + 1``, then ``STREAM_CHUNK`` at a time), so that
+    they do not all live until the end of the flush."""
+
+    __slots__ = ("capture", "session", "_binds", "_batches")
+
+    def __init__(self, capture: SessionCapture, session: Session) -> None:
+        self.capture = capture
+        self.session = session
+        self._binds: dict[Mapper[Any], Any] = {}  # each mapper's bind, asked once a flush
+        self._batches: dict[Any, list[Any]] = {}  # bind -> [its bind_arguments, events, streaming]
+
+    def add(self, mapper: Mapper[Any], events: list[AuditEvent]) -> None:
+        bind = self._binds.get(mapper)
+        if bind is None:
+            bind = self._binds[mapper] = self.session.get_bind(mapper=mapper)
+        batch = self._batches.get(bind)
+        if batch is None:
+            batch = self._batches[bind] = [{"bind": bind}, [], False]
+        pending: list[AuditEvent] = batch[1]
+        pending += events
+        if len(pending) >= (STREAM_CHUNK if batch[2] else ROWS_PER_CHUNK + 1):
+            self.capture.write(self.session, pending, at_flush=True, bind_arguments=batch[0])
+            batch[1], batch[2] = [], True
+
+    def write(self) -> None:
+        for bind_arguments, events, streaming in self._batches.values():
+            self.capture.write(self.session, events, at_flush=streaming, bind_arguments=bind_arguments)
 
 
 # -- the legacy bulk methods ---------------------------------------------------------------------------------
@@ -727,6 +752,15 @@ def _wrap_legacy_bulk() -> None:
 
     setattr(audited, _WRAPPED, True)
     setattr(Session, _LEGACY_BULK, audited)
+
+
+def _on_database(session: Session, bind_arguments: dict[str, Any] | None) -> str:
+    """" to <the database's URL, password hidden>" for an error message, where the session can tell."""
+    try:
+        bind = (bind_arguments or {}).get("bind") or session.get_bind(**(bind_arguments or {}))
+        return f" to {bind.engine.url.render_as_string(hide_password=True)}"
+    except Exception:  # noqa: BLE001 - the message goes without it
+        return ""
 
 
 def _row_dicts(result: Any) -> list[dict[str, Any]]:
