@@ -3,7 +3,8 @@
 All listeners are installed by :meth:`SessionCapture.listen` and removed by :meth:`SessionCapture.remove`.
 ``before_flush`` makes sure old values are loaded, ``after_flush`` (where the session still shows its
 pre-flush state, and new rows have their primary keys) builds the events and writes them with one
-executemany; ``do_orm_execute`` captures ORM bulk INSERT/UPDATE/DELETE statements, and a wrapper of
+executemany; a ``do_orm_execute`` hook added to ORM INSERT/UPDATE/DELETE executions only (see
+``_wrap_orm_execute``) captures the ORM bulk statements, and a wrapper of
 ``Session._bulk_save_mappings`` the legacy ``bulk_save_objects`` / ``bulk_insert_mappings`` /
 ``bulk_update_mappings``, which send neither. Events wait on the session until the outermost commit, then
 ``event_recorded`` is sent; a rollback (or a rolled-back savepoint) drops them.
@@ -17,6 +18,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
+from inspect import signature as inspect_signature
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event, insert, inspect, select, tuple_
@@ -224,6 +226,7 @@ class SessionCapture:
         retired = None
         with _captures_lock:
             _wrap_legacy_bulk()
+            _wrap_orm_execute()
             previous = _captures.get(key)
             if previous is not None and previous is not self:
                 logger.debug("audit-middleware: a new auditor takes over capturing %r", target)
@@ -258,13 +261,15 @@ class SessionCapture:
         _owners.clear()
 
     def _listeners(self) -> list[tuple[str, Any]]:
-        return [
+        listeners = [
             ("before_flush", self.before_flush),
             ("after_flush", self.after_flush),
-            ("do_orm_execute", self.on_orm_execute),
             ("after_commit", self.after_commit),
             ("after_soft_rollback", self.after_soft_rollback),
         ]
+        if not _orm_execute_wrapped:  # see _wrap_orm_execute: the hook every execution runs, SELECTs included
+            listeners.append(("do_orm_execute", self.on_orm_execute))
+        return listeners
 
     def before_flush(self, session: Session, flush_context: UOWTransaction, instances: Any) -> None:
         """Load old values that a diff or a deletion snapshot needs but the session has not loaded."""
@@ -374,7 +379,8 @@ class SessionCapture:
 
     def on_orm_execute(self, orm_state: ORMExecuteState) -> Any:
         """Capture ``session.execute(insert(Model), rows)``, ``update(Model)...`` and ``delete(Model)...``: one
-        event per row."""
+        event per row. A ``do_orm_execute`` hook, given to SQLAlchemy for DML statements only (see
+        :func:`_wrap_orm_execute`), after the app's own hooks."""
         if not (orm_state.is_update or orm_state.is_delete or orm_state.is_insert) or auditing_suspended():
             return None
         if owner_of(orm_state.session) is not self:
@@ -752,6 +758,45 @@ def _wrap_legacy_bulk() -> None:
 
     setattr(audited, _WRAPPED, True)
     setattr(Session, _LEGACY_BULK, audited)
+
+
+# -- the ORM bulk statements ---------------------------------------------------------------------------------
+# A do_orm_execute listener makes SQLAlchemy build an ORMExecuteState and run the statement's compile-state hook
+# a second time for every ORM execution, SELECTs included (a fifth of what capture added to a one-row update
+# request, which loads the user and the row). So the hook is handed to SQLAlchemy only for INSERT, UPDATE and
+# DELETE statements of a captured session, as an execution's extra hook: Session._execute_internal's
+# ``_add_event`` (SQLAlchemy 2.0 to 2.1), the way SQLAlchemy adds its own, run after the app's listeners.
+# Without that parameter, capture falls back to the listener.
+
+_EXECUTE = "_execute_internal"
+_orm_execute_wrapped = False
+
+
+def _wrap_orm_execute() -> None:
+    global _orm_execute_wrapped
+    execute_internal = getattr(Session, _EXECUTE, None)
+    if execute_internal is None or getattr(execute_internal, _WRAPPED, False):
+        return
+    try:
+        parameters = inspect_signature(execute_internal).parameters
+    except (TypeError, ValueError):  # pragma: no cover - not a plain function
+        return
+    if "_add_event" not in parameters or "_parent_execute_state" not in parameters:  # pragma: no cover
+        return
+
+    @functools.wraps(execute_internal)
+    def audited(session: Session, statement: Any, *args: Any, **kwargs: Any) -> Any:
+        # DML only, not an execution a hook started (invoke_statement), nor one SQLAlchemy gave a hook of its own
+        if (_captures and getattr(statement, "is_dml", False) and kwargs.get("_add_event") is None
+                and kwargs.get("_parent_execute_state") is None):
+            capture = owner_of(session)
+            if capture is not None:
+                kwargs["_add_event"] = capture.on_orm_execute
+        return execute_internal(session, statement, *args, **kwargs)
+
+    setattr(audited, _WRAPPED, True)
+    setattr(Session, _EXECUTE, audited)
+    _orm_execute_wrapped = True
 
 
 def _on_database(session: Session, bind_arguments: dict[str, Any] | None) -> str:

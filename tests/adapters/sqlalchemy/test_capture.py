@@ -224,6 +224,45 @@ def test_bulk_update_by_primary_key_and_rolled_back_bulk_statement(app):
     ]
 
 
+def test_orm_selects_run_no_execute_hook_and_the_apps_own_hooks_shape_the_bulk_statements_capture_sees(app):
+    """Capture adds its do_orm_execute hook to DML executions only: a SELECT meets no hook at all (no
+    ORMExecuteState built, no compile-state hook run twice). An app's own do_orm_execute listener runs first, so
+    a bulk UPDATE it narrows (a soft-delete filter, say) records events for exactly the rows that changed."""
+    W = app.Warehouse
+    seen = []
+
+    def spy(orm_state):
+        seen.append(type(orm_state.statement).__name__)
+
+    with app.Session() as s:
+        s.add_all([W(name=f"w{n}") for n in range(3)])
+        s.commit()
+        assert not s.dispatch.do_orm_execute  # capture listens to no execution of its own
+        event.listen(app.Session, "do_orm_execute", spy)
+        try:
+            assert s.scalars(select(W.name).order_by(W.name)).all() == ["w0", "w1", "w2"]
+        finally:
+            event.remove(app.Session, "do_orm_execute", spy)
+
+    def keep_w1(orm_state):
+        if orm_state.is_update:
+            orm_state.statement = orm_state.statement.where(W.name != "w1")
+
+    event.listen(app.Session, "do_orm_execute", keep_w1)
+    try:
+        with app.Session() as s:
+            s.execute(update(W).values(schedule="daily"))
+            s.execute(select(W)).all()
+            s.commit()
+    finally:
+        event.remove(app.Session, "do_orm_execute", keep_w1)
+    assert seen == ["Select"]  # the app's own listener sees the SELECT as before
+    assert sorted((e.resource_name, e.changes["schedule"][1]) for e in app.events(event="Warehouse Modified")) == [
+        ("w0", "daily"), ("w2", "daily")]
+    with app.Session() as s:
+        assert s.scalars(select(W.name).where(W.schedule == "daily").order_by(W.name)).all() == ["w0", "w2"]
+
+
 @contextmanager
 def tracked(database_url: str, base: Any) -> Iterator[tuple[Any, Any, Any]]:
     """``(engine, Session, auditor)`` for a test's own models (``base``'s tables made on a fresh database),
