@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 
 PENDING_KEY = "audit_middleware.pending"
 OLD_VALUES_KEY = "audit_middleware.old_values"
+KEEP_KEY = "audit_middleware.keep"  # set while the session's events are wanted under PENDING_KEY (revert reads them)
 _IN_CLAUSE_CHUNK = 500
 
 
@@ -645,9 +646,10 @@ class SessionCapture:
                 f"could not write {len(events)} audit event(s) ({events[0].event}, ...){_on_database(session, bind_arguments)}"
                 f", so the change was not saved either: {type(error).__name__}: {error}"
             ) from error
-        # Kept for event_recorded after the commit. A flush too large to hold keeps its events only when someone
-        # listens: thousands of events alive until the commit cost the garbage collector more than writing them.
-        if not at_flush or event_recorded.has_receivers_for(self.auditor):
+        # Kept for event_recorded after the commit, when someone listens (a receiver connected when they are
+        # written): nothing is kept, and nothing done at the commit, for an app that does not listen, and a flush
+        # too large to hold does not keep thousands of events alive for nobody (the garbage collector's work).
+        if event_recorded.has_receivers_for(self.auditor) or KEEP_KEY in session.info:
             self.hold(session, events)
 
     @staticmethod

@@ -24,7 +24,7 @@ from audit_middleware.revert import (
     plan_revert,
 )
 
-from .capture import PENDING_KEY, ModelInfo
+from .capture import KEEP_KEY, PENDING_KEY, ModelInfo
 
 if TYPE_CHECKING:
     from .auditor import SQLAlchemyAuditor
@@ -135,12 +135,15 @@ def revert(
             else:
                 for name, value in plan.values.items():
                     setattr(obj, name, value)
+            session.info[KEEP_KEY] = True  # the flush keeps its events for this result, whoever listens
             try:
                 session.flush()
             except SQLAlchemyError as error:
                 session.rollback()
                 missing = f" (not restorable: {', '.join(plan.not_restorable)})" if plan.not_restorable else ""
                 raise RevertError(f"reverting {event.event!r} ({event.id}) failed{missing}: {error}") from error
+            finally:
+                session.info.pop(KEEP_KEY, None)
             recorded = [e for _, batch in session.info.get(PENDING_KEY, [])[pending_before:] for e in batch]
             if owns:
                 session.commit()

@@ -722,6 +722,35 @@ def test_old_values_are_known_even_when_the_row_was_expired_by_a_commit(app, kin
     assert app.events()[-1].changes == {"name": ["before", "after"]}
 
 
+def test_a_session_keeps_events_for_the_commit_signal_only_while_a_receiver_listens(app):
+    """Nobody listening: a flush keeps nothing on the session for the commit. A receiver connected before a flush
+    gets that flush's events after the commit, in one call with the rest of the transaction's; one connected
+    after a flush does not get the events flushed before it."""
+    from audit_middleware.adapters.sqlalchemy.capture import PENDING_KEY
+    from audit_middleware.signals import event_recorded
+
+    got: list[list[str]] = []
+
+    def note(sender: object, events: list) -> None:
+        got.append([e.resource_name for e in events])
+
+    with app.Session() as s:
+        s.add(app.Warehouse(name="unheard"))
+        s.flush()
+        assert PENDING_KEY not in s.info
+        event_recorded.connect(note, sender=app.auditor, weak=False)
+        try:
+            s.add(app.Warehouse(name="heard, first"))
+            s.flush()
+            assert len(s.info[PENDING_KEY]) == 1
+            s.add(app.Warehouse(name="heard, second"))
+            s.commit()
+        finally:
+            event_recorded.disconnect(note, sender=app.auditor)
+    assert got == [["heard, first", "heard, second"]]
+    assert [e.resource_name for e in app.events()] == ["unheard", "heard, first", "heard, second"]
+
+
 @pytest.mark.parametrize("wider", ["Session class", "scoped_session"])
 def test_overlapping_targets_record_each_change_once_by_the_most_specific_capture(app, wider):
     """A session runs the listeners of its factory's class and of Session itself, and a scoped_session listens
