@@ -53,7 +53,8 @@ OLD = "_audit_old"         # {attname: value}: what the database holds, as far a
 M2M_OLD = "_audit_m2m_old"
 PENDING = "_audit_pending"  # on a DatabaseWrapper: [(depth, [events]), ...] waiting for the commit
 WRITTEN = "_audit_written"
-LAST_BATCH = "_audit_last_batch"  # on a DatabaseWrapper: (events, sender, on_commit callback) last registered
+LAST_BATCH = "_audit_last_batch"  # on a DatabaseWrapper: (events, sender, on_commit callback or, registered
+# while nobody listened to event_recorded and so without one, the savepoint ids) of the last batch buffered
 _CHUNK = 500
 
 # Django's own bookkeeping: never audited.
@@ -187,11 +188,13 @@ def _after_commit(connection: Any, events: list[AuditEvent], sender: Any) -> Cal
     return send
 
 
-def _joins_last_batch(connection: Any, sender: Any) -> list[AuditEvent] | None:
+def _joins_last_batch(connection: Any, sender: Any, listening: bool) -> list[AuditEvent] | None:
     """The pending batch new events of ``sender`` can join, if any: the last one buffered, at the current
     savepoint, whose ``on_commit`` callback is still the last registered, under the same savepoints. Events
     joining it are then written, dropped by a rollback and announced exactly as a batch of their own would
-    be, without one more callback (and its objects, which the garbage collector walks) for every save."""
+    be, without one more callback (and its objects, which the garbage collector walks) for every save. A batch
+    buffered while nobody listened has no callback: events made while nobody listens join it under the same
+    savepoints; once someone listens (``listening``), they start a batch with a callback."""
     last = connection.__dict__.get(LAST_BATCH)
     pending = connection.__dict__.get(PENDING)
     if last is None or not pending:
@@ -200,6 +203,8 @@ def _joins_last_batch(connection: Any, sender: Any) -> list[AuditEvent] | None:
     depth, pending_batch = pending[-1]
     if pending_batch is not batch or last_sender is not sender or depth != len(connection.savepoint_ids):
         return None
+    if isinstance(send, set):  # no callback: the savepoint ids it was buffered under
+        return batch if not listening and send == set(connection.savepoint_ids) else None
     callbacks = connection.run_on_commit  # Django 4.2+: (savepoint ids, callback, robust) in order
     if not callbacks:
         return None
@@ -370,7 +375,8 @@ class DjangoCapture:
         if connection is None:
             connection = connections[using]
         if connection.in_atomic_block and connection.commit_on_exit:
-            batch = _joins_last_batch(connection, self.auditor)
+            listening = event_recorded.has_receivers_for(self.auditor)
+            batch = _joins_last_batch(connection, self.auditor, listening)
             if batch is not None:
                 batch.extend(events)
             else:
@@ -378,8 +384,10 @@ class DjangoCapture:
                 _pending(connection).append((len(connection.savepoint_ids), batch))
                 # Registered now, at the savepoint the change happened in: Django drops it with that savepoint,
                 # and a TestCase's captureOnCommitCallbacks sees it even though its transaction never commits.
-                connection.__dict__[LAST_BATCH] = (batch, self.auditor,
-                                                   _after_commit(connection, batch, self.auditor))
+                # Nobody listening: no callback, nothing to do at the commit (the events are written all the same).
+                connection.__dict__[LAST_BATCH] = (
+                    batch, self.auditor,
+                    _after_commit(connection, batch, self.auditor) if listening else set(connection.savepoint_ids))
             if len(batch) > ROWS_PER_CHUNK and not connection.savepoint_ids:
                 self._write_early(connection, batch)
             return

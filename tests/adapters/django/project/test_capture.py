@@ -790,8 +790,9 @@ def test_a_connection_with_a_time_zone_of_its_own_gets_event_times_in_it():
 def test_a_transaction_of_more_events_than_a_chunk_writes_them_as_it_goes_and_keeps_them_only_for_a_listener():
     """Past 1,000 waiting events in the outermost block (no savepoint), they are written at once in its
     transaction instead of at the commit, and kept for event_recorded only when a receiver listens then: with
-    one, every event is announced in order after the commit; without, those written early are not announced to
-    a receiver connected later, and every row is stored all the same; a rollback still drops every row."""
+    one, every event is announced in order after the commit; without, none of the events recorded while nobody
+    listened is announced to a receiver connected later (neither those written early nor those that waited for
+    the commit), and every row is stored all the same; a rollback still drops every row."""
     from audit_middleware.adapters.django.capture import PENDING
     from audit_middleware.signals import event_recorded
 
@@ -809,9 +810,9 @@ def test_a_transaction_of_more_events_than_a_chunk_writes_them_as_it_goes_and_ke
                 cursor.execute(f"SELECT COUNT(*) FROM {AuditEvent._meta.db_table}")
                 written = cursor.fetchone()[0]
             event_recorded.connect(late_note, weak=False)
-        # 1,001 written once they were more than a chunk, with nobody listening: not kept; the other 499 waited
-        # for the commit, and a receiver connected before it hears them.
-        assert written == 1001 and late == [f"quiet {i}" for i in range(1001, 1500)]
+        # 1,001 written once they were more than a chunk, the other 499 at the commit; recorded while nobody
+        # listened, none is announced to the receiver connected after them.
+        assert written == 1001 and late == []
     finally:
         event_recorded.disconnect(late_note)
     assert wrapper.__dict__.get(PENDING) in (None, [])
@@ -840,6 +841,31 @@ def test_a_transaction_of_more_events_than_a_chunk_writes_them_as_it_goes_and_ke
     assert not AuditEvent.objects.filter(resource_name__startswith="rolled back").exists()
     assert Warehouse.objects.filter(name__startswith="rolled back").count() == 0
     assert AuditEvent.objects.count() == 3000
+
+
+def test_a_receiver_connected_inside_a_block_hears_the_saves_made_after_it_connected():
+    """Saves made while nobody listens register no commit callback; once a receiver connects, the block's next
+    saves are announced to it after the commit, in one call, and every save's row and event are stored."""
+    from audit_middleware.signals import event_recorded
+
+    heard: list[list[str]] = []
+
+    def note(_sender, events, **_):
+        heard.append([e.resource_name for e in events])
+
+    wrapper = connections["default"]
+    try:
+        with transaction.atomic():
+            Warehouse.objects.create(name="unheard")
+            assert wrapper.run_on_commit == []
+            event_recorded.connect(note, weak=False)
+            Warehouse.objects.create(name="heard 1")
+            Warehouse.objects.create(name="heard 2")
+            assert len(wrapper.run_on_commit) == 1
+    finally:
+        event_recorded.disconnect(note)
+    assert heard == [["heard 1", "heard 2"]]
+    assert names() == ["Warehouse Created"] * 3
 
 
 def test_events_that_cannot_be_written_early_roll_the_block_back_even_if_the_error_is_caught(monkeypatch):
