@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import compileall
 import os
 import subprocess
 import tarfile
@@ -21,11 +20,6 @@ def export_revision(revision: str, into: str) -> str:
     os.makedirs(package)
     os.rename(os.path.join(into, "source", "audit_middleware"), os.path.join(package, "audit_middleware"))
     os.rename(os.path.join(into, "source", "adapters"), os.path.join(package, "audit_middleware", "adapters"))
-    # Compiled now, as the working tree's modules already are: otherwise the first of the two processes a count
-    # compares (run side by side) compiles the package and writes its bytecode while the other may find it
-    # written, and the difference between them carries that compilation (+28,000 instructions a request on the
-    # Flask write route of request_instructions.py, seen on 2026-12-05 with the same code both ways).
-    compileall.compile_dir(package, quiet=1)
     return package
 
 
