@@ -398,7 +398,8 @@ class DjangoCapture:
         except Exception as error:
             raise AuditWriteError(f"could not write {len(events)} audit event(s) ({events[0].event}, ...) to "
                                   f"database {connection.alias!r}: {type(error).__name__}: {error}") from error
-        _after_commit(connection, events, self.auditor)
+        if event_recorded.has_receivers_for(self.auditor):
+            _after_commit(connection, events, self.auditor)
 
     def _write_early(self, connection: Any, batch: list[AuditEvent]) -> None:
         """More events than one chunk wait in the outermost block (no savepoint that could roll part of them
