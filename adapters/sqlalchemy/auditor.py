@@ -143,8 +143,7 @@ class SQLAlchemyAuditor:
             return None
         mapper = None
         if resource is not None:
-            resource_type, resource_id, resource_name = self._describe(resource, resource_type)
-            mapper = inspect(resource).mapper
+            mapper, resource_type, resource_id, resource_name = self._describe(resource, resource_type)
         event = self.recorder.event(
             definition, resource_type=resource_type, resource_id=resource_id, resource_name=resource_name,
             details=details,
@@ -168,7 +167,8 @@ class SQLAlchemyAuditor:
             event_recorded.send(self, events=[event])
         return event
 
-    def _describe(self, resource: Any, resource_type: str | None) -> tuple[str | None, Any, Any]:
+    def _describe(self, resource: Any, resource_type: str | None) -> tuple[Any, str | None, Any, Any]:
+        """``(mapper, resource type, id, name)`` of a mapped instance."""
         try:
             state = inspect(resource)
         except NoInspectionAvailable:
@@ -185,7 +185,7 @@ class SQLAlchemyAuditor:
             values = {k: getattr(resource, k) for k in info.pk_keys}
         label = info.options.label
         name = getattr(resource, label) if label else None
-        return resource_type or info.options.resource, info.resource_id(values), name
+        return state.mapper, resource_type or info.options.resource, info.resource_id(values), name
 
     # -- forwarding ---------------------------------------------------------------------------------------
 

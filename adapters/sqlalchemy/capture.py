@@ -646,15 +646,15 @@ class SessionCapture:
                 f"could not write {len(events)} audit event(s) ({events[0].event}, ...){_on_database(session, bind_arguments)}"
                 f", so the change was not saved either: {type(error).__name__}: {error}"
             ) from error
-        # Kept for event_recorded after the commit, when someone listens (a receiver connected when they are
-        # written): nothing is kept, and nothing done at the commit, for an app that does not listen, and a flush
-        # too large to hold does not keep thousands of events alive for nobody (the garbage collector's work).
-        if event_recorded.has_receivers_for(self.auditor) or KEEP_KEY in session.info:
-            self.hold(session, events)
+        self.hold(session, events)
 
-    @staticmethod
-    def hold(session: Session, events: Iterable[AuditEvent]) -> None:
-        """Keep events until the outermost commit, tagged with the innermost transaction."""
+    def hold(self, session: Session, events: Iterable[AuditEvent]) -> None:
+        """Keep events for ``event_recorded`` until the outermost commit, tagged with the innermost transaction,
+        when someone listens (a receiver connected when they are written, or revert's ``KEEP_KEY``): nothing is
+        kept, and nothing done at the commit, for an app that does not listen, and a flush too large to hold does
+        not keep thousands of events alive for nobody (the garbage collector's work)."""
+        if not (event_recorded.has_receivers_for(self.auditor) or KEEP_KEY in session.info):
+            return
         transaction = session.get_nested_transaction() or session.get_transaction()
         session.info.setdefault(PENDING_KEY, []).append((transaction, list(events)))
 
