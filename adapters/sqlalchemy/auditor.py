@@ -8,12 +8,13 @@ from typing import Any
 
 from sqlalchemy import Engine, Table, inspect
 from sqlalchemy.exc import NoInspectionAvailable
-from sqlalchemy.orm import Session, scoped_session, sessionmaker
+from sqlalchemy.orm import Session, object_session, scoped_session, sessionmaker
 
 from audit_middleware.actors import Actor
 from audit_middleware.catalog import EventCatalog
 from audit_middleware.config import AuditConfig
 from audit_middleware.context import auditing_suspended
+from audit_middleware.errors import AuditWriteError
 from audit_middleware.events import AuditEvent
 from audit_middleware.export import export_csv
 from audit_middleware.forwarding import Destination, Drainer, Forwarding, Relay
@@ -135,7 +136,9 @@ class SQLAlchemyAuditor:
 
         ``resource`` may be a tracked model instance (its type, id and label are used) or None with the
         ``resource_*`` arguments. With ``session`` the event is written in that session's transaction and
-        stands or falls with it; without, it is committed at once in a transaction of its own.
+        stands or falls with it; without, it is committed at once in a transaction of its own. Either way it goes
+        to the resource's database when the session binds its model to another engine than the auditor's.
+        Raises :class:`~audit_middleware.errors.AuditWriteError` when the event cannot be written.
         Raises :class:`~audit_middleware.errors.UnknownEventError` for a name the catalog lacks.
         """
         definition = self.catalog.get(name)
@@ -157,15 +160,40 @@ class SQLAlchemyAuditor:
             if self.outbox is not None:
                 self.outbox.write(connection, [event])
             self.capture.hold(session, [event])
-        elif self.outbox is not None:
-            with self.store.engine.begin() as connection:
-                insert_events(connection, [event], self.table)
-                self.outbox.write(connection, [event])
-            event_recorded.send(self, events=[event])
         else:
-            self.store.append([event])
+            # the resource's database (its mapper may be bound to another engine than the auditor's), else ours
+            engine = (self._engine_of_mapper(resource, mapper) if mapper is not None else None) or self.store.engine
+            try:
+                with engine.begin() as connection:
+                    insert_events(connection, [event], self.table)
+                    if self.outbox is not None:
+                        self.outbox.write(connection, [event])
+            except Exception as error:
+                raise AuditWriteError(
+                    f"could not write the audit event {name!r} to {engine.url.render_as_string(hide_password=True)}"
+                    f": {type(error).__name__}: {error}") from error
             event_recorded.send(self, events=[event])
         return event
+
+    def _engine_of_mapper(self, resource: Any, mapper: Any) -> Engine | None:
+        """The engine a session binds ``mapper`` to: the resource's own session's, or for a detached resource a
+        new session's from the tracked factory (``sessionmaker(binds={...})``, Flask-SQLAlchemy's bind keys).
+        None where no session can tell, and the auditor's engine is used."""
+        session = object_session(resource)
+        made = None
+        try:
+            if session is None:
+                factory = self.target.session_factory if isinstance(self.target, scoped_session) else self.target
+                if not isinstance(factory, sessionmaker):
+                    return None
+                session = made = factory()
+            bind = session.get_bind(mapper=mapper)
+        except Exception:  # noqa: BLE001 - no bind to tell (an unbound factory, no app context): the default
+            return None
+        finally:
+            if made is not None:
+                made.close()
+        return bind if isinstance(bind, Engine) else bind.engine
 
     def _describe(self, resource: Any, resource_type: str | None) -> tuple[Any, str | None, Any, Any]:
         """``(mapper, resource type, id, name)`` of a mapped instance."""

@@ -54,12 +54,20 @@ def test_a_bound_models_events_go_to_its_own_database_and_roll_back_with_it(data
             db.session.add(BoundReport(name="never"))
             db.session.flush()
             db.session.rollback()
+            # An app event without session=: committed at once on the resource's bind, attached or detached
+            audit.catalog.define("Report Shared", "Reports", resource="Report")
+            report = db.session.get(BoundReport, 1)
+            audit.record("Report Shared", report)
+            db.session.expunge(report)
+            audit.record("Report Shared", report)
 
             def trail(store: Any) -> list[tuple[str, str | None]]:
                 return [(e.event, e.resource_name) for e in reversed(store.query(EventQuery()).events)]
 
             assert trail(SQLAlchemyStore(reports)) == [("Report Created", "Weekly"),
-                                                       ("Report Modified", "Weekly, renamed")]
+                                                       ("Report Modified", "Weekly, renamed"),
+                                                       ("Report Shared", "Weekly, renamed"),
+                                                       ("Report Shared", "Weekly, renamed")]
             assert trail(audit.store) == [("Depot Created", "North")]
             assert db.session.query(BoundReport).count() == 1
         finally:

@@ -128,3 +128,46 @@ def test_a_flush_too_large_to_hold_writes_every_chunk_on_its_models_database(two
         session.commit()
     assert SQLAlchemyStore(two.second).count() == count
     assert [(e, n) for e, n, _ in two.trail(two.app.engine)] == [("Warehouse Created", "North")]
+
+
+def test_record_without_a_session_writes_on_the_resources_database(two: TwoDatabases, tmp_path: Any) -> None:
+    """record(name, label) without session=: committed at once on the engine Label is bound to, whether the Label
+    is still in its session or detached; a Warehouse's on the auditor's own engine; a resource_type-only event
+    there too. A bind without the audit table fails with AuditWriteError naming that database."""
+    W, L = two.app.Warehouse, two.app.Label
+    two.auditor.catalog.define("Tag Pinned", "Tagging", resource="Tag")
+    two.auditor.catalog.define("Warehouse Run Failed", "Warehouses", resource="Warehouse")
+    with two.Session() as session:
+        session.add_all([W(name="North"), L(title="urgent")])
+        session.commit()
+        label, warehouse = session.scalars(select(L)).one(), session.scalars(select(W)).one()
+        two.auditor.record("Tag Pinned", label, details={"attached": True})
+        two.auditor.record("Warehouse Run Failed", warehouse)
+    two.auditor.record("Tag Pinned", label, details={"attached": False})  # detached: the session is closed
+    two.auditor.record("Warehouse Run Failed", resource_type="Warehouse", resource_id="9")
+    assert [(e, n) for e, n, _ in two.trail(two.second)] == [
+        ("Tag Created", "urgent"), ("Tag Pinned", "urgent"), ("Tag Pinned", "urgent")]
+    pinned = [e for e in SQLAlchemyStore(two.second).query(EventQuery(limit=10)).events if e.event == "Tag Pinned"]
+    assert [e.details for e in pinned] == [{"attached": False}, {"attached": True}]
+    assert [(e, n) for e, n, _ in two.trail(two.app.engine)] == [
+        ("Warehouse Created", "North"), ("Warehouse Run Failed", "North"), ("Warehouse Run Failed", None)]
+
+    bare = create_engine(f"sqlite:///{tmp_path}/bare.sqlite3")
+    L.metadata.create_all(bare, tables=[L.__table__])
+    Bare = sessionmaker(binds={W: two.app.engine, L: bare})
+    two.auditor.remove()
+    auditor = track(Bare, bind=two.app.engine)
+    try:
+        auditor.catalog.define("Tag Pinned", "Tagging", resource="Tag")
+        with Bare() as session:
+            session.add(L(title="loose"))
+            with pytest.raises(AuditWriteError):
+                session.commit()  # the flush fails: nothing is saved
+        loose = L(id=1, title="loose")
+        with pytest.raises(AuditWriteError, match=r"'Tag Pinned' to sqlite:///.*bare.sqlite3: OperationalError: "
+                                                  r".*no such table: audit_events"):
+            auditor.record("Tag Pinned", loose)
+        assert SQLAlchemyStore(two.app.engine).count() == 3
+    finally:
+        auditor.remove()
+        bare.dispose()
