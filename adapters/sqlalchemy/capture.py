@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from inspect import signature as inspect_signature
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import event, insert, inspect, select, tuple_
+from sqlalchemy import Connection, event, insert, inspect, select, tuple_
 from sqlalchemy.orm import (
     Mapper,
     ORMExecuteState,
@@ -31,7 +31,7 @@ from sqlalchemy.orm import (
     scoped_session,
     sessionmaker,
 )
-from sqlalchemy.orm.attributes import NO_VALUE, PASSIVE_NO_INITIALIZE, instance_state
+from sqlalchemy.orm.attributes import NO_VALUE, PASSIVE_NO_INITIALIZE
 from sqlalchemy.sql.schema import Column
 
 from audit_middleware.config import TrackingOptions
@@ -165,6 +165,14 @@ def listened_on(target: Any) -> Any:
     return target
 
 
+def dirty_states(session: Session) -> list[Any]:
+    """The states of ``session.dirty``, without the objects: ``session.new``, ``dirty`` and ``deleted`` each
+    build an ``IdentitySet`` of objects, which the flush hooks would turn back into states (a Flask write
+    request runs five of them). A list, as the hooks may load attributes while they walk it."""
+    deleted = session._deleted
+    return [state for state in session._dirty_states if state not in deleted]
+
+
 def owner_of(session: Session) -> SessionCapture | None:
     """The capture that records ``session``'s changes (see above)."""
     if _captures:
@@ -279,16 +287,14 @@ class SessionCapture:
         session.info.pop(OLD_VALUES_KEY, None)
         if auditing_suspended():
             return
-        for obj in session.deleted:
-            state = instance_state(obj)
+        for state, obj in list(session._deleted.items()):
             info = self.info(state.mapper)
             if info is not None and state.expired_attributes & set(info.keys):
                 session.refresh(obj, attribute_names=list(state.expired_attributes & set(info.keys)))
         # An attribute set while expired (after a commit) has no old value in the session: fetch the old
         # values of such rows with one SELECT per model, before the UPDATE overwrites them.
         unknown: dict[Mapper[Any], list[Any]] = {}
-        for obj in session.dirty:
-            state = instance_state(obj)
+        for state in dirty_states(session):
             committed = state.committed_state
             if not committed or state.key is None or NO_VALUE not in committed.values():
                 continue
@@ -317,8 +323,7 @@ class SessionCapture:
         batches = _FlushBatches(self, session)
         fetched: dict[int, dict[str, Any]] = session.info.pop(OLD_VALUES_KEY, None) or {}
 
-        for obj in session.new:
-            state = instance_state(obj)
+        for state in list(session._new):
             info = self.info(state.mapper)
             if info is None:
                 continue
@@ -328,8 +333,7 @@ class SessionCapture:
                 origin = origin or recorder.origin()
                 batches.add(state.mapper, recorder.change_events(
                     info.options, "created", info.resource_id(values), {}, values, occurred_at=now, origin=origin))
-        for obj in session.dirty:
-            state = instance_state(obj)
+        for state in dirty_states(session):
             committed = state.committed_state
             if not committed:
                 continue
@@ -363,8 +367,7 @@ class SessionCapture:
                 origin = origin or recorder.origin()
                 batches.add(state.mapper, recorder.change_events(
                     info.options, "modified", info.resource_id(ids), old, new, occurred_at=now, origin=origin))
-        for obj in session.deleted:
-            state = instance_state(obj)
+        for state in list(session._deleted):
             info = self.info(state.mapper)
             if info is None:
                 continue
@@ -622,15 +625,16 @@ class SessionCapture:
     # -- writing and after-commit signals ------------------------------------------------------------------
 
     def write(self, session: Session, events: list[AuditEvent], *, at_flush: bool = False,
-              bind_arguments: dict[str, Any] | None = None) -> None:
+              bind_arguments: dict[str, Any] | None = None, connection: Connection | None = None) -> None:
         """Write ``events`` in the session's transaction, on the connection to the database their rows were
-        written to (``bind_arguments``: ``{"mapper": ...}``, or the ``{"bind": ...}`` a flush found, see
-        :class:`_FlushBatches`): held for the COMMIT where that can be done (see :mod:`.with_commit`), or now
-        (``at_flush``: part of a flush too large to hold)."""
+        written to (``connection``, or ``bind_arguments``: ``{"mapper": ...}``, or the ``{"bind": ...}`` a flush
+        found, see :class:`_FlushBatches`): held for the COMMIT where that can be done (see
+        :mod:`.with_commit`), or now (``at_flush``: part of a flush too large to hold)."""
         if not events:
             return
         try:
-            connection = session.connection(bind_arguments=dict(bind_arguments) if bind_arguments else None)  # popped
+            if connection is None:
+                connection = session.connection(bind_arguments=dict(bind_arguments) if bind_arguments else None)
             outbox = self.auditor.outbox
             forwarding = outbox is not None and outbox.forwarding
             # A flush of more than a chunk is written now (see ROWS_PER_CHUNK): one round trip is nothing next to it
@@ -692,30 +696,55 @@ class _FlushBatches:
     writes them as it makes them (the first ``ROWS_PER_CHUNK + 1``, then ``STREAM_CHUNK`` at a time), so that
     they do not all live until the end of the flush."""
 
-    __slots__ = ("capture", "session", "_binds", "_batches")
+    __slots__ = ("capture", "session", "_only", "_binds", "_batches")
 
     def __init__(self, capture: SessionCapture, session: Session) -> None:
         self.capture = capture
         self.session = session
+        self._only: Any = _UNSET  # the transaction's one connection, or None when it has several
         self._binds: dict[Mapper[Any], Any] = {}  # each mapper's bind, asked once a flush
-        self._batches: dict[Any, list[Any]] = {}  # bind -> [its bind_arguments, events, streaming]
+        self._batches: dict[Any, list[Any]] = {}  # bind -> [its bind_arguments, events, streaming, connection]
 
     def add(self, mapper: Mapper[Any], events: list[AuditEvent]) -> None:
-        bind = self._binds.get(mapper)
-        if bind is None:
-            bind = self._binds[mapper] = self.session.get_bind(mapper=mapper)
+        only = self._only
+        if only is _UNSET:
+            only = self._only = only_connection(self.session)
+        if only is not None:  # every row of the flush went through it: no bind to ask for
+            bind = only
+        else:
+            bind = self._binds.get(mapper)
+            if bind is None:
+                bind = self._binds[mapper] = self.session.get_bind(mapper=mapper)
         batch = self._batches.get(bind)
         if batch is None:
-            batch = self._batches[bind] = [{"bind": bind}, [], False]
+            batch = self._batches[bind] = [{"bind": bind}, [], False, only]
         pending: list[AuditEvent] = batch[1]
         pending += events
         if len(pending) >= (STREAM_CHUNK if batch[2] else ROWS_PER_CHUNK + 1):
-            self.capture.write(self.session, pending, at_flush=True, bind_arguments=batch[0])
+            self.capture.write(self.session, pending, at_flush=True, bind_arguments=batch[0], connection=batch[3])
             batch[1], batch[2] = [], True
 
     def write(self) -> None:
-        for bind_arguments, events, streaming in self._batches.values():
-            self.capture.write(self.session, events, at_flush=streaming, bind_arguments=bind_arguments)
+        for bind_arguments, events, streaming, connection in self._batches.values():
+            self.capture.write(self.session, events, at_flush=streaming, bind_arguments=bind_arguments,
+                               connection=connection)
+
+
+_UNSET = object()
+
+
+def only_connection(session: Session) -> Connection | None:
+    """The connection of the session's transaction when it has opened just one, else None. A flush's rows all
+    went through it then, so its events need no ``get_bind()`` per model (Flask-SQLAlchemy's inspects the
+    mapper and looks the app's engines up through ``current_app``). SQLAlchemy registers each connection of a
+    transaction under itself and its engine, one entry for both (``SessionTransaction._connections``, 1.4 to
+    2.1); anything else, or no such attribute, answers None and the binds are asked."""
+    transaction = session.get_transaction()
+    connections = getattr(transaction, "_connections", None)
+    if not connections or len(connections) != 2:
+        return None
+    first, second = connections.values()
+    return first[0] if first is second else None
 
 
 # -- the legacy bulk methods ---------------------------------------------------------------------------------
