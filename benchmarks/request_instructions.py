@@ -6,7 +6,7 @@ server's own work, which dilutes ours over HTTP, is not counted).
         [--write] [--conn-max-age 600] [--before REV]
 
 For each framework and variant, two processes run under callgrind, side by side: one builds the app on a
-fresh SQLite file (``http_apps``' ``setup()``: migrate, seed, sign in), warms it with 50 requests and then
+fresh SQLite file, or with ``--backend postgresql`` a fresh PostgreSQL database (``http_apps``' ``setup()``: migrate, seed, sign in), warms it with 50 requests and then
 serves ``--requests`` more, the other stops after the warm-up; a request's instructions are the difference
 divided by ``--requests``. Routes: ``GET /hello`` (changes nothing) and, with ``--write``, ``POST
 /warehouses/<id>`` (updates one row; SQLite, so no network round trip either). Needs valgrind; about 2 minutes
@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _callgrind import instructions  # noqa: E402
 from _revision import export_revision  # noqa: E402
+from http_load import fresh_database  # noqa: E402
 
 WARM_UP = 50
 
@@ -64,16 +65,19 @@ def child(framework: str, route: str, requests: int) -> None:
         b"".join(app(environ(i), start_response))
 
 
-def count(framework: str, route: str, audited: str, requests: int, workdir: str, pythonpath: str | None = None
-          ) -> int:
-    """Instructions of a child process serving ``requests`` after the warm-up, on a SQLite file of its own
-    (``pythonpath``: audit-middleware exported from another revision, first on the path)."""
-    database = os.path.join(workdir, f"{framework}-{os.urandom(4).hex()}.sqlite3")
-    env = {**os.environ, "HTTP_BENCH_AUDITED": audited,
-           "HTTP_BENCH_DATABASE": json.dumps({"backend": "sqlite", "name": database}),
+def count(framework: str, route: str, audited: str, requests: int, workdir: str, pythonpath: str | None = None,
+          backend: str = "sqlite") -> int:
+    """Instructions of a child process serving ``requests`` after the warm-up, on a database of its own (a
+    SQLite file, or a PostgreSQL database created for it and dropped after; ``pythonpath``: audit-middleware
+    exported from another revision, first on the path)."""
+    database, drop = fresh_database(backend, workdir)
+    env = {**os.environ, "HTTP_BENCH_AUDITED": audited, "HTTP_BENCH_DATABASE": json.dumps(database),
            **({"PYTHONPATH": pythonpath} if pythonpath else {})}
-    return instructions([sys.executable, __file__, "--child", framework, route, str(requests)], env, workdir, {},
-                        cwd=os.path.dirname(os.path.abspath(__file__)))["total"]
+    try:
+        return instructions([sys.executable, __file__, "--child", framework, route, str(requests)], env, workdir,
+                            {}, cwd=os.path.dirname(os.path.abspath(__file__)))["total"]
+    finally:
+        drop()
 
 
 def main() -> None:
@@ -85,6 +89,9 @@ def main() -> None:
                         help="Django: CONN_MAX_AGE (default 0, Django's: SQLite opened and its schema read per request)")
     parser.add_argument("--before", metavar="REV", help="also count the audited apps with audit-middleware as of "
                                                            "this git revision")
+    parser.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite",
+                        help="the apps' database: a SQLite file (default) or PostgreSQL on loopback "
+                             "(AUDIT_BENCH_PG), where the instructions include psycopg's and not the server's")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -94,7 +101,8 @@ def main() -> None:
     if args.conn_max_age is not None:
         os.environ["HTTP_BENCH_CONN_MAX_AGE"] = str(args.conn_max_age)  # read by the Django app in each child
     persistent = f", Django CONN_MAX_AGE {os.environ.get('HTTP_BENCH_CONN_MAX_AGE') or 0}"
-    print(f"\n## Instructions a request, in process (callgrind), SQLite, {args.requests:,} requests{persistent}")
+    backend = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}[args.backend]
+    print(f"\n## Instructions a request, in process (callgrind), {backend}, {args.requests:,} requests{persistent}")
     print("| framework | route | without audit-middleware | with | ratio | added |\n|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as workdir:
         variants: list[tuple[str, str, str | None]] = [("0", "with", None), ("1", "with", None)]
@@ -105,7 +113,7 @@ def main() -> None:
                 per_request = []
                 for audited, label, pythonpath in variants:
                     with ThreadPoolExecutor(2) as pool:
-                        runs = [pool.submit(count, framework, route, audited, n, workdir, pythonpath)
+                        runs = [pool.submit(count, framework, route, audited, n, workdir, pythonpath, args.backend)
                                 for n in (args.requests, 0)]
                         served, warmed = (run.result() for run in runs)
                     per_request.append((label, (served - warmed) / args.requests))
