@@ -1,9 +1,14 @@
 """Event rows sent with the COMMIT on psycopg (see :mod:`audit_middleware.commit_pipeline`).
 
-Capture holds the rows of a flush on the connection when :func:`can_hold` says it is safe: the psycopg
+Capture holds the rows of a flush for the connection when :func:`can_hold` says it is safe: the psycopg
 driver with pipeline mode, an explicit transaction that is not a savepoint or two-phase (their commit is not
-the ``commit`` event's). The engine's ``commit`` listener sends them with the COMMIT; its ``rollback``
-listener drops them. Everywhere else capture writes at flush.
+the dialect's ``do_commit``). The engine's dialect sends them with the COMMIT in its ``do_commit``, and drops
+them in its ``do_rollback`` (which the pool runs too, for a connection given back without a commit). Everywhere
+else capture writes at flush.
+
+The dialect's two methods are wrapped, once per dialect, rather than listened to as the engine's ``commit`` and
+``rollback`` events: an engine with any event listener makes every statement of every connection check for
+listeners (``Connection._has_events``), the SELECTs of every request too.
 """
 
 from __future__ import annotations
@@ -11,7 +16,8 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, event
+from sqlalchemy import Connection, Table
+from sqlalchemy.engine import Dialect
 from sqlalchemy.engine.base import RootTransaction
 
 from audit_middleware.commit_pipeline import can_pipeline, send_with_commit
@@ -20,9 +26,9 @@ from audit_middleware.events import AuditEvent
 
 from .store import driver_insert, driver_rows
 
-_HELD = "_audit_held_rows"
-"""On a :class:`~sqlalchemy.engine.Connection`: ``{insert sql: [rows]}`` waiting for its COMMIT."""
-_listening: weakref.WeakSet[Engine] = weakref.WeakSet()
+_held: weakref.WeakKeyDictionary[Any, dict[str, list[tuple[Any, ...]]]] = weakref.WeakKeyDictionary()
+"""Each psycopg connection's rows waiting for its COMMIT: ``{insert sql: [rows]}``."""
+_wrapped: weakref.WeakSet[Dialect] = weakref.WeakSet()
 
 
 def can_hold(connection: Connection) -> bool:
@@ -40,31 +46,45 @@ def hold(connection: Connection, events: list[AuditEvent], table: Table) -> None
     insert = driver_insert(table, connection.dialect)
     assert insert is not None  # psycopg's placeholders are %s
     rows = driver_rows(events, table, insert)
-    engine = connection.engine
-    if engine not in _listening:
-        event.listen(engine, "commit", _send_with_commit)
-        event.listen(engine, "rollback", _drop)
-        _listening.add(engine)
-    held: dict[str, list[tuple[Any, ...]]] = connection.__dict__.setdefault(_HELD, {})
+    dialect = connection.dialect
+    if dialect not in _wrapped:
+        _wrap(dialect)
+    driver = connection.connection.driver_connection
+    held = _held.get(driver)
+    if held is None:
+        held = _held[driver] = {}
     held.setdefault(insert.sql(1), []).extend(rows)
 
 
-def _send_with_commit(connection: Connection) -> None:
-    held: dict[str, list[tuple[Any, ...]]] | None = connection.__dict__.pop(_HELD, None)
-    if not held:
-        return
-    driver = connection.connection.driver_connection
+def _wrap(dialect: Dialect) -> None:
+    """Make ``dialect``'s ``do_commit`` send the rows held for the connection first, and its ``do_rollback``
+    drop them."""
+    commit, rollback = dialect.do_commit, dialect.do_rollback
+
+    def do_commit(dbapi_connection: Any) -> None:
+        held = _held.pop(dbapi_connection.driver_connection, None)
+        if held:
+            _send_with_commit(dbapi_connection, held)
+        commit(dbapi_connection)  # psycopg finds the transaction closed and sends nothing
+
+    def do_rollback(dbapi_connection: Any) -> None:
+        _held.pop(dbapi_connection.driver_connection, None)
+        rollback(dbapi_connection)
+
+    dialect.do_commit = do_commit  # type: ignore[method-assign]
+    dialect.do_rollback = do_rollback  # type: ignore[method-assign]
+    _wrapped.add(dialect)
+
+
+def _send_with_commit(dbapi_connection: Any, held: dict[str, list[tuple[Any, ...]]]) -> None:
+    driver = dbapi_connection.driver_connection
     try:
         send_with_commit(driver, list(held.items()))
     except Exception as error:
         if driver is not None and driver.closed:  # the server went away: the pool must not hand it out again
-            connection.invalidate(error)
+            dbapi_connection.invalidate(error)
         count = sum(len(rows) for rows in held.values())
         raise AuditWriteError(
             f"could not write {count} audit event(s) with the commit, so the change was not saved either: "
             f"{type(error).__name__}: {error}"
         ) from error
-
-
-def _drop(connection: Connection) -> None:
-    connection.__dict__.pop(_HELD, None)

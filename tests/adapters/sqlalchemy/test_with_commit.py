@@ -48,6 +48,33 @@ def test_a_rollback_drops_held_rows_and_the_next_transaction_on_the_connection_w
         assert [w.name for w in s.scalars(select(W))] == ["kept"]
 
 
+def test_held_rows_add_no_engine_listener_and_a_session_closed_without_commit_drops_them(app, backend):
+    """The rows wait in the dialect's commit, not in an engine event listener (with one, every statement of every
+    connection would check for listeners). A session closed without a commit rolls its connection back: the rows
+    held for that connection go, and the next commit on it sends only its own."""
+    if backend != "postgresql":
+        pytest.skip("holding rows is for psycopg only")
+    W = app.Warehouse
+    with app.engine.connect() as connection:
+        with app.Session(bind=connection) as s:
+            s.add(W(name="abandoned"))
+            s.flush()
+            driver = connection.connection.driver_connection
+            assert driver in with_commit._held
+        connection.rollback()  # what closing does for a transaction left open
+        assert driver not in with_commit._held
+        with app.Session(bind=connection) as s:
+            s.add(W(name="kept"))
+            s.commit()
+        assert not app.engine.dispatch.commit and not app.engine.dispatch.rollback
+    with app.Session() as s:  # from the pool, rows held and the session closed uncommitted
+        s.add(W(name="left"))
+        s.flush()
+        driver = s.connection().connection.driver_connection
+    assert driver not in with_commit._held
+    assert [(e.event, e.resource_name) for e in app.events()] == [("Warehouse Created", "kept")]
+
+
 def test_savepoints_write_at_flush_and_their_rollback_drops_only_their_events(app, backend):
     W = app.Warehouse
     with app.Session() as s:
