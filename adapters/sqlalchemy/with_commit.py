@@ -13,6 +13,7 @@ listeners (``Connection._has_events``), the SELECTs of every request too.
 
 from __future__ import annotations
 
+import threading
 import weakref
 from typing import Any
 
@@ -29,6 +30,7 @@ from .store import driver_insert, driver_rows
 _held: weakref.WeakKeyDictionary[Any, dict[str, list[tuple[Any, ...]]]] = weakref.WeakKeyDictionary()
 """Each psycopg connection's rows waiting for its COMMIT: ``{insert sql: [rows]}``."""
 _wrapped: weakref.WeakSet[Dialect] = weakref.WeakSet()
+_wrapping = threading.Lock()
 
 
 def can_hold(connection: Connection) -> bool:
@@ -48,7 +50,9 @@ def hold(connection: Connection, events: list[AuditEvent], table: Table) -> None
     rows = driver_rows(events, table, insert)
     dialect = connection.dialect
     if dialect not in _wrapped:
-        _wrap(dialect)
+        with _wrapping:
+            if dialect not in _wrapped:
+                _wrap(dialect)
     driver = connection.connection.driver_connection
     held = _held.get(driver)
     if held is None:
@@ -61,14 +65,14 @@ def _wrap(dialect: Dialect) -> None:
     drop them."""
     commit, rollback = dialect.do_commit, dialect.do_rollback
 
-    def do_commit(dbapi_connection: Any) -> None:
-        held = _held.pop(dbapi_connection.driver_connection, None)
+    def do_commit(dbapi_connection: Any) -> None:  # the pool's proxy of the psycopg connection
+        held = _held.pop(_driver(dbapi_connection), None)
         if held:
             _send_with_commit(dbapi_connection, held)
         commit(dbapi_connection)  # psycopg finds the transaction closed and sends nothing
 
     def do_rollback(dbapi_connection: Any) -> None:
-        _held.pop(dbapi_connection.driver_connection, None)
+        _held.pop(_driver(dbapi_connection), None)
         rollback(dbapi_connection)
 
     dialect.do_commit = do_commit  # type: ignore[method-assign]
@@ -76,13 +80,18 @@ def _wrap(dialect: Dialect) -> None:
     _wrapped.add(dialect)
 
 
+def _driver(dbapi_connection: Any) -> Any:
+    """The psycopg connection of the pool's proxy (SQLAlchemy hands the dialect its proxy), or itself."""
+    return getattr(dbapi_connection, "driver_connection", dbapi_connection)
+
+
 def _send_with_commit(dbapi_connection: Any, held: dict[str, list[tuple[Any, ...]]]) -> None:
-    driver = dbapi_connection.driver_connection
+    driver = _driver(dbapi_connection)
     try:
         send_with_commit(driver, list(held.items()))
     except Exception as error:
-        if driver is not None and driver.closed:  # the server went away: the pool must not hand it out again
-            dbapi_connection.invalidate(error)
+        if driver is not None and driver.closed and driver is not dbapi_connection:  # the server went away:
+            dbapi_connection.invalidate(error)  # the pool must not hand it out again
         count = sum(len(rows) for rows in held.values())
         raise AuditWriteError(
             f"could not write {count} audit event(s) with the commit, so the change was not saved either: "
