@@ -3,14 +3,15 @@ audit-middleware, counted by ``valgrind --tool=callgrind`` in process (the WSGI 
 server's own work, which dilutes ours over HTTP, is not counted).
 
     .venv/bin/python benchmarks/request_instructions.py --framework flask --framework django [--requests 2000]
-        [--write] [--conn-max-age 600] [--before REV]
+        [--write] [--conn-max-age 600] [--before REV] [--backend postgresql]
 
 For each framework and variant, two processes run under callgrind, side by side: one builds the app on a
-fresh SQLite file, or with ``--backend postgresql`` a fresh PostgreSQL database (``http_apps``' ``setup()``: migrate, seed, sign in), warms it with 50 requests and then
-serves ``--requests`` more, the other stops after the warm-up; a request's instructions are the difference
-divided by ``--requests``. Routes: ``GET /hello`` (changes nothing) and, with ``--write``, ``POST
-/warehouses/<id>`` (updates one row; SQLite, so no network round trip either). Needs valgrind; about 2 minutes
-a framework and route. ``--before REV`` also counts the audited apps with audit-middleware as it was at git
+fresh SQLite file, or with ``--backend postgresql`` on a fresh PostgreSQL database (``http_apps``'
+``setup()``: migrate, seed, sign in), warms it with 50 requests and then serves ``--requests`` more, the other
+stops after the warm-up; a request's instructions are the difference divided by ``--requests``. Routes: ``GET
+/hello`` (changes nothing) and, with ``--write``, ``POST /warehouses/<id>`` (updates one row). On PostgreSQL
+the client's side of each round trip is counted (psycopg, the socket calls' user-space part), not the server's
+work nor the time waiting for it. Needs valgrind; about 2 minutes a framework and route. ``--before REV`` also counts the audited apps with audit-middleware as it was at git
 revision REV (exported onto ``PYTHONPATH``, as ``batch_instructions.py`` does).
 """
 
