@@ -27,13 +27,18 @@ _SUPPORTED: dict[type, bool] = {}
 
 def can_pipeline(driver_connection: Any) -> bool:
     """Whether ``driver_connection`` is a psycopg 3 connection whose libpq has pipeline mode, in an explicit
-    (not autocommit) transaction."""
+    transaction: not autocommit, or autocommit with a transaction the server has open (one whose BEGIN went
+    with its first statement, see ``adapters/django/folded_begin.py``)."""
     kind = type(driver_connection)
     supported = _SUPPORTED.get(kind)
     if supported is None:
         psycopg3 = kind.__module__.split(".")[0] == "psycopg" and hasattr(kind, "pipeline")
         supported = _SUPPORTED[kind] = psycopg3 and _libpq_pipeline()
-    return supported and not driver_connection.autocommit
+    return supported and (not driver_connection.autocommit
+                          or driver_connection.pgconn.transaction_status == _INTRANS)
+
+
+_INTRANS = 2  # libpq's PQTRANS_INTRANS (psycopg.pq.TransactionStatus.INTRANS)
 
 
 def _libpq_pipeline() -> bool:

@@ -43,6 +43,7 @@ from audit_middleware.recorder import logger
 from audit_middleware.signals import event_recorded
 from audit_middleware.store import ROWS_PER_CHUNK
 
+from .folded_begin import ARMED, disarm, fold_begin
 from .store import commit_with_events, insert_events
 
 if TYPE_CHECKING:
@@ -123,9 +124,12 @@ def _same(field: models.Field[Any, Any], before: Any, after: Any) -> bool:
 
 def in_transaction(using: str, fn: Callable[[], Any]) -> Any:
     """Run ``fn`` in the caller's transaction, or in one of its own when the connection autocommits."""
-    if connections[using].in_atomic_block:
+    connection = connections[using]
+    if connection.in_atomic_block:
+        fold_begin(connection)
         return fn()
     with transaction.atomic(using=using, savepoint=False):
+        fold_begin(connection)
         return fn()
 
 
@@ -221,6 +225,8 @@ def _atomic_exit(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dic
     state = connection.__dict__
     pending = state.get(PENDING)
     written = state.get(WRITTEN)
+    if not connection.savepoint_ids and state.get(ARMED):  # no statement ran: BEGIN was never folded
+        disarm(connection)
     if not pending and not written:
         if not connection.savepoint_ids:  # the outermost block: its callbacks hold the last batch from now on
             state.pop(LAST_BATCH, None)
@@ -323,6 +329,7 @@ class DjangoCapture:
                 if info is None:
                     continue
                 self._connect(signals.post_save, self.post_save, model)
+                self._connect(signals.pre_delete, self.pre_delete, model)
                 self._connect(signals.post_delete, self.post_delete, model)
                 for field in info.m2m.values():
                     through = field.remote_field.through  # type: ignore[union-attr]
@@ -449,8 +456,10 @@ class DjangoCapture:
         token = _saving.set((obj, using, connection))
         try:
             if connection.in_atomic_block:
+                fold_begin(connection)
                 return wrapped(*args, **kwargs)
             with transaction.atomic(using=using, savepoint=False):
+                fold_begin(connection)
                 return wrapped(*args, **kwargs)
         finally:
             _saving.reset(token)
@@ -509,6 +518,10 @@ class DjangoCapture:
         saving = _saving.get()
         self.emit(using, events, saving[2] if saving is not None and saving[0] is instance and saving[1] == using
                   else None)
+
+    def pre_delete(self, sender: Any, instance: Any, using: str = "default", **_: Any) -> None:
+        """Django's collector deletes in a block of its own: its BEGIN can go with the DELETE."""
+        fold_begin(connections[using])
 
     def post_delete(self, sender: Any, instance: Any, using: str = "default", **_: Any) -> None:
         if auditing_suspended():

@@ -65,6 +65,19 @@ def audit_inserts(connection):
                  if "INSERT INTO" in q["sql"].upper() and "audit_events" in q["sql"]]  # executemany: "5 times: ..."
 
 
+def statements(queries):
+    """The statements a ``CaptureQueriesContext`` saw, as the server ran them: a BEGIN sent in one text with
+    the block's first statement (``BEGIN; INSERT ...``, PostgreSQL, see ``folded_begin``) counts as two."""
+    sent = []
+    for query in queries.captured_queries:
+        sql = query["sql"].lstrip()
+        if sql.startswith("BEGIN; "):
+            sent += ["BEGIN", sql[len("BEGIN; "):]]
+        else:
+            sent.append(sql)
+    return sent
+
+
 def events(**filters):
     """Every committed event (oldest first) as core events."""
     return [row.to_event() for row in AuditEvent.objects.filter(**filters).order_by("occurred_at", "id")]

@@ -1,5 +1,6 @@
 """Capture on the Django ORM: saves, deletes, toggles, m2m, bulk operations and transactions."""
 
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
 
@@ -17,7 +18,7 @@ from audit_middleware.testing import capture_events
 
 from ....awkward_csv import assert_exports_the_awkward_events, awkward_events
 from ....paging import ids_by_pages
-from .conftest import audit_inserts, events, names
+from .conftest import audit_inserts, events, names, statements
 
 
 def test_create_modify_delete_record_events_with_diffs():
@@ -108,7 +109,7 @@ def test_saving_a_loaded_row_costs_no_extra_select():
     w.name = "B"
     with audit_inserts(connection) as inserts, CaptureQueriesContext(connection) as queries:
         w.save()
-    sql = [q["sql"].lstrip().upper() for q in queries.captured_queries]
+    sql = [s.upper() for s in statements(queries)]
     assert not any(s.startswith("SELECT") for s in sql), sql
     assert len(inserts) == 1
     assert names()[-1] == "Warehouse Modified"
@@ -204,8 +205,7 @@ def test_queryset_update_reads_only_the_columns_it_assigns_with_the_id_and_label
     table = Warehouse._meta.db_table
     with CaptureQueriesContext(connection) as queries:
         Warehouse.objects.filter(pk=w.pk).update(capacity=F("capacity") + 1)
-    selects = [q["sql"] for q in queries.captured_queries
-               if q["sql"].lstrip().upper().startswith("SELECT") and table in q["sql"]]
+    selects = [sql for sql in statements(queries) if sql.upper().startswith("SELECT") and table in sql]
     assert len(selects) == 2, selects  # the old values, then the new ones by id
     for sql in selects:
         assert "capacity" in sql and '"name"' in sql.replace("`", '"') and "notes" not in sql, sql
@@ -386,6 +386,116 @@ def test_autocommit_save_commits_row_and_event_together():
     w = Warehouse.objects.create(name="A")
     assert connection.get_autocommit() and not connection.in_atomic_block
     assert events()[0].resource_id == str(w.pk)
+
+
+@contextmanager
+def driver_commands():
+    """The commands psycopg sends on its own (BEGIN, COMMIT, ROLLBACK: ``Connection._exec_command``), spied on
+    the connection itself; the real method runs."""
+    driver = connection.connection
+    sent = []
+    real = driver._exec_command
+
+    def spy(command, *args, **kwargs):
+        sent.append(bytes(command).decode())
+        return real(command, *args, **kwargs)
+
+    driver._exec_command = spy
+    try:
+        yield sent
+    finally:
+        del driver._exec_command
+
+
+postgresql_only = pytest.mark.skipif(connection.vendor != "postgresql", reason="BEGIN is folded on psycopg 3 only")
+
+
+@postgresql_only
+def test_an_autocommit_save_or_delete_sends_its_begin_with_its_first_statement():
+    """An audited write outside a transaction takes two round trips on PostgreSQL, not three: ``BEGIN;
+    INSERT ...`` in one text (psycopg sends no BEGIN of its own), then the event row with the COMMIT. The
+    same for an update and for a delete (Django's collector opens that block); afterwards the connection
+    autocommits again and no execute wrapper is left behind."""
+    connection.ensure_connection()
+    for write in ("create", "update", "delete"):
+        with driver_commands() as commands, audit_inserts(connection) as inserts, \
+                CaptureQueriesContext(connection) as queries:
+            if write == "create":
+                w = Warehouse.objects.create(name="A")
+            elif write == "update":
+                w.name = "B"
+                w.save()
+            else:
+                w.delete()
+        sent = [q["sql"] for q in queries.captured_queries if q["sql"] != "BEGIN"]  # Django logs one, sends none
+        verb = {"create": "INSERT", "update": "UPDATE", "delete": "DELETE"}[write]
+        folded = [sql for sql in sent if sql.startswith("BEGIN; ")]  # a delete first reads its cascades, outside
+        assert len(folded) == 1 and folded[0].startswith(f"BEGIN; {verb} "), (write, sent)
+        assert "BEGIN" not in commands, (write, commands)  # psycopg's own BEGIN would be a round trip
+        assert [how for how, _ in inserts] == ["commit"], (write, inserts)
+        assert connection.get_autocommit() and connection.connection.autocommit
+        assert connection.execute_wrappers == []
+    assert names() == ["Warehouse Created", "Warehouse Modified", "Warehouse Deleted"]
+    assert not Warehouse.objects.exists()
+
+
+@postgresql_only
+def test_after_a_folded_begin_blocks_are_still_transactions():
+    """The folding turns psycopg's autocommit back on for the block; every block after it, audited or not,
+    and one armed that ran no statement, still rolls back as one transaction."""
+    from audit_middleware.adapters.django.folded_begin import fold_begin
+
+    Warehouse.objects.create(name="folded")
+    with transaction.atomic():
+        fold_begin(connections["default"])  # armed, and no statement follows
+    assert connection.execute_wrappers == []  # disarmed as the block ended
+    for model in (Ignored, Warehouse):
+        with pytest.raises(ZeroDivisionError), transaction.atomic():
+            model.objects.create(name="rolled back")
+            model.objects.create(name="rolled back too")
+            1 / 0  # noqa: B018
+        assert not model.objects.filter(name__startswith="rolled back").exists(), model
+    assert connection.execute_wrappers == [] and connection.connection.autocommit
+    assert [e.resource_name for e in events()] == ["folded"]
+
+
+@postgresql_only
+def test_a_first_statement_refused_before_it_reaches_the_server_leaves_psycopg_to_begin():
+    """The block's first statement fails in psycopg (a NUL in text), so its BEGIN never went: psycopg's
+    autocommit is off again and the next statement begins the transaction as usual, rolled back with the
+    block."""
+    from django.db import DataError
+
+    from audit_middleware.adapters.django.folded_begin import fold_begin
+
+    with pytest.raises(ZeroDivisionError), transaction.atomic():
+        fold_begin(connections["default"])  # the connection itself, not django.db's proxy of it
+        with pytest.raises(DataError, match="NUL"), connection.cursor() as cursor:
+            cursor.execute("SELECT %s", ["a\x00b"])
+        assert not connection.connection.autocommit
+        Ignored.objects.create(name="rolled back")
+        1 / 0  # noqa: B018
+    assert not Ignored.objects.exists()
+
+
+@postgresql_only
+def test_with_server_side_binding_the_begin_is_psycopgs_own():
+    """A cursor that binds on the server sends one statement per message: nothing is folded, psycopg sends
+    its BEGIN, and the row and its event still commit together."""
+    import psycopg
+
+    connection.ensure_connection()
+    driver = connection.connection
+    factory = driver.cursor_factory
+    driver.cursor_factory = psycopg.Cursor
+    try:
+        with driver_commands() as commands, CaptureQueriesContext(connection) as queries:
+            Warehouse.objects.create(name="A")
+    finally:
+        driver.cursor_factory = factory
+    assert commands[:1] == ["BEGIN"] and not any(sql.startswith("BEGIN;") for sql in statements(queries))
+    assert connection.get_autocommit() and connection.execute_wrappers == []
+    assert names() == ["Warehouse Created"] and Warehouse.objects.count() == 1
 
 
 def test_with_autocommit_turned_off_by_hand_events_commit_and_roll_back_with_the_apps_transaction():
