@@ -336,6 +336,10 @@ def run_variant(variant, database, n, batch, atomic=False):
         with request(), CaptureQueriesContext(connection) as queries:
             w.save()
         statements = [label(q["sql"], tables) for q in queries.captured_queries]
+        # Django logs a BEGIN when its block starts (psycopg sends it with the first statement, if at all); one
+        # that went in one text with that statement is the statement's "BEGIN+" label.
+        statements = [s for s, after in zip(statements, [*statements[1:], ""], strict=True)
+                      if not (s == "BEGIN" and after.startswith("BEGIN+"))]
         if sent_with_commit and statements[-1] == "COMMIT":  # Django logs its COMMIT, which sends nothing now
             statements[-1] = " + ".join(sent_with_commit) + " (one round trip)"
         results["save_statements"] = statements
@@ -343,9 +347,12 @@ def run_variant(variant, database, n, batch, atomic=False):
 
 
 def label(sql, tables):
-    """A captured statement as its verb, marked when it writes the audit table (pghistory: the prefix it injects)."""
+    """A captured statement as its verb, marked when it writes the audit table (pghistory: the prefix it injects;
+    audit-middleware: a BEGIN sent in one text with the statement)."""
     if sql.startswith("SELECT set_config('pghistory.context_id'"):
         return "set_config+" + label(sql.split("; ", 1)[1], tables)
+    if sql.startswith("BEGIN; "):
+        return "BEGIN+" + label(sql[len("BEGIN; "):], tables)
     return sql.split()[0] + (" (audit)" if any(t in sql for t in tables) else "")
 
 
