@@ -98,7 +98,14 @@ def _plain_begin(driver: Any) -> bool:
 def _client_side(cursor: Any) -> bool:
     """Whether ``cursor`` merges parameters into the text (psycopg's ClientCursor, Django's default), which
     psycopg sends as one simple-protocol message that may hold several statements."""
-    from psycopg import ClientCursor  # type: ignore[import-not-found,unused-ignore]
+    kind = type(cursor)
+    client_side = _CLIENT_SIDE.get(kind)
+    if client_side is None:
+        from psycopg import ClientCursor  # type: ignore[import-not-found,unused-ignore]
 
-    return isinstance(cursor, ClientCursor)
+        client_side = _CLIENT_SIDE[kind] = issubclass(kind, ClientCursor)
+    return client_side
+
+
+_CLIENT_SIDE: dict[type, bool] = {}
 

@@ -498,21 +498,27 @@ def test_a_first_statement_refused_before_it_reaches_the_server_leaves_psycopg_t
 
 
 @postgresql_only
-def test_with_server_side_binding_the_begin_is_psycopgs_own():
-    """A cursor that binds on the server sends one statement per message: nothing is folded, psycopg sends
-    its BEGIN, and the row and its event still commit together."""
+@pytest.mark.parametrize("setting", ["server-side binding", "isolation level"])
+def test_where_psycopg_must_begin_itself_nothing_is_folded(setting):
+    """A cursor that binds on the server sends one statement per message; a connection with an isolation level
+    begins with ``BEGIN ISOLATION LEVEL ...``: nothing is folded, psycopg sends its own BEGIN, and the row and
+    its event still commit together."""
     import psycopg
 
     connection.ensure_connection()
     driver = connection.connection
-    factory = driver.cursor_factory
-    driver.cursor_factory = psycopg.Cursor
+    factory, level = driver.cursor_factory, driver.isolation_level
+    if setting == "server-side binding":
+        driver.cursor_factory = psycopg.Cursor
+    else:
+        driver.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
     try:
         with driver_commands() as commands, cursor_texts() as sent:
             Warehouse.objects.create(name="A")
     finally:
-        driver.cursor_factory = factory
-    assert commands[:1] == ["BEGIN"] and sent[0].startswith("INSERT ") and not any("BEGIN" in sql for sql in sent)
+        driver.cursor_factory, driver.isolation_level = factory, level
+    begin = "BEGIN" if setting == "server-side binding" else "BEGIN ISOLATION LEVEL REPEATABLE READ"
+    assert commands[:1] == [begin] and sent[0].startswith("INSERT ") and not any("BEGIN" in sql for sql in sent)
     assert connection.get_autocommit() and connection.execute_wrappers == []
     assert names() == ["Warehouse Created"] and Warehouse.objects.count() == 1
 
