@@ -12,25 +12,24 @@ one message of PostgreSQL's simple query protocol, which runs the two in order: 
 audited autocommit write. How:
 
 * :func:`fold_begin` arms, inside an outermost block that will commit (Django entered it from autocommit)
-  whose transaction has not begun at the server: it turns the psycopg connection's own ``autocommit`` back on
-  (so psycopg sends no BEGIN of its own; Django's bookkeeping still says the block is open) and adds a
-  one-shot wrapper to Django's ``execute_wrappers`` (its public hook, the one django-pghistory uses to prefix
-  statements too).
-* The wrapper takes the block's first statement, run through Django's cursor, removes itself, prefixes
-  ``BEGIN; `` and moves the cursor past BEGIN's result (``nextset()``) to the statement's rows and row count.
-  From then on the server is in the transaction, so psycopg sends every statement as it is; Django's COMMIT or
-  ROLLBACK at the block's end goes out as before (psycopg sends one whenever a transaction is open), and
-  Django's turning autocommit back on finds it already on.
-* Nothing is folded, and psycopg's autocommit is turned off again so that it sends its own BEGIN, where the
-  first statement is an ``executemany``, is not text, or goes through a cursor that binds on the server
-  (``OPTIONS["server_side_binding"]``: one statement per message); where the connection sets an isolation
-  level, read-only or deferrable transactions (psycopg's BEGIN carries them) nothing is armed. A statement
-  that fails before BEGIN reached the server does the same. A block that ends before any statement ran
-  disarms (``_atomic_exit`` calls :func:`disarm`).
-
-Statements sent by the driver connection directly, past Django's cursor, between the arming and the first
-statement would run outside the transaction; the capture sends none there (its event rows go at the commit,
-or through Django's cursor).
+  whose transaction has not begun at the server: it adds a one-shot wrapper to Django's ``execute_wrappers``
+  (its public hook, the one django-pghistory uses to prefix statements too).
+* The wrapper takes the block's first statement run through Django's cursor and removes itself; it turns the
+  psycopg connection's own ``autocommit`` back on for that statement (so psycopg sends no BEGIN of its own;
+  Django's bookkeeping still says the block is open), prefixes ``BEGIN; `` and moves the cursor past BEGIN's
+  result (``nextset()``) to the statement's rows and row count. From then on the server is in the
+  transaction, so psycopg sends every statement as it is, in it; Django's COMMIT or ROLLBACK at the block's
+  end goes out as before (psycopg sends one whenever a transaction is open), and Django's turning autocommit
+  back on finds it already on. psycopg's autocommit is on only while the server has the transaction open, or
+  during that one statement: a statement sent past Django's cursor before it (a ``callproc``, a ``COPY``)
+  still gets psycopg's own BEGIN, and the wrapper then finds the transaction begun and leaves the statement
+  as it is.
+* Nothing is folded, psycopg sending its own BEGIN as without this module, where the first statement is an
+  ``executemany``, is not text, or goes through a cursor that binds on the server
+  (``OPTIONS["server_side_binding"]``: one statement per message), or fails before BEGIN reached the server
+  (psycopg's autocommit is turned off again); where the connection sets an isolation level, read-only or
+  deferrable transactions (psycopg's BEGIN carries them) nothing is armed. A block that ends before any
+  statement ran disarms (``_atomic_exit`` calls :func:`disarm`).
 """
 
 from __future__ import annotations
@@ -51,7 +50,6 @@ def fold_begin(connection: Any) -> None:
         return
     if driver.pgconn.transaction_status != _IDLE:  # the transaction has begun: a statement already ran
         return
-    driver.autocommit = True
     state[ARMED] = True
     connection.execute_wrappers.append(_begin_with_first_statement)
 
@@ -69,24 +67,18 @@ def _begin_with_first_statement(execute: Any, sql: Any, params: Any, many: bool,
     connection = context["connection"]
     disarm(connection)
     driver = connection.connection
-    if (many or not isinstance(sql, str) or not connection.in_atomic_block or driver.autocommit is False
+    if (many or not isinstance(sql, str) or not connection.in_atomic_block or driver.autocommit
             or driver.pgconn.transaction_status != _IDLE or not _client_side(context["cursor"].cursor)):
-        _let_driver_begin(connection, driver)
         return execute(sql, params, many, context)
+    driver.autocommit = True  # psycopg sends no BEGIN of its own; the server's open transaction keeps the rest in it
     try:
         result = execute("BEGIN; " + sql, params, many, context)
     except BaseException:
-        _let_driver_begin(connection, driver)
+        if not driver.closed and driver.pgconn.transaction_status == _IDLE:  # BEGIN never reached the server
+            driver.autocommit = False  # psycopg begins before the block's next statement, as without this module
         raise
     context["cursor"].cursor.nextset()  # past BEGIN's result, to the statement's
     return result
-
-
-def _let_driver_begin(connection: Any, driver: Any) -> None:
-    """psycopg's autocommit off again while the block is open and its transaction not begun: psycopg sends
-    its own BEGIN before the next statement, as without this module."""
-    if connection.in_atomic_block and not driver.closed and driver.pgconn.transaction_status == _IDLE:
-        driver.autocommit = False
 
 
 def _plain_begin(driver: Any) -> bool:

@@ -479,6 +479,27 @@ def test_after_a_folded_begin_blocks_are_still_transactions():
 
 
 @postgresql_only
+def test_a_first_statement_sent_past_djangos_cursor_still_runs_in_the_transaction():
+    """Armed, the block's first statement goes to the psycopg connection directly (as a ``callproc`` or a
+    ``COPY`` would, past Django's execute wrappers): psycopg sends its own BEGIN for it, the audited save after
+    it is not folded, and the block rolls both back."""
+    from audit_middleware.adapters.django.folded_begin import fold_begin
+
+    table = connection.ops.quote_name(Ignored._meta.db_table)
+    with pytest.raises(ZeroDivisionError), transaction.atomic():
+        fold_begin(connections["default"])
+        with driver_commands() as commands:
+            connection.connection.execute(f"INSERT INTO {table} (name) VALUES ('past the wrapper')")  # noqa: S608
+        assert commands == ["BEGIN"]
+        with cursor_texts() as sent:
+            Warehouse.objects.create(name="rolled back")
+        assert sent[0].startswith("INSERT ")
+        1 / 0  # noqa: B018
+    assert not Ignored.objects.exists() and not Warehouse.objects.exists()
+    assert connection.execute_wrappers == [] and names() == []
+
+
+@postgresql_only
 def test_a_first_statement_refused_before_it_reaches_the_server_leaves_psycopg_to_begin():
     """The block's first statement fails in psycopg (a NUL in text), so its BEGIN never went: psycopg's
     autocommit is off again and the next statement begins the transaction as usual, rolled back with the
