@@ -17,6 +17,7 @@ bypass the framework's SQL logging and cursor events.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 Statements = Sequence[tuple[str, Sequence[Sequence[Any]]]]
@@ -89,14 +90,59 @@ def _send_as_one_query(driver_connection: Any, statements: Statements) -> None:
     against 23 µs for a ``SELECT 1`` on loopback, in process)."""
     from psycopg import ClientCursor, errors, pq  # type: ignore[import-not-found,unused-ignore]  # psycopg 3
 
-    quoting = ClientCursor(driver_connection)
-    parts = [quoting.mogrify(sql, row) for sql, rows in statements for row in rows]
-    parts.append("COMMIT")
     encoding = driver_connection.info.encoding
+    text = _literal_text(driver_connection, statements, encoding)
+    if text is None:  # a value libpq's quoting is not used for here: psycopg quotes the lot (and refuses a NUL)
+        quoting = ClientCursor(driver_connection)
+        parts = [quoting.mogrify(sql, row) for sql, rows in statements for row in rows]
+        parts.append("COMMIT")
+        text = "; ".join(parts).encode(encoding)
     with driver_connection.lock:  # what a psycopg cursor holds while it talks to the server
-        result = driver_connection.pgconn.exec_("; ".join(parts).encode(encoding))
+        result = driver_connection.pgconn.exec_(text)
     if result.status == pq.ExecStatus.COMMAND_OK:
         return
     if driver_connection.closed:  # the server went away: psycopg's own error for a lost connection
         raise errors.OperationalError(result.error_message.decode(encoding, "replace").strip())
     raise errors.error_from_result(result, encoding=encoding)  # the failing statement's; nothing after it ran
+
+
+def _literal_text(driver_connection: Any, statements: Statements, encoding: str) -> bytes | None:
+    """The INSERTs and the COMMIT as one query text, each value written as a literal by libpq's own quoting
+    (``PQescapeLiteral``, which psycopg's client-side binding uses for text too): text escaped for the
+    connection's encoding and ``standard_conforming_strings``, times in ISO format (the column's type reads
+    them, as it reads psycopg's), ``NULL``; a third of ``ClientCursor.mogrify``'s CPU (3 against 10 µs for an
+    event row). None, for psycopg's quoting instead, where a value is of any other type, text holds a NUL
+    (which libpq's quoting would cut there, and psycopg refuses) or does not encode, a statement's ``%s``
+    marks do not match its values, or libpq cannot quote (a closed connection): psycopg's path then raises
+    what it raises."""
+    from psycopg.pq import Escaping  # type: ignore[import-not-found,unused-ignore]
+
+    escape = Escaping(driver_connection.pgconn).escape_literal
+    parts: list[bytes] = []
+    try:
+        for sql, rows in statements:
+            pieces = [piece.encode(encoding) for piece in sql.split("%s")]
+            if "%%" in sql or "%(" in sql:
+                return None
+            for row in rows:
+                if len(row) != len(pieces) - 1:
+                    return None
+                out = [pieces[0]]
+                for value, piece in zip(row, pieces[1:], strict=True):
+                    kind = type(value)
+                    if value is None:
+                        out.append(b"NULL")
+                    elif kind is str:
+                        if "\x00" in value:
+                            return None
+                        out.append(escape(value.encode(encoding)))
+                    elif kind is datetime:
+                        out.append(b"'" + value.isoformat(" ").encode() + b"'")  # digits, -, :, ., +, space
+                    else:
+                        return None
+                    out.append(piece)
+                parts.append(b"".join(out))
+    except Exception:  # noqa: BLE001  (text that does not encode; a connection libpq cannot quote for)
+        return None
+    parts.append(b"COMMIT")
+    return b"; ".join(parts)

@@ -180,6 +180,24 @@ def test_rows_sent_with_the_commit_keep_every_value_as_it_was(app, backend, writ
             assert sum(kind == "Sync" for kind, _ in sent) == 1, "rows and COMMIT in one pipeline, one sync"
 
 
+def test_a_nul_in_a_held_value_fails_the_commit_and_nothing_is_cut_short(app, backend):
+    """PostgreSQL's text cannot hold a NUL, and libpq's quoting would cut a value there: an event value with
+    one (the actor's name) fails the commit with AuditWriteError, the change is not saved, and no event is
+    stored with the name cut short."""
+    if backend != "postgresql":
+        pytest.skip("PostgreSQL's text refuses a NUL (SQLite and MariaDB keep it)")
+    from audit_middleware import Actor, acting_as
+
+    with acting_as(Actor.user("7", "ada\x00lovelace")), app.Session() as s:
+        s.add(app.Warehouse(name="not saved"))
+        s.flush()
+        with pytest.raises(AuditWriteError, match="NUL"):
+            s.commit()
+    with app.Session() as s:
+        assert s.scalars(select(app.Warehouse)).all() == []
+    assert app.events() == []
+
+
 def test_a_flush_of_more_than_a_chunk_is_written_at_once_in_chunks_and_every_row_verifies(app, backend):
     """A flush of more events than ROWS_PER_CHUNK is written at the flush (not held for the COMMIT), a chunk
     of rows at a time: every event is stored, with the hash of its own row."""
