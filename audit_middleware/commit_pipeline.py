@@ -24,6 +24,21 @@ Statements = Sequence[tuple[str, Sequence[Sequence[Any]]]]
 """``[(sql, rows), ...]``: each SQL text with the parameter rows to run it with, in order."""
 
 _SUPPORTED: dict[type, bool] = {}
+_PSYCOPG3: dict[type, bool] = {}
+
+IDLE = 0
+"""libpq's ``PQTRANS_IDLE`` (``psycopg.pq.TransactionStatus.IDLE``): no transaction open at the server."""
+INTRANS = 2
+"""libpq's ``PQTRANS_INTRANS``: a transaction open at the server, no statement of it failed."""
+
+
+def is_psycopg3(driver_connection: Any) -> bool:
+    """Whether ``driver_connection`` is a psycopg 3 connection (checked once per class)."""
+    kind = type(driver_connection)
+    psycopg3 = _PSYCOPG3.get(kind)
+    if psycopg3 is None:
+        psycopg3 = _PSYCOPG3[kind] = kind.__module__.split(".")[0] == "psycopg" and hasattr(kind, "pipeline")
+    return psycopg3
 
 
 def can_pipeline(driver_connection: Any) -> bool:
@@ -33,13 +48,9 @@ def can_pipeline(driver_connection: Any) -> bool:
     kind = type(driver_connection)
     supported = _SUPPORTED.get(kind)
     if supported is None:
-        psycopg3 = kind.__module__.split(".")[0] == "psycopg" and hasattr(kind, "pipeline")
-        supported = _SUPPORTED[kind] = psycopg3 and _libpq_pipeline()
+        supported = _SUPPORTED[kind] = is_psycopg3(driver_connection) and _libpq_pipeline()
     return supported and (not driver_connection.autocommit
-                          or driver_connection.pgconn.transaction_status == _INTRANS)
-
-
-_INTRANS = 2  # libpq's PQTRANS_INTRANS (psycopg.pq.TransactionStatus.INTRANS)
+                          or driver_connection.pgconn.transaction_status == INTRANS)
 
 
 def _libpq_pipeline() -> bool:
@@ -82,8 +93,9 @@ def _send_as_one_query(driver_connection: Any, statements: Statements) -> None:
     """The INSERTs and the COMMIT as one query text: one message in PostgreSQL's simple query protocol, run in
     order in the open transaction, the rest skipped after a failing statement (so COMMIT never runs after a
     failed INSERT). It spares psycopg's pipeline machinery: 30 to 60 µs of CPU and 55 to 75 µs of wall time
-    less per audited Django save on PostgreSQL, in process. The values are quoted by psycopg's own client-side
-    binding (``ClientCursor.mogrify``, what Django sends every query with). The text goes through libpq's
+    less per audited Django save on PostgreSQL, in process. The values are quoted by libpq
+    (:func:`_literal_text`), or where that is not used by psycopg's own client-side binding
+    (``ClientCursor.mogrify``, what Django sends every query with). The text goes through libpq's
     ``PQexec`` (``pgconn.exec_``, psycopg's public libpq wrapper, which lets other threads run while it waits)
     rather than a psycopg cursor: a cursor's execute would make the cursor, parse and hash the text for its
     prepared-statement cache and wait through psycopg's own loop, twice the CPU for a text it runs once (51
@@ -121,9 +133,9 @@ def _literal_text(driver_connection: Any, statements: Statements, encoding: str)
     parts: list[bytes] = []
     try:
         for sql, rows in statements:
-            pieces = [piece.encode(encoding) for piece in sql.split("%s")]
             if "%%" in sql or "%(" in sql:
                 return None
+            pieces = [piece.encode(encoding) for piece in sql.split("%s")]
             for row in rows:
                 if len(row) != len(pieces) - 1:
                     return None

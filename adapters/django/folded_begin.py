@@ -36,8 +36,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from audit_middleware.commit_pipeline import IDLE, is_psycopg3
+
 ARMED = "_audit_fold_begin"  # on a DatabaseWrapper: True while the wrapper waits for the block's first statement
-_IDLE = 0  # libpq's PQTRANS_IDLE (psycopg.pq.TransactionStatus.IDLE), compared without importing psycopg
 
 
 def fold_begin(connection: Any) -> None:
@@ -48,7 +49,7 @@ def fold_begin(connection: Any) -> None:
     driver = connection.connection
     if state.get(ARMED) or driver is None or driver.autocommit or not _plain_begin(driver):
         return
-    if driver.pgconn.transaction_status != _IDLE:  # the transaction has begun: a statement already ran
+    if driver.pgconn.transaction_status != IDLE:  # the transaction has begun: a statement already ran
         return
     state[ARMED] = True
     connection.execute_wrappers.append(_begin_with_first_statement)
@@ -68,13 +69,13 @@ def _begin_with_first_statement(execute: Any, sql: Any, params: Any, many: bool,
     disarm(connection)
     driver = connection.connection
     if (many or not isinstance(sql, str) or not connection.in_atomic_block or driver.autocommit
-            or driver.pgconn.transaction_status != _IDLE or not _client_side(context["cursor"].cursor)):
+            or driver.pgconn.transaction_status != IDLE or not _client_side(context["cursor"].cursor)):
         return execute(sql, params, many, context)
     driver.autocommit = True  # psycopg sends no BEGIN of its own; the server's open transaction keeps the rest in it
     try:
         result = execute("BEGIN; " + sql, params, many, context)
     except BaseException:
-        if not driver.closed and driver.pgconn.transaction_status == _IDLE:  # BEGIN never reached the server
+        if not driver.closed and driver.pgconn.transaction_status == IDLE:  # BEGIN never reached the server
             driver.autocommit = False  # psycopg begins before the block's next statement, as without this module
         raise
     context["cursor"].cursor.nextset()  # past BEGIN's result, to the statement's
@@ -83,8 +84,8 @@ def _begin_with_first_statement(execute: Any, sql: Any, params: Any, many: bool,
 
 def _plain_begin(driver: Any) -> bool:
     """A psycopg 3 connection whose BEGIN is a bare ``BEGIN`` (no isolation level, read-only or deferrable)."""
-    return (type(driver).__module__.split(".")[0] == "psycopg" and driver.isolation_level is None
-            and driver.read_only is None and driver.deferrable is None)
+    return (is_psycopg3(driver) and driver.isolation_level is None and driver.read_only is None
+            and driver.deferrable is None)
 
 
 def _client_side(cursor: Any) -> bool:
