@@ -30,7 +30,8 @@ class Fault:
     status: int | None = None            # answer this status without processing
     retry_after: str | None = None       # with this Retry-After header
     hang: float = 0.0                    # sleep this long before answering (the client times out)
-    process_first: bool = False          # with hang: record the request before hanging (ambiguous result)
+    process_first: bool = False          # with hang: record the request before hanging (ambiguous result);
+                                         # the answer waits ``hang`` seconds or until ``Receiver.release`` is set
     drop: bool = False                   # close the connection without an answer
 
 
@@ -55,8 +56,8 @@ class Receiver:
     def __post_init__(self) -> None:
         self.lock = threading.Lock()
         self.server: ThreadingHTTPServer | None = None
+        #: set it to let answers held by ``process_first`` faults go at once (fixtures set it at teardown)
         self.release = threading.Event()
-        self.release.set()
         self.start()
 
     # -- lifecycle ---------------------------------------------------------------------------------------
