@@ -2,8 +2,9 @@
 
 A write's events are known before its transaction commits, and nothing reads them before. So where it is
 safe, an adapter keeps the rows until the commit and sends them with it: ``INSERT ...; COMMIT`` travel
-together (one query text for a few rows, a psycopg pipeline for many) and the server runs them in order, so
-a failing INSERT aborts the transaction (the change is not saved either) and a failing COMMIT loses both.
+together in one query text, and the server runs them in order, so a failing INSERT aborts the transaction
+(the change is not saved either) and a failing COMMIT loses both. Many rows (a long transaction's) go as one
+COPY instead, then the COMMIT: more round trips, half the server's time.
 The driver's own ``commit()`` then finds the transaction closed and sends nothing. Loopback PostgreSQL
 answers in 23 to 107 µs on the benchmark machine, depending on the day: that is the round trip this saves
 on every audited transaction.
@@ -62,31 +63,47 @@ def _libpq_pipeline() -> bool:
 
 
 ONE_QUERY_ROWS = 16
-"""Up to this many rows go as one query text with the COMMIT; more go in a pipeline (prepared once, not
-parsed row by row)."""
+"""Up to this many rows go as one query text with the COMMIT; more go as a COPY (or, for a statement a COPY
+cannot stand for, in a pipeline: prepared once, not parsed row by row)."""
 
 
 def send_with_commit(driver_connection: Any, statements: Statements) -> None:
-    """Run ``statements`` and COMMIT in one round trip. On failure the transaction is rolled back (or the
-    connection is gone) and the driver's error is raised."""
+    """Run ``statements`` and COMMIT: in one round trip up to :data:`ONE_QUERY_ROWS` rows (or in the app's own
+    pipeline); more rows go as a COPY (:mod:`audit_middleware.copy_rows`), then the COMMIT. On failure the
+    transaction is rolled back (or the connection is gone) and the driver's error is raised."""
     try:
         rows_sent = sum(len(rows) for _, rows in statements)
-        if rows_sent <= ONE_QUERY_ROWS and not driver_connection.pgconn.pipeline_status:
+        if driver_connection.pgconn.pipeline_status:  # the app's own pipeline: the rows join it
+            _send_in_pipeline(driver_connection, statements)
+        elif rows_sent <= ONE_QUERY_ROWS:
             _send_as_one_query(driver_connection, statements)
-            return
-        with driver_connection.pipeline(), driver_connection.cursor() as cursor:
-            for sql, rows in statements:
-                if len(rows) == 1:  # a pipelined executemany costs psycopg more than an execute
-                    cursor.execute(sql, rows[0])
-                else:
-                    cursor.executemany(sql, rows)
-            cursor.execute("COMMIT")
+        else:
+            from .copy_rows import copy_rows, copy_statement  # copy_rows imports this module
+
+            copies = [(copy, rows) for sql, rows in statements if (copy := copy_statement(sql)) is not None]
+            if len(copies) < len(statements):
+                _send_in_pipeline(driver_connection, statements)
+                return
+            for copy, rows in copies:  # one COPY per table, then the COMMIT: three round trips, not one,
+                copy_rows(driver_connection, copy, [rows])  # but half the server's time for these rows
+            _execute(driver_connection, b"COMMIT")
     except Exception:
         # The framework ends its transaction whether or not the commit succeeds, and would take the
         # connection back as clean: end the aborted transaction here.
         if not driver_connection.closed:
             driver_connection.rollback()
         raise
+
+
+def _send_in_pipeline(driver_connection: Any, statements: Statements) -> None:
+    """The INSERTs and the COMMIT in a psycopg pipeline: prepared once, sent together, one round trip."""
+    with driver_connection.pipeline(), driver_connection.cursor() as cursor:
+        for sql, rows in statements:
+            if len(rows) == 1:  # a pipelined executemany costs psycopg more than an execute
+                cursor.execute(sql, rows[0])
+            else:
+                cursor.executemany(sql, rows)
+        cursor.execute("COMMIT")
 
 
 def _send_as_one_query(driver_connection: Any, statements: Statements) -> None:
@@ -100,7 +117,7 @@ def _send_as_one_query(driver_connection: Any, statements: Statements) -> None:
     rather than a psycopg cursor: a cursor's execute would make the cursor, parse and hash the text for its
     prepared-statement cache and wait through psycopg's own loop, twice the CPU for a text it runs once (51
     against 23 µs for a ``SELECT 1`` on loopback, in process)."""
-    from psycopg import ClientCursor, errors, pq  # type: ignore[import-not-found,unused-ignore]  # psycopg 3
+    from psycopg import ClientCursor  # type: ignore[import-not-found,unused-ignore]  # psycopg 3
 
     encoding = driver_connection.info.encoding
     text = _literal_text(driver_connection, statements, encoding)
@@ -109,6 +126,15 @@ def _send_as_one_query(driver_connection: Any, statements: Statements) -> None:
         parts = [quoting.mogrify(sql, row) for sql, rows in statements for row in rows]
         parts.append("COMMIT")
         text = "; ".join(parts).encode(encoding)
+    _execute(driver_connection, text)
+
+
+def _execute(driver_connection: Any, text: bytes) -> None:
+    """Run ``text`` through libpq's ``PQexec``; raise psycopg's error for the failing statement (nothing after
+    it ran) or for a lost connection."""
+    from psycopg import errors, pq  # type: ignore[import-not-found,unused-ignore]  # psycopg 3
+
+    encoding = driver_connection.info.encoding
     with driver_connection.lock:  # what a psycopg cursor holds while it talks to the server
         result = driver_connection.pgconn.exec_(text)
     if result.status == pq.ExecStatus.COMMAND_OK:

@@ -14,6 +14,7 @@ from .catalog import EventCatalog, EventDefinition
 from .config import AuditConfig, TrackingOptions
 from .context import current_origin
 from .diff import diff_values, snapshot, split_toggle
+from .errors import AuditWriteError
 from .events import AuditEvent
 from .ids import new_event_id
 from .signals import capture_failed
@@ -153,7 +154,9 @@ class Recorder:
 
     def guard(self, sender: Any, must_record: bool = False) -> CaptureGuard:
         """Run capture code; unless ``must_record``, log and count an error instead of raising it, so the
-        host's write is never broken by the audit path."""
+        host's write is never broken by the audit path. An :class:`~audit_middleware.errors.AuditWriteError`
+        (writing events failed: a large flush writes as it captures) always goes through: the write does not
+        go ahead without its events."""
         return CaptureGuard(self, sender, must_record)
 
 
@@ -171,7 +174,7 @@ class CaptureGuard:
         return None
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, traceback: Any) -> bool:
-        if error is None or self.must_record or not isinstance(error, Exception):
+        if error is None or self.must_record or not isinstance(error, Exception) or isinstance(error, AuditWriteError):
             return False
         self.recorder.errors.add(error)
         logger.exception("audit-middleware could not capture an event; the write went ahead without it",

@@ -15,6 +15,7 @@ from django.db.models.functions import Cast
 from django.db.models.lookups import Exact, In
 
 from audit_middleware.commit_pipeline import can_pipeline, send_with_commit
+from audit_middleware.copy_rows import COPY_MIN_ROWS, can_copy, copy_rows, copy_statement
 from audit_middleware.events import AuditEvent
 from audit_middleware.export import EXPORT_COLUMNS, iter_postgresql_csv, postgresql_csv_copy
 from audit_middleware.integrity import PURGE_SETTING
@@ -72,10 +73,13 @@ def insert_events(connection: Any, events: Sequence[AuditEvent], *, forward: boo
     """Write events on ``connection`` in its current transaction, and their forwarding delivery rows when
     destinations are configured. No model instances are built: this is the per-save hot path. One event is
     one plain INSERT (one round trip; an executemany of one row would cost psycopg a pipeline); more are an
-    executemany per 1,000 events, or on SQLite one multi-row INSERT per 60 events."""
+    executemany per 1,000 events, on SQLite one multi-row INSERT per 60 events, and on psycopg 3 from
+    ``COPY_MIN_ROWS`` on one COPY."""
     if not events:
         return
-    if _unwatched_sqlite(connection):
+    if len(events) >= COPY_MIN_ROWS and _copy_unwatched(connection, events):
+        pass  # written
+    elif _unwatched_sqlite(connection):
         with connection.wrap_database_errors:  # the driver's errors raised as Django's, as its cursor does
             _execute_inserts(connection.connection, connection, events, "?")  # sqlite3.Connection.execute
     else:
@@ -100,14 +104,34 @@ def _execute_inserts(executor: Any, connection: Any, events: Sequence[AuditEvent
             executor.execute(_insert_sql(connection, len(rows), mark), [v for values in rows for v in values])
 
 
+def _unwatched(connection: Any) -> bool:
+    """Whether ``connection`` is open and nobody watches its queries (no query log: ``DEBUG`` off and no
+    ``CaptureQueriesContext``; no ``execute_wrapper``): only then may event rows go past Django's cursor to
+    the driver; watched, they go through it as any query does."""
+    return connection.connection is not None and not connection.queries_logged and not connection.execute_wrappers
+
+
 def _unwatched_sqlite(connection: Any) -> bool:
-    """Whether the event rows can go straight to the sqlite3 driver: a SQLite connection, open, whose queries
-    nobody watches (no query log: ``DEBUG`` off and no ``CaptureQueriesContext``; no ``execute_wrapper``).
-    Django's SQLite cursor turns every statement's ``%s`` into ``?`` with a regular expression (about 43,000
-    instructions an event INSERT, a tenth of what auditing adds to a save); where someone watches, the rows go
-    through it as any query does."""
-    return (connection.vendor == "sqlite" and connection.connection is not None
-            and not connection.queries_logged and not connection.execute_wrappers)
+    """Whether the event rows can go straight to the sqlite3 driver (:func:`_unwatched`). Django's SQLite cursor
+    turns every statement's ``%s`` into ``?`` with a regular expression (about 43,000 instructions an event
+    INSERT, a tenth of what auditing adds to a save)."""
+    return connection.vendor == "sqlite" and _unwatched(connection)
+
+
+def _copy_unwatched(connection: Any, events: Sequence[AuditEvent]) -> bool:
+    """Write ``events`` with one COPY (:mod:`audit_middleware.copy_rows`) where the connection is psycopg 3's
+    and nobody watches its queries (:func:`_unwatched`), their rows made 1,000 at a time; False, having sent
+    nothing, elsewhere. The driver's error is raised as Django's."""
+    if connection.vendor != "postgresql" or not _unwatched(connection) or not can_copy(connection.connection):
+        return False
+    copy = copy_statement(_insert_sql(connection, 1))
+    if copy is None:
+        return False
+    chunks = (_stored_rows(connection, events[start:start + ROWS_PER_CHUNK])
+              for start in range(0, len(events), ROWS_PER_CHUNK))
+    with connection.wrap_database_errors:
+        copy_rows(connection.connection, copy, chunks)
+    return True
 
 
 def _write_outbox(connection: Any, events: Sequence[AuditEvent], forward: bool) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -24,6 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import ColumnElement
 
+from audit_middleware.copy_rows import COPY_MIN_ROWS, can_copy, copy_rows, copy_statement
 from audit_middleware.events import AuditEvent
 from audit_middleware.export import EXPORT_COLUMNS, iter_postgresql_csv, postgresql_csv_copy
 from audit_middleware.integrity import Signer
@@ -63,7 +65,8 @@ def insert_events(connection: Connection, events: Sequence[AuditEvent], table: T
     statement text is made once per table and dialect, and the values go to the driver as they are (after
     the dialect's bind processors). One event is one plain INSERT; more are one executemany (psycopg sends
     them in a pipeline, PyMySQL as multi-row statements) per 1,000 events, or on SQLite one multi-row INSERT
-    per 60 events, the fastest there."""
+    per 60 events, the fastest there; on psycopg 3, from ``COPY_MIN_ROWS`` events on, one COPY where nobody
+    watches the statements."""
     if not events:
         return
     insert = driver_insert(table, connection.dialect)
@@ -73,6 +76,8 @@ def insert_events(connection: Connection, events: Sequence[AuditEvent], table: T
         return
     step = insert.rows_per_statement
     size = step if step > 1 else ROWS_PER_CHUNK  # the rows of one statement (or executemany) at a time
+    if len(events) >= COPY_MIN_ROWS and _copy_unwatched(connection, table, insert, events, size):
+        return
     execute = _unwatched_sqlite(connection) or connection.exec_driver_sql
     for start in range(0, len(events), size):
         rows = driver_rows(events[start:start + size], table, insert)
@@ -84,29 +89,60 @@ def insert_events(connection: Connection, events: Sequence[AuditEvent], table: T
             execute(insert.sql(len(rows)), tuple(v for values in rows for v in values))
 
 
+def _unwatched(connection: Connection) -> bool:
+    """Whether nobody watches ``connection``'s statements: no SQLAlchemy engine, connection or dialect event
+    listener (an APM agent's, a statement counter's) and no echo. Only then may event rows go past SQLAlchemy
+    to the driver; watched, they go through SQLAlchemy as any statement, so the listeners and the log see
+    them."""
+    return not (connection._has_events or connection.engine._has_events or connection.dialect._has_events
+                or connection._echo)
+
+
 def _unwatched_sqlite(connection: Connection) -> Callable[[str, Sequence[Any]], Any] | None:
-    """``execute`` of the sqlite3 connection under ``connection`` when nobody watches its statements: no
-    SQLAlchemy engine, connection or dialect event listener (an APM agent's, a statement counter's) and no echo;
-    else None. Sent there, an event INSERT skips SQLAlchemy's execution context, cursor and result; watched, it
-    goes through SQLAlchemy as any statement, so the listeners and the log see it. A failure raises what
-    SQLAlchemy would have (sqlite3's error wrapped as ``sqlalchemy.exc.OperationalError`` and the like), which
-    the caller turns into an ``AuditWriteError``; the transaction is left to be rolled back, as after any failed
-    statement."""
+    """``execute`` of the sqlite3 connection under ``connection`` when nobody watches its statements
+    (:func:`_unwatched`); else None. Sent there, an event INSERT skips SQLAlchemy's execution context, cursor
+    and result. A failure raises what SQLAlchemy would have (sqlite3's error wrapped as
+    ``sqlalchemy.exc.OperationalError`` and the like), which the caller turns into an ``AuditWriteError``; the
+    transaction is left to be rolled back, as after any failed statement."""
     dialect = connection.dialect
-    if (dialect.driver != "pysqlite" or connection._has_events or connection.engine._has_events
-            or dialect._has_events or connection._echo):
+    if dialect.driver != "pysqlite" or not _unwatched(connection):
         return None
     driver_execute = connection.connection.driver_connection.execute  # type: ignore[union-attr]
-    driver_error = dialect.loaded_dbapi.Error
 
     def execute(sql: str, parameters: Sequence[Any]) -> Any:
-        try:
+        with _as_sqlalchemy_error(connection, sql, parameters):
             return driver_execute(sql, parameters)
-        except driver_error as error:
-            raise DBAPIError.instance(sql, parameters, error, driver_error, dialect=dialect,
-                                      hide_parameters=connection.engine.hide_parameters, ismulti=False) from error
 
     return execute
+
+
+def _copy_unwatched(connection: Connection, table: Table, insert: DriverInsert, events: Sequence[AuditEvent],
+                    size: int) -> bool:
+    """Write ``events`` with one COPY (:mod:`audit_middleware.copy_rows`) where ``connection`` is psycopg 3's
+    and nobody watches its statements; their rows are made ``size`` at a time. False, having sent nothing,
+    elsewhere. A failure raises what SQLAlchemy would have, as :func:`_unwatched_sqlite`'s does."""
+    if connection.dialect.driver != "psycopg" or not _unwatched(connection):
+        return False
+    driver = connection.connection.driver_connection
+    copy = copy_statement(insert.sql(1))
+    if copy is None or not can_copy(driver):
+        return False
+    chunks = (driver_rows(events[start:start + size], table, insert) for start in range(0, len(events), size))
+    with _as_sqlalchemy_error(connection, copy, ()):
+        copy_rows(driver, copy, chunks)
+    return True
+
+
+@contextmanager
+def _as_sqlalchemy_error(connection: Connection, sql: str, parameters: Sequence[Any]) -> Iterator[None]:
+    """Raise the driver's error as SQLAlchemy wraps it (``sqlalchemy.exc.IntegrityError`` and the like)."""
+    dialect = connection.dialect
+    driver_error = dialect.loaded_dbapi.Error
+    try:
+        yield
+    except driver_error as error:
+        raise DBAPIError.instance(sql, parameters, error, driver_error, dialect=dialect,
+                                  hide_parameters=connection.engine.hide_parameters, ismulti=False) from error
 
 
 def driver_rows(events: Sequence[AuditEvent], table: Table, insert: DriverInsert) -> list[tuple[Any, ...]]:

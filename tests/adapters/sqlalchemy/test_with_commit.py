@@ -144,13 +144,14 @@ def test_a_held_row_the_database_refuses_fails_the_commit_and_leaves_the_connect
 
 @pytest.mark.parametrize("writes", [1, 40])
 def test_rows_sent_with_the_commit_keep_every_value_as_it_was(app, backend, writes, tmp_path):
-    """A few rows go with the COMMIT as one query text, their values quoted by psycopg; more go in a pipeline
-    (both ways run here, seen in libpq's trace of what was sent). Text that quoting must get right reads back
-    exactly, in every row."""
+    """A few rows go with the COMMIT as one query text, their values quoted by libpq; more go as a COPY, then
+    the COMMIT (both ways run here, seen in libpq's trace of what was sent). Text that quoting must get right,
+    for a literal and for COPY's text format, reads back exactly, in every row."""
     from audit_middleware.commit_pipeline import ONE_QUERY_ROWS
 
     assert 1 <= ONE_QUERY_ROWS < 40  # one parametrization each way
-    awkward = ["it's", "%s %(name)s %%", "back\\slash", "E'\\x41'", "'); DROP TABLE x; --", "é 日本 🙂", "$1 $$ $$"]
+    awkward = ["it's", "%s %(name)s %%", "back\\slash", "E'\\x41'", "'); DROP TABLE x; --", "é 日本 🙂", "$1 $$ $$",
+               "tab\tand\nnewline\r", "\\N", "\\.", "end\\"]
     W = app.Warehouse
     trace = tmp_path / "libpq.trace"
     with app.Session() as s:
@@ -176,8 +177,42 @@ def test_rows_sent_with_the_commit_keep_every_value_as_it_was(app, backend, writ
             assert len(queries) == 1 and "INSERT INTO" in queries[0] and queries[0].rstrip('"').endswith("COMMIT")
             assert [kind for kind, _ in sent] == ["Query"], "the rows and the COMMIT are the one message sent"
         else:
-            assert not queries and sum("INSERT INTO" in text for kind, text in sent if kind == "Parse") >= 1
-            assert sum(kind == "Sync" for kind, _ in sent) == 1, "rows and COMMIT in one pipeline, one sync"
+            assert len(queries) == 2 and queries[0].startswith(' "COPY ') and queries[1] == ' "COMMIT"'
+            kinds = [kind for kind, _ in sent]
+            assert kinds[0] == "Query" and kinds[-2:] == ["CopyDone", "Query"] and set(kinds[1:-2]) == {"CopyData"}
+            assert "Parse" not in kinds
+
+
+def test_rows_a_copy_cannot_stand_for_go_with_the_commit_in_a_pipeline(app, backend, tmp_path):
+    """Many rows of a statement that is not a plain one-row INSERT go in a psycopg pipeline with the COMMIT:
+    prepared once, one sync; a failing row fails the lot."""
+    if backend != "postgresql":
+        pytest.skip("the rows sent with the COMMIT are psycopg's")
+    from audit_middleware.commit_pipeline import send_with_commit
+
+    trace = tmp_path / "libpq.trace"
+    with app.engine.begin() as c:
+        c.execute(text("CREATE TABLE pipelined (n integer PRIMARY KEY)"))
+    insert = "INSERT INTO pipelined (n) VALUES (%s) ON CONFLICT DO NOTHING"
+    with app.engine.connect() as connection:
+        driver = connection.connection.driver_connection
+        driver.execute("SELECT 1")  # the transaction is open
+        with open(trace, "w") as sink:
+            driver.pgconn.trace(sink.fileno())
+            try:
+                send_with_commit(driver, [(insert, [(n,) for n in range(30)] + [(3,)])])
+            finally:
+                driver.pgconn.untrace()
+        assert driver.pgconn.transaction_status == 0  # committed
+        driver.execute("SELECT 1")
+        with pytest.raises(Exception, match="invalid input syntax"):
+            send_with_commit(driver, [(insert, [(n,) for n in range(30, 60)] + [("x",)])])
+        assert driver.pgconn.transaction_status == 0  # rolled back
+    sent = re.findall(r"^[^\t\n]+\tF\t\d+\t(\w+)\t?(.*)$", trace.read_text(), re.MULTILINE)
+    assert sum("INSERT INTO pipelined" in text for kind, text in sent if kind == "Parse") == 1
+    assert sum(kind == "Sync" for kind, _ in sent) == 1 and not any(kind == "Query" for kind, _ in sent)
+    with app.engine.connect() as c:
+        assert c.execute(text("SELECT count(*), max(n) FROM pipelined")).one() == (30, 29)
 
 
 def test_a_nul_in_a_held_value_fails_the_commit_and_nothing_is_cut_short(app, backend):
@@ -214,6 +249,98 @@ def test_a_flush_of_more_than_a_chunk_is_written_at_once_in_chunks_and_every_row
     assert sorted(e.resource_name for e in events) == sorted(f"w{i}" for i in range(count))
     report = app.auditor.verify(delay=timedelta(0))
     assert report.ok and report.events == count, report.problems[:3]
+
+
+def test_a_large_flush_goes_as_one_copy_unless_someone_watches_and_a_refused_row_fails_it(app, backend, tmp_path):
+    """On psycopg a flush too large to hold sends its event rows as COPYs when nobody watches the engine's statements; with a listener they go through SQLAlchemy as INSERTs, which
+    it sees. A row the database refuses fails the flush with AuditWriteError, SQLAlchemy's error inside, and
+    nothing is saved."""
+    if backend != "postgresql":
+        pytest.skip("COPY is psycopg's")
+    from sqlalchemy import event
+
+    from audit_middleware.adapters.sqlalchemy.capture import STREAM_CHUNK
+    from audit_middleware.store import ROWS_PER_CHUNK
+
+    W, table = app.Warehouse, app.auditor.table
+    count = ROWS_PER_CHUNK + 1 + 5 * STREAM_CHUNK  # written as the flush goes: 1,001 events, then 200 at a time
+    trace = tmp_path / "libpq.trace"
+    with app.Session() as s:
+        s.add_all([W(name=f"copied {i}") for i in range(count)])
+        pgconn = s.connection().connection.driver_connection.pgconn
+        with open(trace, "w") as sink:
+            pgconn.trace(sink.fileno())
+            try:
+                s.flush()
+            finally:
+                pgconn.untrace()
+        s.commit()
+    sent = re.findall(r"^[^\t\n]+\tF\t\d+\t(\w+)\t?(.*)$", trace.read_text(), re.MULTILINE)
+    copy = f' "COPY {table.name} (' + ", ".join(c.name for c in table.columns) + ') FROM STDIN"'
+    assert [text for kind, text in sent if kind == "Query" and table.name in text] == [copy] * 6
+    assert not any(table.name in text for kind, text in sent if kind == "Parse")
+    assert sorted(e.resource_name for e in app.events()) == sorted(f"copied {i}" for i in range(count))
+
+    with app.engine.begin() as c:
+        c.execute(text(f"ALTER TABLE {table.name} ADD CONSTRAINT no_bad CHECK (resource_name <> 'bad')"))
+    with app.Session() as s:
+        s.add_all([W(name=f"lost {i}") for i in range(ROWS_PER_CHUNK)] + [W(name="bad")])
+        with pytest.raises(AuditWriteError, match=r"(?s)IntegrityError.*no_bad.*COPY") as raised:
+            s.flush()
+        assert raised.value.__cause__.__class__.__module__.startswith("sqlalchemy")
+        s.rollback()
+    with app.Session() as s:
+        assert s.scalar(select(func.count()).select_from(W).where(W.name.like("lost%"))) == 0
+    assert len(app.events()) == count
+
+    seen: list[str] = []
+
+    def watch(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        seen.append(statement)
+
+    event.listen(app.engine, "before_cursor_execute", watch)
+    try:
+        with app.Session() as s:
+            s.add_all([W(name=f"watched {i}") for i in range(ROWS_PER_CHUNK + 1)])
+            s.commit()
+    finally:
+        event.remove(app.engine, "before_cursor_execute", watch)
+    assert sum(statement.startswith(f"INSERT INTO {table.name}") for statement in seen) == 2  # 1,000 rows, then 1
+    assert len(app.events()) == count + ROWS_PER_CHUNK + 1
+
+
+def test_a_row_refused_while_a_large_flush_writes_as_it_goes_fails_the_flush_with_the_databases_error(app, backend):
+    """A flush too large to hold writes its events as it captures them; a row the database refuses then fails
+    the flush with AuditWriteError carrying the database's own error (not a later "transaction aborted"), it
+    is not counted or signalled as a capture failure (the write does not go ahead), and nothing is saved."""
+    from audit_middleware.signals import capture_failed
+    from audit_middleware.store import ROWS_PER_CHUNK
+
+    W, table = app.Warehouse, app.auditor.table
+    with app.engine.begin() as c:
+        if backend == "sqlite":
+            c.execute(text(f"CREATE TRIGGER no_bad BEFORE INSERT ON {table.name} WHEN NEW.resource_name = 'bad' "
+                           "BEGIN SELECT RAISE(ABORT, 'no_bad'); END"))
+        else:
+            c.execute(text(f"ALTER TABLE {table.name} ADD CONSTRAINT no_bad CHECK (resource_name <> 'bad')"))
+    failed: list[Exception] = []
+
+    def note(sender, error):  # type: ignore[no-untyped-def]
+        failed.append(error)
+
+    capture_failed.connect(note, weak=False)
+    try:
+        with app.Session() as s:
+            s.add_all([W(name=f"lost {i}") for i in range(ROWS_PER_CHUNK)] + [W(name="bad")])
+            with pytest.raises(AuditWriteError, match=r"could not write 1001 audit event.*no_bad"):
+                s.flush()
+            s.rollback()
+    finally:
+        capture_failed.disconnect(note)
+    assert failed == [] and not app.auditor.recorder.errors.count
+    with app.Session() as s:
+        assert s.scalar(select(func.count()).select_from(W)) == 0
+    assert app.events() == []
 
 
 def test_a_flush_too_large_to_hold_keeps_its_events_only_for_a_listener(app):

@@ -902,6 +902,72 @@ def test_a_transaction_of_more_events_than_one_insert_chunk_writes_them_all_with
     assert report.ok, report.problems[:3]
 
 
+@contextmanager
+def libpq_messages(tmp_path):
+    """The messages libpq sends on the connection while the block runs, as ``(kind, text)`` from its trace."""
+    import re
+
+    trace = tmp_path / "libpq.trace"
+    connection.ensure_connection()
+    pgconn = connection.connection.pgconn
+    sent: list[tuple[str, str]] = []
+    with open(trace, "w") as sink:
+        pgconn.trace(sink.fileno())
+        try:
+            yield sent
+        finally:
+            pgconn.untrace()
+    sent += re.findall(r"^[^\t\n]+\tF\t\d+\t(\w+)\t?(.*)$", trace.read_text(), re.MULTILINE)
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="COPY is PostgreSQL's")
+def test_many_events_go_as_a_copy_unless_someone_watches_and_a_refused_row_fails_the_block(tmp_path):
+    """On psycopg 3, a block's events from COPY_MIN_ROWS on go as a COPY: with the COMMIT for up to 1,000
+    (then the COMMIT), as the block goes for more, where nobody watches the queries (with a query log they go through
+    Django's cursor as INSERTs). The rows read back exactly and verify; a row the database refuses fails the
+    block with AuditWriteError carrying the database's error, and nothing is saved."""
+    from audit_middleware import AuditWriteError
+    from audit_middleware.adapters.django.integrity import DjangoIntegrity
+    from audit_middleware.copy_rows import COPY_MIN_ROWS
+
+    awkward = ["tab\there", "new\nline", "\\N", "\\.", "back\\slash", "it's", "é 日本 🙂"]
+    copy = '"COPY ' + connection.ops.quote_name(AuditEvent._meta.db_table)
+    for count in (COPY_MIN_ROWS, 1200):
+        with libpq_messages(tmp_path) as sent, transaction.atomic():
+            for i in range(count):
+                Warehouse.objects.create(name=f"{awkward[i % len(awkward)]} {count}-{i}")
+        queries = [text.strip() for kind, text in sent if kind == "Query"]
+        # over 1,000 events the block writes them as it goes (see _write_early): the first 1,001, then the rest
+        assert sum(q.startswith(copy) for q in queries) == (1 if count <= 1000 else 2)
+        assert queries[-1] == '"COMMIT"' and "CopyDone" in [kind for kind, _ in sent]
+        assert not any("audit_events" in text for kind, text in sent if kind == "Parse")
+    stored = list(AuditEvent.objects.order_by("occurred_at", "id").values_list("resource_name", flat=True))
+    assert stored == [f"{awkward[i % len(awkward)]} {count}-{i}" for count in (COPY_MIN_ROWS, 1200)
+                      for i in range(count)]
+    assert DjangoIntegrity().verify(delay=timedelta(0)).ok
+
+    with CaptureQueriesContext(connection) as logged, transaction.atomic():
+        for i in range(1001):
+            Warehouse.objects.create(name=f"logged {i}")
+    assert sum("audit_events" in q["sql"] for q in logged.captured_queries) == 2  # executemany: 1,000, then 1
+    assert AuditEvent.objects.filter(resource_name__startswith="logged").count() == 1001
+
+    with connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE audit_events ADD CONSTRAINT no_bad CHECK (resource_name <> 'bad')")
+    try:
+        for count in (COPY_MIN_ROWS, 1200):
+            with pytest.raises(AuditWriteError, match=r"(?s)could not write \d+ audit event.*not saved.*no_bad"), \
+                    transaction.atomic():
+                for i in range(count - 1):
+                    Warehouse.objects.create(name=f"lost {i}")
+                Warehouse.objects.create(name="bad")
+        assert not Warehouse.objects.filter(name__startswith="lost").exists()
+        assert not Warehouse.objects.filter(name="bad").exists()
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("ALTER TABLE audit_events DROP CONSTRAINT no_bad")
+
+
 def test_event_times_are_passed_to_the_database_as_django_passes_any_datetime():
     """Capture passes an event's time to the driver exactly as Django passes a DateTimeField's value (plain
     text on SQLite and MySQL in UTC, the aware moment on PostgreSQL), summer and winter, with and without

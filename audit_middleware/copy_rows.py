@@ -1,0 +1,65 @@
+"""Many event rows into PostgreSQL with one ``COPY ... FROM STDIN`` (psycopg 3) instead of an INSERT a row.
+
+An executemany, even in psycopg's pipeline, has the server parse, bind and run one INSERT per row; a COPY
+streams the rows into the table as one statement. For the events of a large flush or of a long transaction
+(more than :data:`COPY_MIN_ROWS`) it takes half the time an executemany does (``benchmarks/RESULTS.md``,
+*Many event rows on PostgreSQL: one COPY*). Adapters use it where nobody watches their statements (a
+statement log, an APM hook): a COPY goes past the framework's cursor, as the rows sent with the COMMIT do
+(see :mod:`audit_middleware.commit_pipeline`). It runs in the connection's open transaction, so a row that
+cannot be stored fails the COPY and the transaction with it, as a failing INSERT would.
+
+Like :mod:`audit_middleware.commit_pipeline`, this module talks to the driver connection duck-typed: the core
+imports no driver.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from .commit_pipeline import ONE_QUERY_ROWS, is_psycopg3
+
+COPY_MIN_ROWS = ONE_QUERY_ROWS + 1
+"""From this many rows on, a COPY (its two round trips and the statement) costs less than an INSERT a row;
+up to :data:`~audit_middleware.commit_pipeline.ONE_QUERY_ROWS` rows go with the COMMIT in one query text."""
+
+_ONE_ROW_INSERT = re.compile(r"INSERT INTO (?P<table>\S+) \((?P<columns>[^()]+)\) VALUES \(%s(?:, %s)*\)", re.S)
+_COPIES: dict[str, str | None] = {}
+
+
+def copy_statement(insert_sql: str) -> str | None:
+    """The ``COPY <table> (<columns>) FROM STDIN`` that loads what ``insert_sql`` (an adapter's one-row
+    ``INSERT INTO <table> (<columns>) VALUES (%s, ...)``, identifiers already quoted) inserts; None for any
+    other text, which is then run as it is."""
+    try:
+        return _COPIES[insert_sql]
+    except KeyError:
+        pass
+    match = _ONE_ROW_INSERT.fullmatch(insert_sql)
+    copy = None
+    if match is not None and insert_sql.count("%s") == len(match["columns"].split(",")):
+        copy = f"COPY {match['table']} ({match['columns']}) FROM STDIN"
+    if len(_COPIES) < 64:
+        _COPIES[insert_sql] = copy
+    return copy
+
+
+def can_copy(driver_connection: Any) -> bool:
+    """Whether ``driver_connection`` is a psycopg 3 connection that can run a COPY now (not in pipeline mode,
+    where psycopg refuses one)."""
+    return is_psycopg3(driver_connection) and not driver_connection.pgconn.pipeline_status
+
+
+def copy_rows(driver_connection: Any, copy_sql: str, chunks: Iterable[Iterable[Sequence[Any]]]) -> int:
+    """Run ``copy_sql`` (from :func:`copy_statement`) on ``driver_connection``, streaming the rows of each
+    chunk as it comes (a large flush's rows are made a chunk at a time), values quoted by psycopg for COPY's
+    text format. Returns the number of rows; the driver's error is raised (the transaction is then failed)."""
+    count = 0
+    with driver_connection.cursor() as cursor, cursor.copy(copy_sql) as copy:
+        write_row = copy.write_row
+        for chunk in chunks:
+            for row in chunk:
+                write_row(row)
+                count += 1
+    return count
