@@ -20,3 +20,17 @@ def median(values: list[float]) -> float:
     ordered = sorted(values)
     mid = len(ordered) // 2
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def without_copy(*store_modules: Any) -> None:
+    """Turn off PostgreSQL's COPY of many event rows (``audit_middleware.copy_rows``) in this process, for the
+    ``audit-middleware-no-copy`` variants: the rows go as INSERTs (an executemany, in psycopg's pipeline), as
+    before COPY was used. ``store_modules`` are the adapter modules that imported ``copy_statement``."""
+    from audit_middleware import copy_rows
+
+    def no_copy(insert_sql: str) -> None:
+        return None
+
+    copy_rows.copy_statement = no_copy  # type: ignore[assignment]  # what commit_pipeline imports when sending
+    for module in store_modules:
+        module.copy_statement = no_copy

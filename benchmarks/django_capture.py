@@ -40,16 +40,18 @@ import uuid
 from urllib.parse import urlsplit
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _workload import N_BATCH, N_WRITES, median, timed  # noqa: E402
+from _workload import N_BATCH, N_WRITES, median, timed, without_copy  # noqa: E402
 
 VARIANTS = ("baseline", "audit-middleware", "auditlog", "simple-history", "pghistory", "easy-audit",
-            "audit-middleware-unpipelined", "audit-middleware-unfolded")
-POSTGRESQL_ONLY = ("pghistory", "audit-middleware-unpipelined", "audit-middleware-unfolded")
+            "audit-middleware-unpipelined", "audit-middleware-unfolded", "audit-middleware-no-copy")
+POSTGRESQL_ONLY = ("pghistory", "audit-middleware-unpipelined", "audit-middleware-unfolded",
+                   "audit-middleware-no-copy")
 # audit-middleware-unpipelined: the event INSERT sent before the COMMIT instead of with it (what sending
 # it with the COMMIT saves); audit-middleware-unfolded: psycopg sends the BEGIN of an audited autocommit write
-# on its own round trip, not in one text with the first statement (what folded_begin saves); neither is run
-# unless named with --variant
-DEFAULT_VARIANTS = VARIANTS[:-2]
+# on its own round trip, not in one text with the first statement (what folded_begin saves);
+# audit-middleware-no-copy: more than 16 event rows go as INSERTs in psycopg's pipeline, not as one COPY (what
+# the COPY saves); none of the three is run unless named with --variant
+DEFAULT_VARIANTS = VARIANTS[:-3]
 PHASES = ("create", "update", "delete", "batch")
 PG = os.environ.get("AUDIT_BENCH_PG", "postgresql://postgres@127.0.0.1:5432")
 MARIADB = os.environ.get("AUDIT_BENCH_MARIADB", "mysql://root@127.0.0.1:3306")
@@ -160,7 +162,8 @@ def setup_variant(variant, database, atomic=False):
     apps = ["django.contrib.contenttypes", "django.contrib.auth", "django_bench_app"]
     apps += {"audit-middleware": ["audit_middleware.adapters.django"],
              "audit-middleware-unpipelined": ["audit_middleware.adapters.django"],
-             "audit-middleware-unfolded": ["audit_middleware.adapters.django"], "auditlog": ["auditlog"],
+             "audit-middleware-unfolded": ["audit_middleware.adapters.django"],
+             "audit-middleware-no-copy": ["audit_middleware.adapters.django"], "auditlog": ["auditlog"],
              "simple-history": ["simple_history"], "pghistory": ["pgtrigger", "pghistory"],
              "easy-audit": ["django.contrib.sessions", "easyaudit"]}.get(variant, [])  # easyaudit imports Session
     extra = {}
@@ -214,6 +217,10 @@ def setup_variant(variant, database, atomic=False):
             from audit_middleware.adapters.django import capture
 
             capture.fold_begin = lambda connection: None
+        if variant == "audit-middleware-no-copy":
+            from audit_middleware.adapters.django import store
+
+            without_copy(store)
 
         scope = acting_as(Actor.user("7", "ada@example.com"))
         audit_models = [AuditEvent]

@@ -19,12 +19,13 @@ from datetime import datetime, timezone
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _workload import N_BATCH, N_WRITES, median, timed  # noqa: E402
+from _workload import N_BATCH, N_WRITES, median, timed, without_copy  # noqa: E402
 
-VARIANTS = ("baseline", "audit-middleware", "continuum", "audit-middleware-unpipelined")
+VARIANTS = ("baseline", "audit-middleware", "continuum", "audit-middleware-unpipelined", "audit-middleware-no-copy")
 # audit-middleware-unpipelined (PostgreSQL): event rows written at flush, not sent with the COMMIT (what
-# sending them with the COMMIT saves); not run unless named with --variant
-DEFAULT_VARIANTS = VARIANTS[:-1]
+# sending them with the COMMIT saves); audit-middleware-no-copy (PostgreSQL): more than 16 event rows go as
+# INSERTs in psycopg's pipeline, not as one COPY (what the COPY saves); neither is run unless named with --variant
+DEFAULT_VARIANTS = VARIANTS[:-2]
 PHASES = ("create", "update", "delete", "batch")
 PG = os.environ.get("AUDIT_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432")
 MARIADB = os.environ.get("AUDIT_BENCH_MARIADB", "mysql+pymysql://root@127.0.0.1:3306")
@@ -112,6 +113,10 @@ def setup_variant(variant: str, url: str) -> tuple:
         with_commit.send_with_commit = counted
         if variant == "audit-middleware-unpipelined":
             with_commit.can_hold = lambda connection: False
+        if variant == "audit-middleware-no-copy":
+            from audit_middleware.adapters.sqlalchemy import store
+
+            without_copy(store)
         scope = [acting_as(Actor.user("7", "ada@example.com")),
                  request_context(RequestContext(ip="203.0.113.9", user_agent="bench/1.0", request_id="r-1",
                                                 method="POST", path="/warehouses"))]
