@@ -968,6 +968,44 @@ def test_many_events_go_as_a_copy_unless_someone_watches_and_a_refused_row_fails
             cursor.execute("ALTER TABLE audit_events DROP CONSTRAINT no_bad")
 
 
+def test_a_block_whose_events_are_written_as_it_goes_fails_loudly_when_one_is_refused():
+    """Past 1,000 events a block writes them as it goes, inside the save that crosses the mark; a row the
+    database refuses then fails that save with AuditWriteError (not counted or signalled as a capture failure,
+    which would leave the block to roll back without a word at its exit), and nothing is saved."""
+    from audit_middleware import AuditWriteError
+    from audit_middleware.signals import capture_failed
+
+    table = AuditEvent._meta.db_table
+    with connection.cursor() as cursor:
+        if connection.vendor == "sqlite":
+            cursor.execute(f"CREATE TRIGGER no_bad BEFORE INSERT ON {table} WHEN NEW.resource_name = 'bad' "
+                           "BEGIN SELECT RAISE(ABORT, 'no_bad'); END")
+        else:
+            cursor.execute(f"ALTER TABLE {table} ADD CONSTRAINT no_bad CHECK (resource_name <> 'bad')")
+    failed: list[Exception] = []
+
+    def note(sender, error, **kwargs):
+        failed.append(error)
+
+    capture_failed.connect(note, weak=False)
+    try:
+        with pytest.raises(AuditWriteError, match=r"(?s)could not write 1001 audit event.*not saved.*no_bad"):
+            with transaction.atomic():
+                for i in range(1001):
+                    Warehouse.objects.create(name="bad" if i == 500 else f"lost {i}")
+    finally:
+        capture_failed.disconnect(note)
+        with connection.cursor() as cursor:
+            if connection.vendor == "sqlite":
+                cursor.execute("DROP TRIGGER no_bad")
+            elif connection.vendor == "postgresql":
+                cursor.execute(f"ALTER TABLE {table} DROP CONSTRAINT no_bad")
+            else:
+                cursor.execute(f"ALTER TABLE {table} DROP CHECK no_bad")
+    assert failed == []
+    assert not Warehouse.objects.exists() and not AuditEvent.objects.exists()
+
+
 def test_event_times_are_passed_to_the_database_as_django_passes_any_datetime():
     """Capture passes an event's time to the driver exactly as Django passes a DateTimeField's value (plain
     text on SQLite and MySQL in UTC, the aware moment on PostgreSQL), summer and winter, with and without
