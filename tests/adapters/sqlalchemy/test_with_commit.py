@@ -3,7 +3,6 @@ flush wherever holding is not safe (savepoints, autocommit, other drivers)."""
 
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 
 import pytest
@@ -11,6 +10,8 @@ from sqlalchemy import create_engine, func, select, text
 
 from audit_middleware import AuditWriteError
 from audit_middleware.adapters.sqlalchemy import with_commit
+
+from ...libpq_trace import libpq_messages
 
 
 def rows_in_transaction(session, table) -> int:
@@ -153,7 +154,6 @@ def test_rows_sent_with_the_commit_keep_every_value_as_it_was(app, backend, writ
     awkward = ["it's", "%s %(name)s %%", "back\\slash", "E'\\x41'", "'); DROP TABLE x; --", "é 日本 🙂", "$1 $$ $$",
                "tab\tand\nnewline\r", "\\N", "\\.", "end\\"]
     W = app.Warehouse
-    trace = tmp_path / "libpq.trace"
     with app.Session() as s:
         for i in range(writes):
             s.add(W(name=awkward[i % len(awkward)] + f" {i}"))
@@ -161,17 +161,11 @@ def test_rows_sent_with_the_commit_keep_every_value_as_it_was(app, backend, writ
         if backend != "postgresql":
             s.commit()
         else:
-            pgconn = s.connection().connection.driver_connection.pgconn
-            with open(trace, "w") as sink:
-                pgconn.trace(sink.fileno())
-                try:
-                    s.commit()
-                finally:
-                    pgconn.untrace()
+            with libpq_messages(s.connection().connection.driver_connection.pgconn, tmp_path) as sent:
+                s.commit()
     stored = sorted((e.resource_name for e in app.events()), key=lambda name: int(name.rsplit(" ", 1)[1]))
     assert stored == [awkward[i % len(awkward)] + f" {i}" for i in range(writes)]
-    if backend == "postgresql":  # what the commit sent: "<time>\tF\t<length>\t<message>\t<payload>"
-        sent = re.findall(r"^[^\t\n]+\tF\t\d+\t(\w+)\t?(.*)$", trace.read_text(), re.MULTILINE)
+    if backend == "postgresql":  # what the commit sent
         queries = [text for kind, text in sent if kind == "Query"]
         if writes <= ONE_QUERY_ROWS:
             assert len(queries) == 1 and "INSERT INTO" in queries[0] and queries[0].rstrip('"').endswith("COMMIT")
@@ -190,25 +184,19 @@ def test_rows_a_copy_cannot_stand_for_go_with_the_commit_in_a_pipeline(app, back
         pytest.skip("the rows sent with the COMMIT are psycopg's")
     from audit_middleware.commit_pipeline import send_with_commit
 
-    trace = tmp_path / "libpq.trace"
     with app.engine.begin() as c:
         c.execute(text("CREATE TABLE pipelined (n integer PRIMARY KEY)"))
     insert = "INSERT INTO pipelined (n) VALUES (%s) ON CONFLICT DO NOTHING"
     with app.engine.connect() as connection:
         driver = connection.connection.driver_connection
         driver.execute("SELECT 1")  # the transaction is open
-        with open(trace, "w") as sink:
-            driver.pgconn.trace(sink.fileno())
-            try:
-                send_with_commit(driver, [(insert, [(n,) for n in range(30)] + [(3,)])])
-            finally:
-                driver.pgconn.untrace()
+        with libpq_messages(driver.pgconn, tmp_path) as sent:
+            send_with_commit(driver, [(insert, [(n,) for n in range(30)] + [(3,)])])
         assert driver.pgconn.transaction_status == 0  # committed
         driver.execute("SELECT 1")
         with pytest.raises(Exception, match="invalid input syntax"):
             send_with_commit(driver, [(insert, [(n,) for n in range(30, 60)] + [("x",)])])
         assert driver.pgconn.transaction_status == 0  # rolled back
-    sent = re.findall(r"^[^\t\n]+\tF\t\d+\t(\w+)\t?(.*)$", trace.read_text(), re.MULTILINE)
     assert sum("INSERT INTO pipelined" in text for kind, text in sent if kind == "Parse") == 1
     assert sum(kind == "Sync" for kind, _ in sent) == 1 and not any(kind == "Query" for kind, _ in sent)
     with app.engine.connect() as c:
@@ -264,18 +252,11 @@ def test_a_large_flush_goes_as_one_copy_unless_someone_watches_and_a_refused_row
 
     W, table = app.Warehouse, app.auditor.table
     count = ROWS_PER_CHUNK + 1 + 5 * STREAM_CHUNK  # written as the flush goes: 1,001 events, then 200 at a time
-    trace = tmp_path / "libpq.trace"
     with app.Session() as s:
         s.add_all([W(name=f"copied {i}") for i in range(count)])
-        pgconn = s.connection().connection.driver_connection.pgconn
-        with open(trace, "w") as sink:
-            pgconn.trace(sink.fileno())
-            try:
-                s.flush()
-            finally:
-                pgconn.untrace()
+        with libpq_messages(s.connection().connection.driver_connection.pgconn, tmp_path) as sent:
+            s.flush()
         s.commit()
-    sent = re.findall(r"^[^\t\n]+\tF\t\d+\t(\w+)\t?(.*)$", trace.read_text(), re.MULTILINE)
     copy = f' "COPY {table.name} (' + ", ".join(c.name for c in table.columns) + ') FROM STDIN"'
     assert [text for kind, text in sent if kind == "Query" and table.name in text] == [copy] * 6
     assert not any(table.name in text for kind, text in sent if kind == "Parse")

@@ -17,6 +17,7 @@ from audit_middleware.export import export_csv
 from audit_middleware.testing import capture_events
 
 from ....awkward_csv import assert_exports_the_awkward_events, awkward_events
+from ....libpq_trace import libpq_messages
 from ....paging import ids_by_pages
 from .conftest import audit_inserts, events, names, statements
 
@@ -902,24 +903,6 @@ def test_a_transaction_of_more_events_than_one_insert_chunk_writes_them_all_with
     assert report.ok, report.problems[:3]
 
 
-@contextmanager
-def libpq_messages(tmp_path):
-    """The messages libpq sends on the connection while the block runs, as ``(kind, text)`` from its trace."""
-    import re
-
-    trace = tmp_path / "libpq.trace"
-    connection.ensure_connection()
-    pgconn = connection.connection.pgconn
-    sent: list[tuple[str, str]] = []
-    with open(trace, "w") as sink:
-        pgconn.trace(sink.fileno())
-        try:
-            yield sent
-        finally:
-            pgconn.untrace()
-    sent += re.findall(r"^[^\t\n]+\tF\t\d+\t(\w+)\t?(.*)$", trace.read_text(), re.MULTILINE)
-
-
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="COPY is PostgreSQL's")
 def test_many_events_go_as_a_copy_unless_someone_watches_and_a_refused_row_fails_the_block(tmp_path):
     """On psycopg 3, a block's events from COPY_MIN_ROWS on go as a COPY: with the COMMIT for up to 1,000
@@ -933,7 +916,8 @@ def test_many_events_go_as_a_copy_unless_someone_watches_and_a_refused_row_fails
     awkward = ["tab\there", "new\nline", "\\N", "\\.", "back\\slash", "it's", "é 日本 🙂"]
     copy = '"COPY ' + connection.ops.quote_name(AuditEvent._meta.db_table)
     for count in (COPY_MIN_ROWS, 1200):
-        with libpq_messages(tmp_path) as sent, transaction.atomic():
+        connection.ensure_connection()
+        with libpq_messages(connection.connection.pgconn, tmp_path) as sent, transaction.atomic():
             for i in range(count):
                 Warehouse.objects.create(name=f"{awkward[i % len(awkward)]} {count}-{i}")
         queries = [text.strip() for kind, text in sent if kind == "Query"]
