@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -109,9 +108,13 @@ def _unwatched_sqlite(connection: Connection) -> Callable[[str, Sequence[Any]], 
         return None
     driver_execute = connection.connection.driver_connection.execute  # type: ignore[union-attr]
 
-    def execute(sql: str, parameters: Sequence[Any]) -> Any:
-        with _as_sqlalchemy_error(connection, sql, parameters):
+    driver_error = dialect.loaded_dbapi.Error
+
+    def execute(sql: str, parameters: Sequence[Any]) -> Any:  # per audited write: no context manager here
+        try:
             return driver_execute(sql, parameters)
+        except driver_error as error:
+            raise _as_sqlalchemy_error(connection, sql, parameters, error) from error
 
     return execute
 
@@ -128,21 +131,19 @@ def _copy_unwatched(connection: Connection, table: Table, insert: DriverInsert, 
     if copy is None or not can_copy(driver):
         return False
     chunks = (driver_rows(events[start:start + size], table, insert) for start in range(0, len(events), size))
-    with _as_sqlalchemy_error(connection, copy, ()):
+    try:
         copy_rows(driver, copy, chunks)
+    except connection.dialect.loaded_dbapi.Error as error:
+        raise _as_sqlalchemy_error(connection, copy, (), error) from error
     return True
 
 
-@contextmanager
-def _as_sqlalchemy_error(connection: Connection, sql: str, parameters: Sequence[Any]) -> Iterator[None]:
-    """Raise the driver's error as SQLAlchemy wraps it (``sqlalchemy.exc.IntegrityError`` and the like)."""
+def _as_sqlalchemy_error(connection: Connection, sql: str, parameters: Sequence[Any], error: Exception
+                         ) -> BaseException:
+    """The driver's ``error`` as SQLAlchemy wraps it (``sqlalchemy.exc.IntegrityError`` and the like)."""
     dialect = connection.dialect
-    driver_error = dialect.loaded_dbapi.Error
-    try:
-        yield
-    except driver_error as error:
-        raise DBAPIError.instance(sql, parameters, error, driver_error, dialect=dialect,
-                                  hide_parameters=connection.engine.hide_parameters, ismulti=False) from error
+    return DBAPIError.instance(sql, parameters, error, dialect.loaded_dbapi.Error, dialect=dialect,
+                               hide_parameters=connection.engine.hide_parameters, ismulti=False)
 
 
 def driver_rows(events: Sequence[AuditEvent], table: Table, insert: DriverInsert) -> list[tuple[Any, ...]]:
