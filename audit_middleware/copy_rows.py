@@ -51,15 +51,59 @@ def can_copy(driver_connection: Any) -> bool:
     return is_psycopg3(driver_connection) and not driver_connection.pgconn.pipeline_status
 
 
+class CopyStream:
+    """One COPY kept open while rows come: the server stores the rows it has been sent while the caller makes
+    the next ones (on another core), instead of waiting for a whole chunk, then storing it while the caller
+    waits. Nothing else may run on the connection until :meth:`finish` (which waits for the server to store
+    the last rows and raises its error, if any) or :meth:`abort` (which ends the COPY with an error, failing
+    the transaction as a failed INSERT would)."""
+
+    __slots__ = ("_cursor", "_context", "_write_row", "count")
+
+    def __init__(self, driver_connection: Any, copy_sql: str) -> None:
+        self._cursor = driver_connection.cursor()
+        try:
+            self._context = self._cursor.copy(copy_sql)
+            self._write_row = self._context.__enter__().write_row
+        except BaseException:
+            self._cursor.close()
+            raise
+        self.count = 0
+        """Rows written so far."""
+
+    def write(self, rows: Iterable[Sequence[Any]]) -> None:
+        """Send ``rows``, values quoted by psycopg for COPY's text format (sent as its buffer fills)."""
+        write_row = self._write_row
+        for row in rows:
+            write_row(row)
+            self.count += 1
+
+    def finish(self) -> int:
+        """End the COPY and wait for the server; returns the number of rows. The driver's error is raised."""
+        try:
+            self._context.__exit__(None, None, None)
+        finally:
+            self._cursor.close()
+        return self.count
+
+    def abort(self, error: BaseException) -> None:
+        """End the COPY because of ``error`` (raised by the caller): the server stores nothing of it and the
+        transaction fails."""
+        try:
+            self._context.__exit__(type(error), error, error.__traceback__)
+        finally:
+            self._cursor.close()
+
+
 def copy_rows(driver_connection: Any, copy_sql: str, chunks: Iterable[Iterable[Sequence[Any]]]) -> int:
     """Run ``copy_sql`` (from :func:`copy_statement`) on ``driver_connection``, streaming the rows of each
     chunk as it comes (a large flush's rows are made a chunk at a time), values quoted by psycopg for COPY's
     text format. Returns the number of rows; the driver's error is raised (the transaction is then failed)."""
-    count = 0
-    with driver_connection.cursor() as cursor, cursor.copy(copy_sql) as copy:
-        write_row = copy.write_row
+    stream = CopyStream(driver_connection, copy_sql)
+    try:
         for chunk in chunks:
-            for row in chunk:
-                write_row(row)
-                count += 1
-    return count
+            stream.write(chunk)
+    except BaseException as error:
+        stream.abort(error)
+        raise
+    return stream.finish()

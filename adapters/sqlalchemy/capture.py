@@ -43,7 +43,7 @@ from audit_middleware.signals import event_recorded
 from audit_middleware.store import ROWS_PER_CHUNK
 
 from . import with_commit
-from .store import insert_events
+from .store import EventCopy, insert_events, open_event_copy
 
 if TYPE_CHECKING:
     from . import SQLAlchemyAuditor
@@ -317,10 +317,19 @@ class SessionCapture:
     def after_flush(self, session: Session, flush_context: UOWTransaction) -> None:
         if auditing_suspended() or owner_of(session) is not self:
             return
+        batches = _FlushBatches(self, session)
+        try:
+            self._capture_flush(session, batches)
+            batches.write()
+        except BaseException as error:
+            batches.abort(error)  # a COPY left open would refuse the rollback's statements
+            raise
+
+    def _capture_flush(self, session: Session, batches: _FlushBatches) -> None:
+        """The events of the flush's new, changed and deleted rows, handed to ``batches``."""
         recorder = self.auditor.recorder
         now = datetime.now(timezone.utc)
         origin: EventOrigin | None = None  # read at the first audited row: a flush has one origin
-        batches = _FlushBatches(self, session)
         fetched: dict[int, dict[str, Any]] = session.info.pop(OLD_VALUES_KEY, None) or {}
 
         for state in list(session._new):
@@ -379,7 +388,6 @@ class SessionCapture:
                 origin = origin or recorder.origin()
                 batches.add(state.mapper, recorder.change_events(
                     info.options, "deleted", info.resource_id(values), values, {}, occurred_at=now, origin=origin))
-        batches.write()
 
     def on_orm_execute(self, orm_state: ORMExecuteState) -> Any:
         """Capture ``session.execute(insert(Model), rows)``, ``update(Model)...`` and ``delete(Model)...``: one
@@ -652,6 +660,44 @@ class SessionCapture:
             ) from error
         self.hold(session, events)
 
+    def open_copy(self, session: Session, bind_arguments: dict[str, Any], connection: Connection | None
+                  ) -> EventCopy | None:
+        """A COPY for the rest of a large flush's events on its connection (see :class:`_FlushBatches`), where
+        one can be used and no forwarding needs delivery rows written beside the events; else None."""
+        outbox = self.auditor.outbox
+        if outbox is not None and outbox.forwarding:
+            return None
+        try:
+            if connection is None:
+                connection = session.connection(bind_arguments=dict(bind_arguments))
+            return open_event_copy(connection, self.auditor.table)
+        except Exception as error:
+            raise AuditWriteError(
+                f"could not start writing audit events{_on_database(session, bind_arguments)}, so the change was "
+                f"not saved either: {type(error).__name__}: {error}") from error
+
+    def write_to_copy(self, session: Session, copy: EventCopy, events: list[AuditEvent],
+                      bind_arguments: dict[str, Any]) -> None:
+        """Send ``events`` into a flush's open COPY (the server stores them meanwhile)."""
+        try:
+            copy.write(events)
+        except Exception as error:
+            raise AuditWriteError(
+                f"could not write {copy.count + len(events)} audit event(s) ({events[0].event}, ...)"
+                f"{_on_database(session, bind_arguments)}, so the change was not saved either: "
+                f"{type(error).__name__}: {error}") from error
+        self.hold(session, events)
+
+    def end_copy(self, session: Session, copy: EventCopy, bind_arguments: dict[str, Any]) -> None:
+        """End a flush's COPY: wait for the server to store its rows (a refused row fails the flush here)."""
+        count = copy.count
+        try:
+            copy.finish()
+        except Exception as error:
+            raise AuditWriteError(
+                f"could not write {count} audit event(s){_on_database(session, bind_arguments)}, so the change "
+                f"was not saved either: {type(error).__name__}: {error}") from error
+
     def hold(self, session: Session, events: Iterable[AuditEvent]) -> None:
         """Keep events for ``event_recorded`` until the outermost commit, tagged with the innermost transaction,
         when someone listens (a receiver connected when they are written, or revert's ``KEEP_KEY``): nothing is
@@ -694,7 +740,10 @@ class _FlushBatches:
     events go to the audit table of its own database, in that connection's transaction. Each database's events
     are written together at the end of the flush; a flush of more events than can be held for the COMMIT
     writes them as it makes them (the first ``ROWS_PER_CHUNK + 1``, then ``STREAM_CHUNK`` at a time), so that
-    they do not all live until the end of the flush."""
+    they do not all live until the end of the flush. On PostgreSQL (psycopg 3, nobody watching the statements,
+    no forwarding) they go into one COPY opened at the first chunk and ended with the flush: the server
+    stores each chunk while the next is made. Until then nothing else runs on that connection (capture runs no
+    statement while it makes events); :meth:`abort` ends the COPYs of a flush that fails."""
 
     __slots__ = ("capture", "session", "_only", "_binds", "_batches")
 
@@ -703,7 +752,8 @@ class _FlushBatches:
         self.session = session
         self._only: Any = _UNSET  # the transaction's one connection, or None when it has several
         self._binds: dict[Mapper[Any], Any] = {}  # each mapper's bind, asked once a flush
-        self._batches: dict[Any, list[Any]] = {}  # bind -> [its bind_arguments, events, streaming, connection]
+        # bind -> [its bind_arguments, events, streaming, connection, its open EventCopy or None]
+        self._batches: dict[Any, list[Any]] = {}
 
     def add(self, mapper: Mapper[Any], events: list[AuditEvent]) -> None:
         only = self._only
@@ -717,17 +767,37 @@ class _FlushBatches:
                 bind = self._binds[mapper] = self.session.get_bind(mapper=mapper)
         batch = self._batches.get(bind)
         if batch is None:
-            batch = self._batches[bind] = [{"bind": bind}, [], False, only]
+            batch = self._batches[bind] = [{"bind": bind}, [], False, only, None]
         pending: list[AuditEvent] = batch[1]
         pending += events
         if len(pending) >= (STREAM_CHUNK if batch[2] else ROWS_PER_CHUNK + 1):
-            self.capture.write(self.session, pending, at_flush=True, bind_arguments=batch[0], connection=batch[3])
+            if not batch[2]:
+                batch[4] = self.capture.open_copy(self.session, batch[0], batch[3])
+            if batch[4] is not None:
+                self.capture.write_to_copy(self.session, batch[4], pending, batch[0])
+            else:
+                self.capture.write(self.session, pending, at_flush=True, bind_arguments=batch[0],
+                                   connection=batch[3])
             batch[1], batch[2] = [], True
 
     def write(self) -> None:
-        for bind_arguments, events, streaming, connection in self._batches.values():
-            self.capture.write(self.session, events, at_flush=streaming, bind_arguments=bind_arguments,
-                               connection=connection)
+        for batch in self._batches.values():
+            bind_arguments, events, streaming, connection, copy = batch
+            if copy is None:
+                self.capture.write(self.session, events, at_flush=streaming, bind_arguments=bind_arguments,
+                                   connection=connection)
+                continue
+            if events:
+                self.capture.write_to_copy(self.session, copy, events, bind_arguments)
+            batch[4] = None
+            self.capture.end_copy(self.session, copy, bind_arguments)
+
+    def abort(self, error: BaseException) -> None:
+        """End the COPYs still open because the flush fails with ``error``."""
+        for batch in self._batches.values():
+            copy, batch[4] = batch[4], None
+            if copy is not None:
+                copy.abort(error)
 
 
 _UNSET = object()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -24,7 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import ColumnElement
 
-from audit_middleware.copy_rows import COPY_MIN_ROWS, can_copy, copy_rows, copy_statement
+from audit_middleware.copy_rows import COPY_MIN_ROWS, CopyStream, can_copy, copy_statement
 from audit_middleware.events import AuditEvent
 from audit_middleware.export import EXPORT_COLUMNS, iter_postgresql_csv, postgresql_csv_copy
 from audit_middleware.integrity import Signer
@@ -124,18 +125,78 @@ def _copy_unwatched(connection: Connection, table: Table, insert: DriverInsert, 
     """Write ``events`` with one COPY (:mod:`audit_middleware.copy_rows`) where ``connection`` is psycopg 3's
     and nobody watches its statements; their rows are made ``size`` at a time. False, having sent nothing,
     elsewhere. A failure raises what SQLAlchemy would have, as :func:`_unwatched_sqlite`'s does."""
-    if connection.dialect.driver != "psycopg" or not _unwatched(connection):
+    copy = open_event_copy(connection, table, insert)
+    if copy is None:
         return False
-    driver = connection.connection.driver_connection
-    copy = copy_statement(insert.sql(1))
-    if copy is None or not can_copy(driver):
-        return False
-    chunks = (driver_rows(events[start:start + size], table, insert) for start in range(0, len(events), size))
     try:
-        copy_rows(driver, copy, chunks)
-    except connection.dialect.loaded_dbapi.Error as error:
-        raise _as_sqlalchemy_error(connection, copy, (), error) from error
+        copy.write(events, size)
+    except BaseException as error:
+        copy.abort(error)
+        raise
+    copy.finish()
     return True
+
+
+class EventCopy:
+    """A COPY of event rows into ``table`` kept open on a connection while events come (see
+    :class:`~audit_middleware.copy_rows.CopyStream`): a large flush's events are written as they are made, and
+    the server stores them meanwhile. Nothing else may run on the connection until :meth:`finish` or
+    :meth:`abort`. Failures raise what SQLAlchemy would have (``sqlalchemy.exc.IntegrityError`` and the like)."""
+
+    __slots__ = ("_connection", "_table", "_insert", "_sql", "_stream")
+
+    def __init__(self, connection: Connection, table: Table, insert: DriverInsert, sql: str) -> None:
+        self._connection, self._table, self._insert, self._sql = connection, table, insert, sql
+        self._stream: CopyStream | None = None
+        with self._driver_errors():
+            self._stream = CopyStream(connection.connection.driver_connection, sql)
+
+    @property
+    def count(self) -> int:
+        """Rows written so far."""
+        return self._stream.count if self._stream is not None else 0
+
+    def write(self, events: Sequence[AuditEvent], size: int = ROWS_PER_CHUNK) -> None:
+        """Send the rows of ``events``, made ``size`` at a time."""
+        assert self._stream is not None, "the COPY is over"
+        with self._driver_errors():
+            for start in range(0, len(events), size):
+                self._stream.write(driver_rows(events[start:start + size], self._table, self._insert))
+
+    def finish(self) -> int:
+        """End the COPY and wait for the server to store its rows; returns how many."""
+        stream, self._stream = self._stream, None
+        if stream is None:
+            return 0
+        with self._driver_errors():
+            return stream.finish()
+
+    def abort(self, error: BaseException) -> None:
+        """End the COPY because of ``error``: nothing of it is stored, and the transaction fails (a no-op once
+        it is over)."""
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.abort(error)
+
+    @contextmanager
+    def _driver_errors(self) -> Iterator[None]:  # per chunk of rows, not per row
+        try:
+            yield
+        except self._connection.dialect.loaded_dbapi.Error as error:
+            raise _as_sqlalchemy_error(self._connection, self._sql, (), error) from error
+
+
+def open_event_copy(connection: Connection, table: Table, insert: DriverInsert | None = None) -> EventCopy | None:
+    """An open :class:`EventCopy` into ``table`` where ``connection`` is psycopg 3's, nobody watches its
+    statements (:func:`_unwatched`) and it can run a COPY now; else None, having sent nothing."""
+    dialect = connection.dialect
+    if dialect.driver != "psycopg" or not _unwatched(connection):
+        return None
+    insert = insert or driver_insert(table, dialect)
+    copy = copy_statement(insert.sql(1)) if insert is not None else None
+    if copy is None or insert is None or not can_copy(connection.connection.driver_connection):
+        return None
+    return EventCopy(connection, table, insert, copy)
 
 
 def _as_sqlalchemy_error(connection: Connection, sql: str, parameters: Sequence[Any], error: Exception
