@@ -11,14 +11,29 @@ from datetime import datetime, timezone
 _lock = threading.Lock()
 _last_ms = 0
 _seq = 0
+_POOL_SIZE = 4096
+_pool = b""  # random bytes from os.urandom, taken 8 at a time: one system call per 512 ids instead of one each
+_taken = 0
+
+
+def _forget_pool() -> None:
+    """In a forked child (a prefork web server's worker): draw new random bytes, or the child's ids would
+    repeat the parent's random bits."""
+    global _pool, _taken
+    _pool, _taken = b"", 0
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows
+    os.register_at_fork(after_in_child=_forget_pool)
 
 
 def new_event_id() -> str:
-    """A UUIDv7 string: 48 bits of Unix milliseconds, then a counter and random bits.
+    """A UUIDv7 string: 48 bits of Unix milliseconds, then a counter and random bits (the operating system's
+    CSPRNG, drawn 4 KiB at a time).
 
     Ids made in one process sort in creation order, even within one millisecond.
     """
-    global _last_ms, _seq
+    global _last_ms, _seq, _pool, _taken
     with _lock:
         ms = time.time_ns() // 1_000_000
         if ms <= _last_ms:
@@ -31,7 +46,11 @@ def new_event_id() -> str:
             _seq = int.from_bytes(os.urandom(2), "big") & 0x3FF  # leave headroom in the 12-bit counter
         _last_ms = ms
         seq = _seq
-    rand = int.from_bytes(os.urandom(8), "big") & 0x3FFFFFFFFFFFFFFF
+        taken = _taken
+        if taken >= len(_pool):
+            _pool, taken = os.urandom(_POOL_SIZE), 0
+        _taken = taken + 8
+        rand = int.from_bytes(_pool[taken:taken + 8], "big") & 0x3FFFFFFFFFFFFFFF
     text = f"{(ms << 80) | (0x7 << 76) | (seq << 64) | (0b10 << 62) | rand:032x}"  # str(UUID(int=...)), faster
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 

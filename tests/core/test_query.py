@@ -1,3 +1,4 @@
+import os
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -65,6 +66,26 @@ def test_ids_are_time_ordered_and_unique():
     ids = [new_event_id() for _ in range(5000)]
     assert ids == sorted(ids) and len(set(ids)) == 5000
     assert abs(event_id_time(ids[0]) - datetime.now(timezone.utc)) < timedelta(seconds=5)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX's")
+def test_a_forked_child_does_not_repeat_the_parents_random_bits():
+    """The random bits come from a pool of os.urandom bytes: a forked worker (gunicorn's) must not reuse the
+    pool its parent still holds, or the two would make ids with the same random bits."""
+    new_event_id()  # the parent holds a pool now
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.close(read)
+        os.write(write, "\n".join(new_event_id() for _ in range(100)).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child = pipe.read().split("\n")
+    os.waitpid(pid, 0)
+    parent = [new_event_id() for _ in range(100)]
+    assert len(child) == 100
+    assert not {i[19:] for i in child} & {i[19:] for i in parent}  # the variant and random bits
 
 
 def test_request_ids_are_random_uuid4_hex():
