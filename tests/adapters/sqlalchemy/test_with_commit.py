@@ -262,7 +262,7 @@ def test_a_large_flush_goes_as_one_copy_unless_someone_watches_and_a_refused_row
     def change_events(*args, **kwargs):  # type: ignore[no-untyped-def]
         change_events.calls += 1  # type: ignore[attr-defined]
         if change_events.calls == count - 100:  # type: ignore[attr-defined]
-            # The flush is paused with 1,601 events sent: what has the server stored of its COPY by now?
+            # The flush is paused with 1,801 events written to its COPY: what has the server stored by now?
             stored_meanwhile.append(_copied_rows(observer, ROWS_PER_CHUNK + 1))
         return made(*args, **kwargs)
 
