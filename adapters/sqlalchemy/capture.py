@@ -654,10 +654,8 @@ class SessionCapture:
                 if outbox is not None:  # delivery rows, same transaction (transactional outbox)
                     outbox.write(connection, events)
         except Exception as error:
-            raise AuditWriteError(
-                f"could not write {len(events)} audit event(s) ({events[0].event}, ...){_on_database(session, bind_arguments)}"
-                f", so the change was not saved either: {type(error).__name__}: {error}"
-            ) from error
+            raise _not_written(session, bind_arguments, f"write {len(events)} audit event(s) ({events[0].event}, ...)",
+                               error) from error
         self.hold(session, events)
 
     def open_copy(self, session: Session, bind_arguments: dict[str, Any], connection: Connection | None
@@ -672,9 +670,7 @@ class SessionCapture:
                 connection = session.connection(bind_arguments=dict(bind_arguments))
             return open_event_copy(connection, self.auditor.table)
         except Exception as error:
-            raise AuditWriteError(
-                f"could not start writing audit events{_on_database(session, bind_arguments)}, so the change was "
-                f"not saved either: {type(error).__name__}: {error}") from error
+            raise _not_written(session, bind_arguments, "start writing audit events", error) from error
 
     def write_to_copy(self, session: Session, copy: EventCopy, events: list[AuditEvent],
                       bind_arguments: dict[str, Any]) -> None:
@@ -682,10 +678,8 @@ class SessionCapture:
         try:
             copy.write(events)
         except Exception as error:
-            raise AuditWriteError(
-                f"could not write {copy.count + len(events)} audit event(s) ({events[0].event}, ...)"
-                f"{_on_database(session, bind_arguments)}, so the change was not saved either: "
-                f"{type(error).__name__}: {error}") from error
+            raise _not_written(session, bind_arguments,
+                               f"write {copy.count + len(events)} audit event(s) ({events[0].event}, ...)", error) from error
         self.hold(session, events)
 
     def end_copy(self, session: Session, copy: EventCopy, bind_arguments: dict[str, Any]) -> None:
@@ -694,9 +688,7 @@ class SessionCapture:
         try:
             copy.finish()
         except Exception as error:
-            raise AuditWriteError(
-                f"could not write {count} audit event(s){_on_database(session, bind_arguments)}, so the change "
-                f"was not saved either: {type(error).__name__}: {error}") from error
+            raise _not_written(session, bind_arguments, f"write {count} audit event(s)", error) from error
 
     def hold(self, session: Session, events: Iterable[AuditEvent]) -> None:
         """Keep events for ``event_recorded`` until the outermost commit, tagged with the innermost transaction,
@@ -752,8 +744,7 @@ class _FlushBatches:
         self.session = session
         self._only: Any = _UNSET  # the transaction's one connection, or None when it has several
         self._binds: dict[Mapper[Any], Any] = {}  # each mapper's bind, asked once a flush
-        # bind -> [its bind_arguments, events, streaming, connection, its open EventCopy or None]
-        self._batches: dict[Any, list[Any]] = {}
+        self._batches: dict[Any, _Batch] = {}
 
     def add(self, mapper: Mapper[Any], events: list[AuditEvent]) -> None:
         only = self._only
@@ -767,37 +758,51 @@ class _FlushBatches:
                 bind = self._binds[mapper] = self.session.get_bind(mapper=mapper)
         batch = self._batches.get(bind)
         if batch is None:
-            batch = self._batches[bind] = [{"bind": bind}, [], False, only, None]
-        pending: list[AuditEvent] = batch[1]
+            batch = self._batches[bind] = _Batch({"bind": bind}, only)
+        pending = batch.events
         pending += events
-        if len(pending) >= (STREAM_CHUNK if batch[2] else ROWS_PER_CHUNK + 1):
-            if not batch[2]:
-                batch[4] = self.capture.open_copy(self.session, batch[0], batch[3])
-            if batch[4] is not None:
-                self.capture.write_to_copy(self.session, batch[4], pending, batch[0])
+        if len(pending) >= (STREAM_CHUNK if batch.streaming else ROWS_PER_CHUNK + 1):
+            capture = self.capture
+            if not batch.streaming:
+                batch.copy = capture.open_copy(self.session, batch.bind_arguments, batch.connection)
+            if batch.copy is not None:
+                capture.write_to_copy(self.session, batch.copy, pending, batch.bind_arguments)
             else:
-                self.capture.write(self.session, pending, at_flush=True, bind_arguments=batch[0],
-                                   connection=batch[3])
-            batch[1], batch[2] = [], True
+                capture.write(self.session, pending, at_flush=True, bind_arguments=batch.bind_arguments,
+                              connection=batch.connection)
+            batch.events, batch.streaming = [], True
 
     def write(self) -> None:
         for batch in self._batches.values():
-            bind_arguments, events, streaming, connection, copy = batch
+            copy = batch.copy
             if copy is None:
-                self.capture.write(self.session, events, at_flush=streaming, bind_arguments=bind_arguments,
-                                   connection=connection)
+                self.capture.write(self.session, batch.events, at_flush=batch.streaming,
+                                   bind_arguments=batch.bind_arguments, connection=batch.connection)
                 continue
-            if events:
-                self.capture.write_to_copy(self.session, copy, events, bind_arguments)
-            batch[4] = None
-            self.capture.end_copy(self.session, copy, bind_arguments)
+            if batch.events:  # a failure here leaves the COPY to abort()
+                self.capture.write_to_copy(self.session, copy, batch.events, batch.bind_arguments)
+            self.capture.end_copy(self.session, copy, batch.bind_arguments)  # over, even if it fails
+            batch.copy = None
 
     def abort(self, error: BaseException) -> None:
         """End the COPYs still open because the flush fails with ``error``."""
         for batch in self._batches.values():
-            copy, batch[4] = batch[4], None
+            copy, batch.copy = batch.copy, None
             if copy is not None:
                 copy.abort(error)
+
+
+class _Batch:
+    """One database's share of a flush (see :class:`_FlushBatches`)."""
+
+    __slots__ = ("bind_arguments", "connection", "events", "streaming", "copy")
+
+    def __init__(self, bind_arguments: dict[str, Any], connection: Connection | None) -> None:
+        self.bind_arguments = bind_arguments
+        self.connection = connection  # the transaction's one connection, or None: asked from the bind arguments
+        self.events: list[AuditEvent] = []  # made, not yet written
+        self.streaming = False  # written as they are made: the flush had more than it could hold
+        self.copy: EventCopy | None = None  # where they are written on PostgreSQL, until the flush ends
 
 
 _UNSET = object()
@@ -898,6 +903,14 @@ def _wrap_orm_execute() -> None:
     setattr(audited, _WRAPPED, True)
     setattr(Session, _EXECUTE, audited)
     _orm_execute_wrapped = True
+
+
+def _not_written(session: Session, bind_arguments: dict[str, Any] | None, what: str, error: Exception
+                 ) -> AuditWriteError:
+    """The error for events that could not be written: "could not <what> to <the database>, so the change was
+    not saved either: <the error>"."""
+    return AuditWriteError(f"could not {what}{_on_database(session, bind_arguments)}, so the change was not saved "
+                           f"either: {type(error).__name__}: {error}")
 
 
 def _on_database(session: Session, bind_arguments: dict[str, Any] | None) -> str:

@@ -221,6 +221,21 @@ def test_a_nul_in_a_held_value_fails_the_commit_and_nothing_is_cut_short(app, ba
         assert s.scalars(select(app.Warehouse)).all() == []
     assert app.events() == []
 
+    # A flush too large to hold: psycopg refuses the row as it goes into the flush's COPY, which is ended with
+    # the error; the rollback works and the connection serves the next flush.
+    from audit_middleware.store import ROWS_PER_CHUNK
+
+    with acting_as(Actor.user("7", "ada\x00lovelace")), app.Session() as s:
+        s.add_all([app.Warehouse(name=f"not saved {i}") for i in range(ROWS_PER_CHUNK + 5)])
+        with pytest.raises(AuditWriteError, match="NUL"):
+            s.flush()
+        s.rollback()
+    with app.Session() as s:
+        assert s.scalars(select(app.Warehouse)).all() == []
+        s.add_all([app.Warehouse(name=f"saved {i}") for i in range(ROWS_PER_CHUNK + 5)])
+        s.commit()
+    assert len(app.events()) == ROWS_PER_CHUNK + 5
+
 
 def test_a_flush_of_more_than_a_chunk_is_written_at_once_in_chunks_and_every_row_verifies(app, backend):
     """A flush of more events than ROWS_PER_CHUNK is written at the flush (not held for the COMMIT), a chunk
