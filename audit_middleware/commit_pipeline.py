@@ -31,6 +31,8 @@ IDLE = 0
 """libpq's ``PQTRANS_IDLE`` (``psycopg.pq.TransactionStatus.IDLE``): no transaction open at the server."""
 INTRANS = 2
 """libpq's ``PQTRANS_INTRANS``: a transaction open at the server, no statement of it failed."""
+COMMAND_OK = 1
+"""libpq's ``PGRES_COMMAND_OK`` (``psycopg.pq.ExecStatus.COMMAND_OK``): a command that returns no rows succeeded."""
 
 
 def is_psycopg3(driver_connection: Any) -> bool:
@@ -117,11 +119,11 @@ def _send_as_one_query(driver_connection: Any, statements: Statements) -> None:
     rather than a psycopg cursor: a cursor's execute would make the cursor, parse and hash the text for its
     prepared-statement cache and wait through psycopg's own loop, twice the CPU for a text it runs once (51
     against 23 µs for a ``SELECT 1`` on loopback, in process)."""
-    from psycopg import ClientCursor  # type: ignore[import-not-found,unused-ignore]  # psycopg 3
-
     encoding = driver_connection.info.encoding
     text = _literal_text(driver_connection, statements, encoding)
     if text is None:  # a value libpq's quoting is not used for here: psycopg quotes the lot (and refuses a NUL)
+        from psycopg import ClientCursor  # type: ignore[import-not-found,unused-ignore]  # psycopg 3
+
         quoting = ClientCursor(driver_connection)
         parts = [quoting.mogrify(sql, row) for sql, rows in statements for row in rows]
         parts.append("COMMIT")
@@ -132,13 +134,13 @@ def _send_as_one_query(driver_connection: Any, statements: Statements) -> None:
 def _execute(driver_connection: Any, text: bytes) -> None:
     """Run ``text`` through libpq's ``PQexec``; raise psycopg's error for the failing statement (nothing after
     it ran) or for a lost connection."""
-    from psycopg import errors, pq  # type: ignore[import-not-found,unused-ignore]  # psycopg 3
-
-    encoding = driver_connection.info.encoding
     with driver_connection.lock:  # what a psycopg cursor holds while it talks to the server
         result = driver_connection.pgconn.exec_(text)
-    if result.status == pq.ExecStatus.COMMAND_OK:
+    if result.status == COMMAND_OK:
         return
+    from psycopg import errors  # type: ignore[import-not-found,unused-ignore]  # psycopg 3
+
+    encoding = driver_connection.info.encoding
     if driver_connection.closed:  # the server went away: psycopg's own error for a lost connection
         raise errors.OperationalError(result.error_message.decode(encoding, "replace").strip())
     raise errors.error_from_result(result, encoding=encoding)  # the failing statement's; nothing after it ran
@@ -153,15 +155,13 @@ def _literal_text(driver_connection: Any, statements: Statements, encoding: str)
     (which libpq's quoting would cut there, and psycopg refuses) or does not encode, a statement's ``%s``
     marks do not match its values, or libpq cannot quote (a closed connection): psycopg's path then raises
     what it raises."""
-    from psycopg.pq import Escaping  # type: ignore[import-not-found,unused-ignore]
-
-    escape = Escaping(driver_connection.pgconn).escape_literal
+    escape = _escaping(driver_connection.pgconn).escape_literal
     parts: list[bytes] = []
     try:
         for sql, rows in statements:
-            if "%%" in sql or "%(" in sql:
+            pieces = _pieces(sql, encoding)
+            if pieces is None:
                 return None
-            pieces = [piece.encode(encoding) for piece in sql.split("%s")]
             for row in rows:
                 if len(row) != len(pieces) - 1:
                     return None
@@ -184,3 +184,34 @@ def _literal_text(driver_connection: Any, statements: Statements, encoding: str)
         return None
     parts.append(b"COMMIT")
     return b"; ".join(parts)
+
+
+_PIECES: dict[tuple[str, str], list[bytes] | None] = {}
+
+
+def _pieces(sql: str, encoding: str) -> list[bytes] | None:
+    """``sql``'s text around its ``%s`` marks, encoded (made once per statement and encoding: an adapter sends
+    the same few); None for a text with other marks (``%%``, ``%(name)s``), which libpq's quoting is not used
+    for."""
+    key = (sql, encoding)
+    try:
+        return _PIECES[key]
+    except KeyError:
+        pass
+    pieces = None if "%%" in sql or "%(" in sql else [piece.encode(encoding) for piece in sql.split("%s")]
+    if len(_PIECES) < 64:
+        _PIECES[key] = pieces
+    return pieces
+
+
+_ESCAPING: list[Any] = []
+
+
+def _escaping(pgconn: Any) -> Any:
+    """libpq's quoting for ``pgconn`` (``psycopg.pq.Escaping``, imported once: the core imports no driver until a
+    psycopg connection is handed in)."""
+    if not _ESCAPING:
+        from psycopg.pq import Escaping  # type: ignore[import-not-found,unused-ignore]
+
+        _ESCAPING.append(Escaping)
+    return _ESCAPING[0](pgconn)
