@@ -27,6 +27,9 @@ from .outbox import Forwarding
 logger = logging.getLogger("audit_middleware.forwarding")
 
 DEFAULT_LEASE = 120.0
+SETTLE_RETRY_PAUSES: tuple[float, ...] = (0.1, 0.5, 2.0)
+"""Seconds between the tries to record a round's outcomes (a lost connection, a deadlock): the deliveries are
+sent by then, and an outcome not recorded would send them again once their lease runs out."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +167,7 @@ class Relay:
             elif outcome.kind == "disable":
                 disabled = outcome
             settlements.append(Settlement(delivery, outcome, delay))
-        self.store.settle(token, settlements)
+        self._settle(destination, token, settlements)
         self._report(destination, settlements)
         if disabled is not None:
             reason = f"{destination.title} answered {disabled.error}; turned off until an owner turns it on again"
@@ -172,6 +175,21 @@ class Relay:
             logger.error("forwarding destination %s disabled: %s", destination.name, reason)
             self._signal(destination_disabled, destination=destination.name, reason=reason)
         return len(settlements)
+
+    def _settle(self, destination: Destination, token: str, settlements: Sequence[Settlement]) -> None:
+        """Record the outcomes, trying again after a failure (:data:`SETTLE_RETRY_PAUSES`): the store records
+        them for rows still leased under ``token`` only, in one transaction, so a try whose answer was lost after
+        its commit makes the next one change nothing. The last failure is raised (``run`` logs it and pauses);
+        the deliveries are then sent again when their lease runs out."""
+        for pause in SETTLE_RETRY_PAUSES:
+            try:
+                self.store.settle(token, settlements)
+                return
+            except Exception as error:
+                logger.warning("could not record what happened to %d deliveries to %s (%s: %s); trying again "
+                               "in %.1fs", len(settlements), destination.name, type(error).__name__, error, pause)
+                time.sleep(pause)
+        self.store.settle(token, settlements)
 
     def _report(self, destination: Destination, settlements: Sequence[Settlement]) -> None:
         failures: dict[tuple[str, str | None], list[str]] = {}

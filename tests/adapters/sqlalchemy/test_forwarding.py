@@ -157,6 +157,40 @@ def test_a_destination_down_then_back_drains_its_backlog(fapp, receiver):
     assert max(receiver.segment_counts().values()) == 1
 
 
+@pytest.mark.parametrize("lost", ["before its commit", "after its commit"])
+def test_a_failed_settle_is_tried_again_so_nothing_sent_is_sent_twice(fapp, receiver, lost):
+    """Recording a round's outcomes fails once after the sends (the connection drops, before the settle's
+    commit or after it, its answer lost): the relay tries again, so every event reaches each destination once and
+    no delivery is left to be sent again when its lease runs out. The second try of a settle that had committed
+    changes nothing."""
+    from sqlalchemy.exc import OperationalError
+
+    add_warehouses(fapp, 12)
+    relay = fast_relay(fapp)
+    settle = relay.store.settle
+    tries: list[int] = []
+
+    def flaky_settle(token, settlements):  # type: ignore[no-untyped-def]
+        tries.append(len(settlements))
+        if len(tries) == 1:
+            if lost == "after its commit":
+                settle(token, settlements)
+            raise OperationalError("UPDATE audit_deliveries ...", {}, ConnectionError("server closed the connection"))
+        settle(token, settlements)
+
+    relay.store.settle = flaky_settle  # type: ignore[method-assign]
+    try:
+        relay.drain()
+    finally:
+        del relay.store.settle
+    ids = event_ids(fapp)
+    assert tries == [12, 12, 12]  # Segment's round tried twice, then the webhook's (Slack's rule takes no Created)
+    assert sorted(receiver.segment_counts().values()) == [1] * 12
+    assert sorted(receiver.webhook_counts()) == sorted(ids) and max(receiver.webhook_counts().values()) == 1
+    assert deliveries(fapp) == 0
+    assert relay.sent == 24 and relay.failed == 0
+
+
 def test_retry_waits_for_retry_after_and_backs_off_from_one_second(fapp, receiver):
     receiver.faults = lambda path, n, body: Fault(status=429, retry_after="3") if path == "/v1/batch" else None
     add_warehouses(fapp, 3)
