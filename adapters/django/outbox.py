@@ -102,8 +102,17 @@ class DjangoOutbox:
 
     # -- relay side ------------------------------------------------------------------------------------------
 
+    def _recover(self) -> None:
+        """A relay runs outside any request, so Django's per-request check of its connections never runs for
+        it: after a database error, close the connection if it no longer works (the server ended the session:
+        a restart, a failover, an idle timeout), so the next query opens a new one instead of failing forever."""
+        connection = connections[self.using]
+        if connection.errors_occurred and not connection.in_atomic_block:
+            connection.close_if_unusable_or_obsolete()
+
     def claim(self, destination: str, limit: int, lease: float, token: str
               ) -> tuple[list[ClaimedDelivery], dict[str, AuditEvent]]:
+        self._recover()
         now = _now()
         until = db_time(now + timedelta(seconds=lease))
         due = self._deliveries().filter(destination=destination, status="pending", due_at__lte=db_time(now))
@@ -135,6 +144,7 @@ class DjangoOutbox:
     def settle(self, token: str, settlements: Sequence[Settlement]) -> None:
         if not settlements:
             return
+        self._recover()
         now = _now()
         sent = [s.delivery.id for s in settlements if s.outcome.kind == "sent"]
         connection = connections[self.using]
@@ -168,6 +178,7 @@ class DjangoOutbox:
                     last_error_at=db_time(now), last_error=error)
 
     def disable(self, destination: str, reason: str) -> None:
+        self._recover()
         with transaction.atomic(using=self.using):
             self._settings().filter(destination=destination, enabled=True).update(
                 enabled=False, disabled_reason=reason[:2000], updated_at=db_time(_now()))

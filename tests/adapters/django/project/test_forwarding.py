@@ -5,6 +5,7 @@ import importlib.util
 import re
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -141,3 +142,48 @@ def test_the_forwarding_page_turns_a_destination_on_with_csrf_and_shows_dead_del
 def test_audit_forward_without_destinations_says_how_to_configure_them():
     with pytest.raises(CommandError, match=r"AUDIT_TRAIL\['DESTINATIONS'\]"):
         call_command("audit_forward", "--once")
+
+
+def test_a_relay_whose_database_connection_is_killed_reconnects_and_delivers(receiver):
+    """The server ends the relay's session (a restart, a failover, an idle timeout): the relay's next round
+    fails, and the one after runs on a new connection and delivers everything, each event once."""
+    connection = connections["default"]
+    if connection.vendor == "sqlite":
+        pytest.skip("SQLite has no server session to end")
+    outbox = get_outbox()
+    outbox.set_enabled("ws_1", "segment", True)
+    with in_workspace("ws_1"):
+        Warehouse.objects.bulk_create([Warehouse(name=f"w{i}") for i in range(5)])
+    ids = {e.id for e in events(workspace_id="ws_1")}
+    relay = Relay(outbox, outbox.forwarding, poll=0.05)
+    stop = threading.Event()
+    ready = threading.Event()
+    session: list[int] = []
+
+    def run() -> None:
+        try:
+            worker = connections["default"]
+            with worker.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()" if worker.vendor == "postgresql" else "SELECT CONNECTION_ID()")
+                session.append(cursor.fetchone()[0])
+            ready.set()
+            stop.wait(0.2)  # the session is ended meanwhile
+            relay.run(stop)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    assert ready.wait(10)
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT pg_terminate_backend(%s)", [session[0]])
+        else:
+            cursor.execute(f"KILL {int(session[0])}")
+    deadline = time.monotonic() + 20
+    while AuditDelivery.objects.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop.set()
+    thread.join(10)
+    assert AuditDelivery.objects.count() == 0
+    assert sorted(receiver.segment_ids) == sorted(f"audit-{i}" for i in ids)
