@@ -25,7 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import ColumnElement
 
-from audit_middleware.copy_rows import COPY_MIN_ROWS, CopyStream, can_copy, copy_statement
+from audit_middleware.copy_rows import COPY_MIN_ROWS, CopyStream, can_copy, copy_rows, copy_statement
 from audit_middleware.events import AuditEvent
 from audit_middleware.export import EXPORT_COLUMNS, iter_postgresql_csv, postgresql_csv_copy
 from audit_middleware.integrity import Signer
@@ -125,16 +125,24 @@ def _copy_unwatched(connection: Connection, table: Table, insert: DriverInsert, 
     """Write ``events`` with one COPY (:mod:`audit_middleware.copy_rows`) where ``connection`` is psycopg 3's
     and nobody watches its statements; their rows are made ``size`` at a time. False, having sent nothing,
     elsewhere. A failure raises what SQLAlchemy would have, as :func:`_unwatched_sqlite`'s does."""
-    copy = open_event_copy(connection, table, insert)
+    copy = _copy_sql(connection, table, insert)
     if copy is None:
         return False
+    chunks = (driver_rows(events[start:start + size], table, insert) for start in range(0, len(events), size))
     try:
-        copy.write(events, size)
-    except BaseException as error:
-        copy.abort(error)
-        raise
-    copy.finish()
+        copy_rows(connection.connection.driver_connection, copy, chunks)
+    except connection.dialect.loaded_dbapi.Error as error:
+        raise _as_sqlalchemy_error(connection, copy, (), error) from error
     return True
+
+
+def _copy_sql(connection: Connection, table: Table, insert: DriverInsert) -> str | None:
+    """The ``COPY ... FROM STDIN`` for ``insert`` where ``connection`` is psycopg 3's, nobody watches its
+    statements (:func:`_unwatched`) and it can run a COPY now; else None."""
+    if connection.dialect.driver != "psycopg" or not _unwatched(connection):
+        return None
+    copy = copy_statement(insert.sql(1))
+    return copy if copy is not None and can_copy(connection.connection.driver_connection) else None
 
 
 class EventCopy:
@@ -186,17 +194,12 @@ class EventCopy:
             raise _as_sqlalchemy_error(self._connection, self._sql, (), error) from error
 
 
-def open_event_copy(connection: Connection, table: Table, insert: DriverInsert | None = None) -> EventCopy | None:
-    """An open :class:`EventCopy` into ``table`` where ``connection`` is psycopg 3's, nobody watches its
-    statements (:func:`_unwatched`) and it can run a COPY now; else None, having sent nothing."""
-    dialect = connection.dialect
-    if dialect.driver != "psycopg" or not _unwatched(connection):
-        return None
-    insert = insert or driver_insert(table, dialect)
-    copy = copy_statement(insert.sql(1)) if insert is not None else None
-    if copy is None or insert is None or not can_copy(connection.connection.driver_connection):
-        return None
-    return EventCopy(connection, table, insert, copy)
+def open_event_copy(connection: Connection, table: Table) -> EventCopy | None:
+    """An open :class:`EventCopy` into ``table`` where a COPY can be used (:func:`_copy_sql`); else None,
+    having sent nothing."""
+    insert = driver_insert(table, connection.dialect)
+    copy = _copy_sql(connection, table, insert) if insert is not None else None
+    return EventCopy(connection, table, insert, copy) if insert is not None and copy is not None else None
 
 
 def _as_sqlalchemy_error(connection: Connection, sql: str, parameters: Sequence[Any], error: Exception
