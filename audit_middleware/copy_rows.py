@@ -24,6 +24,13 @@ COPY_MIN_ROWS = ONE_QUERY_ROWS + 1
 """From this many rows on, a COPY (its two round trips and the statement) costs less than an INSERT a row;
 up to :data:`~audit_middleware.commit_pipeline.ONE_QUERY_ROWS` rows go with the COMMIT in one query text."""
 
+COPY_CHUNK = 200
+"""How many rows an adapter makes (:func:`~audit_middleware.store.stored_rows`) and sends into a COPY at a time.
+psycopg sends a COPY's rows as its 32 KiB buffer fills (about 60 event rows), so the server stores one chunk
+while the next is made, on the other core; rows made 1,000 at a time left the server idle while each thousand
+was made, then the caller idle while it stored them (Django's batch on PostgreSQL: 37 against 26 µs a row in
+the flush, see ``benchmarks/RESULTS.md``)."""
+
 _ONE_ROW_INSERT = re.compile(r"INSERT INTO (?P<table>\S+) \((?P<columns>[^()]+)\) VALUES \(%s(?:, %s)*\)", re.S)
 _COPIES: dict[str, str | None] = {}
 

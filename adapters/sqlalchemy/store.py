@@ -25,7 +25,14 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import ColumnElement
 
-from audit_middleware.copy_rows import COPY_MIN_ROWS, CopyStream, can_copy, copy_rows, copy_statement
+from audit_middleware.copy_rows import (
+    COPY_CHUNK,
+    COPY_MIN_ROWS,
+    CopyStream,
+    can_copy,
+    copy_rows,
+    copy_statement,
+)
 from audit_middleware.events import AuditEvent
 from audit_middleware.export import EXPORT_COLUMNS, iter_postgresql_csv, postgresql_csv_copy
 from audit_middleware.integrity import Signer
@@ -76,7 +83,7 @@ def insert_events(connection: Connection, events: Sequence[AuditEvent], table: T
         return
     step = insert.rows_per_statement
     size = step if step > 1 else ROWS_PER_CHUNK  # the rows of one statement (or executemany) at a time
-    if len(events) >= COPY_MIN_ROWS and _copy_unwatched(connection, table, insert, events, size):
+    if len(events) >= COPY_MIN_ROWS and _copy_unwatched(connection, table, insert, events, COPY_CHUNK):
         return
     execute = _unwatched_sqlite(connection) or connection.exec_driver_sql
     for start in range(0, len(events), size):
@@ -164,8 +171,8 @@ class EventCopy:
         """Rows written so far."""
         return self._stream.count if self._stream is not None else 0
 
-    def write(self, events: Sequence[AuditEvent], size: int = ROWS_PER_CHUNK) -> None:
-        """Send the rows of ``events``, made ``size`` at a time."""
+    def write(self, events: Sequence[AuditEvent], size: int = COPY_CHUNK) -> None:
+        """Send the rows of ``events``, made ``size`` at a time (the server stores each while the next is made)."""
         assert self._stream is not None, "the COPY is over"
         with self._driver_errors():
             for start in range(0, len(events), size):

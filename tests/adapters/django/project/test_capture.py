@@ -952,6 +952,50 @@ def test_many_events_go_as_a_copy_unless_someone_watches_and_a_refused_row_fails
             cursor.execute("ALTER TABLE audit_events DROP CONSTRAINT no_bad")
 
 
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="COPY is PostgreSQL's")
+def test_a_copy_of_many_events_sends_them_a_chunk_at_a_time_so_the_server_stores_them_while_the_rest_are_made():
+    """A block's 1,001st event writes its events as one COPY whose rows are made COPY_CHUNK at a time, each
+    chunk sent as it is made: while the third chunk is being made, the server has stored rows of the first
+    (pg_stat_progress_copy, seen from another session). Rows made a thousand at a time before any was sent
+    left the server idle meanwhile."""
+    import time
+
+    import psycopg
+
+    from audit_middleware.adapters.django import store
+    from audit_middleware.copy_rows import COPY_CHUNK
+
+    made_so_far = [0]
+    stored_meanwhile: list[int] = []
+    make = store._stored_rows
+    observer = psycopg.connect(**connection.get_connection_params(), autocommit=True)
+
+    def stored_rows(conn, chunk):  # type: ignore[no-untyped-def]
+        if made_so_far[0] == 2 * COPY_CHUNK:
+            deadline = time.monotonic() + 10
+            while True:
+                rows = observer.execute("SELECT coalesce(max(tuples_processed), 0) FROM pg_stat_progress_copy"
+                                        " WHERE relid = 'audit_events'::regclass").fetchone()[0]
+                if rows or time.monotonic() > deadline:
+                    break
+                time.sleep(0.01)
+            stored_meanwhile.append(rows)
+        made_so_far[0] += len(chunk)
+        return make(conn, chunk)
+
+    store._stored_rows = stored_rows
+    try:
+        with transaction.atomic():
+            for i in range(1001):
+                Warehouse.objects.create(name=f"streamed {i}")
+    finally:
+        store._stored_rows = make
+        observer.close()
+    assert made_so_far[0] == 1001
+    assert len(stored_meanwhile) == 1 and stored_meanwhile[0] >= 1
+    assert AuditEvent.objects.filter(resource_name__startswith="streamed").count() == 1001
+
+
 def test_a_block_whose_events_are_written_as_it_goes_fails_loudly_when_one_is_refused():
     """Past 1,000 events a block writes them as it goes, inside the save that crosses the mark; a row the
     database refuses then fails that save with AuditWriteError (not counted or signalled as a capture failure,
