@@ -92,7 +92,7 @@ def stored_rows(events: Sequence[AuditEvent], signer: Signer) -> list[list[Any]]
             last_time, stored_time = event.occurred_at, utc_naive(event.occurred_at)
             hashed_time = canonical_time(stored_time)
         if event.context is not last_context:
-            last_context, context_text = event.context, dumps(event.context) if event.context else None
+            last_context, context_text = event.context, _context_text(event.context)
         values: list[Any] = [
             event.id, stored_time, event.event, event.category, event.action,
             actor.type, actor.id, actor.name, event.resource_type, event.resource_id, event.resource_name,
@@ -110,6 +110,27 @@ def stored_rows(events: Sequence[AuditEvent], signer: Signer) -> list[list[Any]]
         values.append(signer.values_hash(hashed))
         rows.append(values)
     return rows
+
+
+_last_context: tuple[dict[str, Any], str] = ({}, "")
+"""The last request context encoded (a copy) and its text."""
+
+
+def _context_text(context: dict[str, Any]) -> str | None:
+    """``dumps(context)``, or None for an empty one. Every write of a request, and every request from the same
+    client and route, records the same context: its text is kept, and reused for an equal context. Only a
+    context whose values are all text is kept (``1 == 1.0 == True`` would otherwise stand for three
+    encodings; the keys are sorted, so their order does not matter)."""
+    global _last_context
+    if not context:
+        return None
+    seen, text = _last_context
+    if context == seen:
+        return text
+    text = dumps(context)
+    if all(type(value) is str for value in context.values()):
+        _last_context = (dict(context), text)  # one tuple: a thread never pairs one's dict with another's text
+    return text
 
 
 def event_from_row(row: Mapping[str, Any]) -> AuditEvent:

@@ -44,3 +44,25 @@ def test_events_sharing_time_and_context_objects_or_not_each_get_their_own_value
     assert [r[13] for r in rows] == [json.dumps(shared, separators=(",", ":"), sort_keys=True)] * 2 + \
         ['{"request_id":"r-2"}'] + [json.dumps(shared, separators=(",", ":"), sort_keys=True)] + [None] + \
         [json.dumps(shared, separators=(",", ":"), sort_keys=True)]
+
+
+def test_equal_contexts_in_separate_writes_are_stored_as_their_own_values():
+    """A context equal to the last one encoded reuses its text (each write of a request has its own dict): the
+    text must still be each context's own, whether the values are text, or equal values of other types
+    (``True == 1 == 1.0``), or the keys come in another order, or the last one was changed in place."""
+    at = datetime(2026, 11, 25, 19, 7, 41, 123456, tzinfo=timezone.utc)
+    ada = Actor.user("7", "ada@example.com")
+    contexts = [{"ip": "203.0.113.9", "request_id": "r-1"}, {"request_id": "r-1", "ip": "203.0.113.9"},
+                {"flag": True}, {"flag": 1}, {"flag": 1.0}, {"flag": "1"}, {"flag": "1"},
+                {"ip": "203.0.113.9", "request_id": "r-1"}]
+    mutated = {"ip": "203.0.113.9", "request_id": "r-1"}
+    for n, context in enumerate(contexts):  # one write each, as separate requests' saves make them
+        event = AuditEvent(f"id-{n}", at, "Warehouse Created", "Warehouses", "created", ada, context=context)
+        [row] = stored_rows([event], Signer())
+        assert row == _expected(event)
+        assert row[13] == json.dumps(context, separators=(",", ":"), sort_keys=True)
+    for value in ("r-2", "r-3"):
+        mutated["request_id"] = value  # the same dict, changed between writes
+        event = AuditEvent("id-m", at, "Warehouse Created", "Warehouses", "created", ada, context=mutated)
+        [row] = stored_rows([event], Signer())
+        assert row[13] == f'{{"ip":"203.0.113.9","request_id":"{value}"}}'
