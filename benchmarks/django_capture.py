@@ -14,11 +14,15 @@ ratio to the unaudited baseline, microseconds added per write, the SQL statement
 rows after each phase (the child also asserts that every phase recorded rows) and the bytes stored per event.
 ``--atomic`` runs each create, update and delete inside ``transaction.atomic()`` instead (as a request under
 ``ATOMIC_REQUESTS = True``: the baseline then pays a BEGIN and a COMMIT too); ``--sqlite-wal`` puts SQLite in
-WAL mode instead of its default rollback journal.
+WAL mode instead of its default rollback journal. ``--before REV`` adds audit-middleware as it was at git
+revision REV, a variant of its own interleaved with the others: a change measured in wall time, in the same
+run (``batch_instructions.py --before`` counts instructions, which miss what the server does meanwhile).
 
 Peers and how each runs:
 
-- ``audit-middleware``: with an actor attached (``acting_as``) for the whole run.
+- ``audit-middleware``: with an actor and a request's context (IP address, user agent, request id, method,
+  path) attached for the whole run (``acting_as``, ``request_context``), as the issue's targets ask and as
+  ``sqlalchemy_capture.py`` runs it; until 2026-12-06 midday this benchmark attached the actor only.
 - ``auditlog`` (django-auditlog, signals) and ``simple-history`` (django-simple-history, signals): no actor.
 - ``pghistory`` (django-pghistory 3.x, PostgreSQL triggers; skipped on other backends): the Warehouse model is
   tracked with ``pghistory.track(InsertEvent(), UpdateEvent(), DeleteEvent())``, applied after
@@ -32,14 +36,18 @@ Peers and how each runs:
 """
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from urllib.parse import urlsplit
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _revision import export_revision  # noqa: E402
 from _workload import N_BATCH, N_WRITES, median, timed, without_copy  # noqa: E402
 
 VARIANTS = ("baseline", "audit-middleware", "auditlog", "simple-history", "pghistory", "easy-audit",
@@ -206,7 +214,7 @@ def setup_variant(variant, database, atomic=False):
             editor.create_model(model)
 
     if variant.startswith("audit-middleware"):
-        from audit_middleware import Actor, acting_as
+        from audit_middleware import Actor, RequestContext, acting_as, request_context
         from audit_middleware.adapters.django.models import AuditEvent
 
         if variant == "audit-middleware-unpipelined":
@@ -222,7 +230,13 @@ def setup_variant(variant, database, atomic=False):
 
             without_copy(store)
 
-        scope = acting_as(Actor.user("7", "ada@example.com"))
+        @contextmanager
+        def in_request():  # an actor and a request's context, as the SQLAlchemy benchmark attaches them
+            with acting_as(Actor.user("7", "ada@example.com")), request_context(RequestContext(
+                    ip="203.0.113.9", user_agent="bench/1.0", request_id="r-1", method="POST", path="/warehouses")):
+                yield
+
+        scope = in_request()
         audit_models = [AuditEvent]
     elif variant == "easy-audit":
         from django.contrib.auth.models import User
@@ -381,15 +395,27 @@ def main():
     parser.add_argument("--atomic", action="store_true",
                         help="each create, update and delete inside transaction.atomic(), as a request under "
                              "ATOMIC_REQUESTS = True (the default: autocommit saves, one transaction each)")
+    parser.add_argument("--before", metavar="REV",
+                        help="also run audit-middleware as it was at git revision REV (exported into the workdir, "
+                             "first on PYTHONPATH), interleaved with the others as a variant of its own")
     parser.add_argument("--database", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(run_variant(args.child, json.loads(args.database), args.n, args.batch, args.atomic)))
         return
     os.makedirs(args.workdir, exist_ok=True)
+    paths = {}  # variant label -> PYTHONPATH of the code it runs (the working tree's when absent)
+    if args.before:
+        label = f"audit-middleware at {args.before}"
+        exported = tempfile.mkdtemp(dir=os.path.abspath(args.workdir))
+        atexit.register(shutil.rmtree, exported, True)
+        paths[label] = export_revision(args.before, exported)
     for backend in args.backend or ["sqlite"]:
         variants = [v for v in args.variant or DEFAULT_VARIANTS if backend == "postgresql" or v not in POSTGRESQL_ONLY]
         skipped = [v for v in args.variant or DEFAULT_VARIANTS if v not in variants]
+        if paths:
+            at = variants.index("audit-middleware") if "audit-middleware" in variants else len(variants)
+            variants[at:at] = list(paths)
         samples = {v: {p: [] for p in PHASES} for v in variants}
         statements, rows, stored, measured = {}, {}, {}, set()
         for _ in range(args.rounds):
@@ -399,11 +425,13 @@ def main():
                     database["OPTIONS"] = {"options": "-c synchronous_commit=off"}
                 if args.sqlite_wal and backend == "sqlite":
                     database["OPTIONS"] = {"init_command": "PRAGMA journal_mode=WAL"}
+                env = {**os.environ, "PYTHONPATH": paths[variant]} if variant in paths else None
                 try:
                     out = subprocess.run(
-                        [sys.executable, __file__, "--child", variant, "--database", json.dumps(database),
-                         "--n", str(args.n), "--batch", str(args.batch), *(["--atomic"] if args.atomic else [])],
-                        check=False, capture_output=True, text=True,
+                        [sys.executable, __file__, "--child", "audit-middleware" if variant in paths else variant,
+                         "--database", json.dumps(database), "--n", str(args.n), "--batch", str(args.batch),
+                         *(["--atomic"] if args.atomic else [])],
+                        check=False, capture_output=True, text=True, env=env,
                     )
                 finally:
                     drop_database(backend, name)
