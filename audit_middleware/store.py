@@ -119,7 +119,7 @@ _last_context: tuple[dict[str, Any], str] = ({}, "")
 def _context_text(context: dict[str, Any]) -> str | None:
     """``dumps(context)``, or None for an empty one. Every write of a request, and every request from the same
     client and route, records the same context: its text is kept, and reused for an equal context. Only a
-    context whose values are all text is kept (``1 == 1.0 == True`` would otherwise stand for three
+    context whose keys and values are all text is kept (``1 == 1.0 == True`` would otherwise stand for three
     encodings; the keys are sorted, so their order does not matter)."""
     global _last_context
     if not context:
@@ -128,7 +128,7 @@ def _context_text(context: dict[str, Any]) -> str | None:
     if context == seen:
         return text
     text = dumps(context)
-    if all(type(value) is str for value in context.values()):
+    if all(type(key) is str and type(value) is str for key, value in context.items()):
         _last_context = (dict(context), text)  # one tuple: a thread never pairs one's dict with another's text
     return text
 

@@ -53,14 +53,14 @@ def test_equal_contexts_in_separate_writes_are_stored_as_their_own_values():
     at = datetime(2026, 11, 25, 19, 7, 41, 123456, tzinfo=timezone.utc)
     ada = Actor.user("7", "ada@example.com")
     contexts = [{"ip": "203.0.113.9", "request_id": "r-1"}, {"request_id": "r-1", "ip": "203.0.113.9"},
-                {"flag": True}, {"flag": 1}, {"flag": 1.0}, {"flag": "1"}, {"flag": "1"},
+                {"flag": True}, {"flag": 1}, {"flag": 1.0}, {"flag": "1"}, {"flag": "1"}, {1: "x"}, {1.0: "x"},
                 {"ip": "203.0.113.9", "request_id": "r-1"}]
     mutated = {"ip": "203.0.113.9", "request_id": "r-1"}
     for n, context in enumerate(contexts):  # one write each, as separate requests' saves make them
         event = AuditEvent(f"id-{n}", at, "Warehouse Created", "Warehouses", "created", ada, context=context)
         [row] = stored_rows([event], Signer())
         assert row == _expected(event)
-        assert row[13] == json.dumps(context, separators=(",", ":"), sort_keys=True)
+        assert row[13] == json.dumps(context, separators=(",", ":"), sort_keys=True)  # {1.0: "x"}: '{"1.0":"x"}'
     for value in ("r-2", "r-3"):
         mutated["request_id"] = value  # the same dict, changed between writes
         event = AuditEvent("id-m", at, "Warehouse Created", "Warehouses", "created", ada, context=mutated)
