@@ -15,8 +15,8 @@ imports no driver.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, TypeVar
 
 from .commit_pipeline import ONE_QUERY_ROWS, is_psycopg3
 
@@ -30,6 +30,18 @@ psycopg sends a COPY's rows as its 32 KiB buffer fills (about 60 event rows), so
 while the next is made, on the other core; rows made 1,000 at a time left the server idle while each thousand
 was made, then the caller idle while it stored them (Django's batch on PostgreSQL: 37 against 26 µs a row in
 the flush, see ``benchmarks/RESULTS.md``)."""
+
+Item = TypeVar("Item")
+
+
+def rows_in_chunks(items: Sequence[Item], make_rows: Callable[[Sequence[Item]], Sequence[Sequence[Any]]]
+                   ) -> Iterator[Sequence[Sequence[Any]]]:
+    """The rows of ``items`` (events), made by ``make_rows`` :data:`COPY_CHUNK` items at a time as a COPY takes
+    them: what :func:`copy_rows` and :meth:`CopyStream.write` are given, so the server stores each chunk while
+    the next is made."""
+    for start in range(0, len(items), COPY_CHUNK):
+        yield make_rows(items[start:start + COPY_CHUNK])
+
 
 _ONE_ROW_INSERT = re.compile(r"INSERT INTO (?P<table>\S+) \((?P<columns>[^()]+)\) VALUES \(%s(?:, %s)*\)", re.S)
 _COPIES: dict[str, str | None] = {}

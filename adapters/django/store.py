@@ -15,7 +15,7 @@ from django.db.models.functions import Cast
 from django.db.models.lookups import Exact, In
 
 from audit_middleware.commit_pipeline import can_pipeline, send_with_commit
-from audit_middleware.copy_rows import COPY_CHUNK, COPY_MIN_ROWS, can_copy, copy_rows, copy_statement
+from audit_middleware.copy_rows import COPY_MIN_ROWS, can_copy, copy_rows, copy_statement, rows_in_chunks
 from audit_middleware.events import AuditEvent
 from audit_middleware.export import EXPORT_COLUMNS, iter_postgresql_csv, postgresql_csv_copy
 from audit_middleware.integrity import PURGE_SETTING
@@ -120,17 +120,16 @@ def _unwatched_sqlite(connection: Any) -> bool:
 
 def _copy_unwatched(connection: Any, events: Sequence[AuditEvent]) -> bool:
     """Write ``events`` with one COPY (:mod:`audit_middleware.copy_rows`) where the connection is psycopg 3's
-    and nobody watches its queries (:func:`_unwatched`), their rows made ``COPY_CHUNK`` at a time as the server
-    stores the ones before; False, having sent nothing, elsewhere. The driver's error is raised as Django's."""
+    and nobody watches its queries (:func:`_unwatched`), their rows made a chunk at a time as the server stores
+    the ones before (:func:`~audit_middleware.copy_rows.rows_in_chunks`); False, having sent nothing, elsewhere.
+    The driver's error is raised as Django's."""
     if connection.vendor != "postgresql" or not _unwatched(connection) or not can_copy(connection.connection):
         return False
     copy = copy_statement(_insert_sql(connection, 1))
     if copy is None:
         return False
-    chunks = (_stored_rows(connection, events[start:start + COPY_CHUNK])
-              for start in range(0, len(events), COPY_CHUNK))
     with connection.wrap_database_errors:
-        copy_rows(connection.connection, copy, chunks)
+        copy_rows(connection.connection, copy, rows_in_chunks(events, lambda chunk: _stored_rows(connection, chunk)))
     return True
 
 

@@ -26,12 +26,12 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import ColumnElement
 
 from audit_middleware.copy_rows import (
-    COPY_CHUNK,
     COPY_MIN_ROWS,
     CopyStream,
     can_copy,
     copy_rows,
     copy_statement,
+    rows_in_chunks,
 )
 from audit_middleware.events import AuditEvent
 from audit_middleware.export import EXPORT_COLUMNS, iter_postgresql_csv, postgresql_csv_copy
@@ -83,7 +83,7 @@ def insert_events(connection: Connection, events: Sequence[AuditEvent], table: T
         return
     step = insert.rows_per_statement
     size = step if step > 1 else ROWS_PER_CHUNK  # the rows of one statement (or executemany) at a time
-    if len(events) >= COPY_MIN_ROWS and _copy_unwatched(connection, table, insert, events, COPY_CHUNK):
+    if len(events) >= COPY_MIN_ROWS and _copy_unwatched(connection, table, insert, events):
         return
     execute = _unwatched_sqlite(connection) or connection.exec_driver_sql
     for start in range(0, len(events), size):
@@ -127,15 +127,16 @@ def _unwatched_sqlite(connection: Connection) -> Callable[[str, Sequence[Any]], 
     return execute
 
 
-def _copy_unwatched(connection: Connection, table: Table, insert: DriverInsert, events: Sequence[AuditEvent],
-                    size: int) -> bool:
+def _copy_unwatched(connection: Connection, table: Table, insert: DriverInsert, events: Sequence[AuditEvent]
+                    ) -> bool:
     """Write ``events`` with one COPY (:mod:`audit_middleware.copy_rows`) where ``connection`` is psycopg 3's
-    and nobody watches its statements; their rows are made ``size`` at a time. False, having sent nothing,
-    elsewhere. A failure raises what SQLAlchemy would have, as :func:`_unwatched_sqlite`'s does."""
+    and nobody watches its statements; their rows are made a chunk at a time
+    (:func:`~audit_middleware.copy_rows.rows_in_chunks`). False, having sent nothing, elsewhere. A failure
+    raises what SQLAlchemy would have, as :func:`_unwatched_sqlite`'s does."""
     copy = _copy_sql(connection, table, insert)
     if copy is None:
         return False
-    chunks = (driver_rows(events[start:start + size], table, insert) for start in range(0, len(events), size))
+    chunks = rows_in_chunks(events, lambda chunk: driver_rows(chunk, table, insert))
     try:
         copy_rows(connection.connection.driver_connection, copy, chunks)
     except connection.dialect.loaded_dbapi.Error as error:
@@ -171,12 +172,14 @@ class EventCopy:
         """Rows written so far."""
         return self._stream.count if self._stream is not None else 0
 
-    def write(self, events: Sequence[AuditEvent], size: int = COPY_CHUNK) -> None:
-        """Send the rows of ``events``, made ``size`` at a time (the server stores each while the next is made)."""
-        assert self._stream is not None, "the COPY is over"
+    def write(self, events: Sequence[AuditEvent]) -> None:
+        """Send the rows of ``events``, made a chunk at a time (the server stores each while the next is made)."""
+        stream = self._stream
+        assert stream is not None, "the COPY is over"
+        table, insert = self._table, self._insert
         with self._driver_errors():
-            for start in range(0, len(events), size):
-                self._stream.write(driver_rows(events[start:start + size], self._table, self._insert))
+            for rows in rows_in_chunks(events, lambda chunk: driver_rows(chunk, table, insert)):
+                stream.write(rows)
 
     def finish(self) -> int:
         """End the COPY and wait for the server to store its rows; returns how many."""
