@@ -248,16 +248,21 @@ def current_request(scope: RequestScope | None = _FIND) -> RequestContext | None
 
 def current_context(scope: RequestScope | None = _FIND) -> dict[str, Any]:
     """The ``context`` dict stored on an event: request facts plus any :func:`extra_context`."""
-    request = current_request(scope)
+    return context_of(current_request(scope), _extra.get())
+
+
+def context_of(request: RequestContext | None, extra: dict[str, Any] | None) -> dict[str, Any]:
+    """The ``context`` dict of ``request``'s facts plus ``extra`` (an :func:`extra_context`'s keys)."""
     context: dict[str, Any] = request.as_dict() if request is not None else {}
-    extra = _extra.get()
     if extra:
         context.update(extra)
     return context
 
 
-def current_origin() -> tuple[Actor, str | None, dict[str, Any]]:
-    """``(current_actor(), current_workspace(), current_context())``, the request scope looked up once (a
-    framework's scope finder is not free) and only if one of them needs it."""
+def origin_facts() -> tuple[Actor, str | None, RequestContext | None, dict[str, Any] | None]:
+    """``(current_actor(), current_workspace(), current_request(), the extra_context keys)``, the request scope
+    looked up once (a framework's scope finder is not free) and only if one of them needs it. Each is an object
+    that does not change once made (a frozen Actor and RequestContext, text, an extra-context dict never changed
+    after it is bound), so a caller may keep what it built from them for as long as it gets the same objects."""
     scope = current_scope() if _actor.get() is None or _workspace.get() is None or _request.get() is None else None
-    return current_actor(scope), current_workspace(scope), current_context(scope)
+    return current_actor(scope), current_workspace(scope), current_request(scope), _extra.get()

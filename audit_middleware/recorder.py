@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from .actors import Actor
+from .actors import ANONYMOUS, Actor
 from .catalog import EventCatalog, EventDefinition
 from .config import AuditConfig, TrackingOptions
-from .context import current_origin
+from .context import context_of, origin_facts
 from .diff import diff_values, snapshot, split_toggle
 from .errors import AuditWriteError
 from .events import AuditEvent
@@ -51,6 +51,14 @@ class EventOrigin:
     context: dict[str, Any]
 
 
+
+
+_last_origin: tuple[object, str | None, object, object, EventOrigin] = (object(), None, None, None,
+                                                                       EventOrigin(ANONYMOUS, None, {}))
+"""The facts the last origin was made from (actor, workspace, request, extra context) and that origin (at
+first an actor no call can match)."""
+
+
 class Recorder:
     """Builds events from the current context: actor, workspace and request facts.
 
@@ -73,8 +81,17 @@ class Recorder:
 
     @staticmethod
     def origin() -> EventOrigin:
-        """The current actor, workspace and request context (see :class:`EventOrigin`)."""
-        return EventOrigin(*current_origin())
+        """The current actor, workspace and request context (see :class:`EventOrigin`). Every write of a request
+        (of a job, of a test) has the same origin: the last one is kept and given again while the facts it was
+        made from are the same objects, so its events share one context dict (read-only, as within a flush)."""
+        global _last_origin
+        actor, workspace, request, extra = origin_facts()
+        last = _last_origin
+        if actor is last[0] and workspace == last[1] and request is last[2] and extra is last[3]:
+            return last[4]
+        origin = EventOrigin(actor, workspace, context_of(request, extra))
+        _last_origin = (actor, workspace, request, extra, origin)  # one tuple: threads never see half of it
+        return origin
 
     def event(
         self,

@@ -175,6 +175,37 @@ def test_an_events_origin_asks_a_scope_finder_once_and_not_at_all_when_everythin
         remove_scope_finder(finder)
 
 
+def test_an_origin_is_made_again_whenever_one_of_its_facts_changes():
+    """The last origin is given again while its facts are the same objects; any change of actor (a login in the
+    middle of a request: the scope forgets its actor), workspace, request or extra context makes a new one."""
+    from audit_middleware.context import extra_context
+
+    users = iter([Actor.user("1", "ada"), Actor.user("2", "grace")])
+    scope = RequestScope(actor_loader=lambda: next(users), workspace_loader=lambda: "ws_1",
+                         request_loader=lambda: RequestContext(ip="203.0.113.9"))
+    with request_scope(scope):
+        first = Recorder.origin()
+        assert Recorder.origin() is first  # nothing changed
+        scope.forget_actor()  # the user logged in as someone else
+        second = Recorder.origin()
+        assert (second.actor.id, second.workspace_id, second.context) == ("2", "ws_1", {"ip": "203.0.113.9"})
+        with in_workspace("ws_2"):
+            assert Recorder.origin().workspace_id == "ws_2"
+        with request_context(RequestContext(ip="10.0.0.1")):
+            assert Recorder.origin().context == {"ip": "10.0.0.1"}
+        with extra_context(reverted_event_id="e-1"):
+            assert Recorder.origin().context == {"ip": "203.0.113.9", "reverted_event_id": "e-1"}
+            with extra_context(reason="typo"):
+                assert Recorder.origin().context == {"ip": "203.0.113.9", "reverted_event_id": "e-1",
+                                                     "reason": "typo"}
+        with acting_as(Actor.system("job")):
+            assert Recorder.origin().actor.id == "job"
+        back = Recorder.origin()
+        assert (back.actor.id, back.workspace_id, back.context) == ("2", "ws_1", {"ip": "203.0.113.9"})
+    outside = Recorder.origin()
+    assert (outside.actor, outside.workspace_id, outside.context) == (Actor.anonymous(), None, {})
+
+
 def test_context_is_per_thread_and_per_task():
     seen = {}
 

@@ -68,6 +68,20 @@ def test_ids_are_time_ordered_and_unique():
     assert abs(event_id_time(ids[0]) - datetime.now(timezone.utc)) < timedelta(seconds=5)
 
 
+def test_event_ids_are_uuid7_text_with_62_random_bits():
+    """The id's text is put together from pieces (the millisecond's prefix, the counter, hex digits of the random
+    pool): each must still be what ``str(uuid.UUID(...))`` gives for a version 7, RFC 4122 UUID, and every one of
+    the 62 random bits must vary (the variant's digit keeps two of them)."""
+    ids = [new_event_id() for _ in range(5000)]
+    combined = 0
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert (str(parsed), parsed.version, parsed.variant) == (text, 7, uuid.RFC_4122)
+        assert parsed.int >> 80 == int(text[:8] + text[9:13], 16)  # the millisecond, in the first 48 bits
+        combined |= parsed.int & ((1 << 62) - 1)
+    assert combined == (1 << 62) - 1
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX's")
 def test_a_forked_child_does_not_repeat_the_parents_random_bits():
     """The random bits come from a pool of os.urandom bytes: a forked worker (gunicorn's) must not reuse the
