@@ -106,22 +106,21 @@ class Recorder:
         origin: EventOrigin | None = None,
     ) -> AuditEvent:
         """An event of ``definition``, recorded under ``origin`` (by default the current one)."""
+        return self._event(definition, changes or {}, resource_type, resource_id, resource_name, occurred_at,
+                           origin, json_safe(dict(details)) if details else {})
+
+    def _event(self, definition: EventDefinition, changes: dict[str, list[Any]], resource_type: str | None,
+               resource_id: Any, resource_name: Any, occurred_at: datetime | None, origin: EventOrigin | None,
+               details: dict[str, Any]) -> AuditEvent:
+        """:meth:`event`, its arguments given in order and its details already JSON-safe (capture's hot path: an
+        event a write, no keyword arguments to pack and unpack)."""
         if origin is None:
             origin = self.origin()
         return AuditEvent(
-            id=new_event_id(),
-            occurred_at=occurred_at or datetime.now(timezone.utc),
-            event=definition.name,
-            category=definition.category,
-            action=definition.action,
-            actor=origin.actor,
-            resource_type=resource_type,
-            resource_id=None if resource_id is None else str(resource_id),
-            resource_name=None if resource_name is None else str(resource_name),
-            workspace_id=origin.workspace_id,
-            changes=changes or {},
-            context=origin.context,
-            details=json_safe(dict(details)) if details else {},
+            new_event_id(), occurred_at or datetime.now(timezone.utc), definition.name, definition.category,
+            definition.action, origin.actor, resource_type, None if resource_id is None else str(resource_id),
+            None if resource_name is None else str(resource_name), origin.workspace_id, changes, origin.context,
+            details,
         )
 
     def change_events(
@@ -146,27 +145,28 @@ class Recorder:
             old = {k: v for k, v in old.items() if k not in exclude}
             new = {k: v for k, v in new.items() if k not in exclude}
         masking = self.config.masking
-        label_source = new if kind != "deleted" else old
-        name = label_source.get(options.label) if options.label else None
         resource = options.resource
-        kwargs: dict[str, Any] = {
-            "resource_type": resource, "resource_id": resource_id, "resource_name": name,
-            "occurred_at": occurred_at, "origin": origin,
-        }
         get = self.catalog.get
         if kind == "created":
-            return [self.event(get(f"{resource} Created"), changes=snapshot(new, masking, created=True), **kwargs)]
+            name = new.get(options.label) if options.label else None
+            return [self._event(get(f"{resource} Created"), snapshot(new, masking, created=True), resource,
+                                resource_id, name, occurred_at, origin, {})]
         if kind == "deleted":
-            return [self.event(get(f"{resource} Deleted"), changes=snapshot(old, masking, created=False), **kwargs)]
+            name = old.get(options.label) if options.label else None
+            return [self._event(get(f"{resource} Deleted"), snapshot(old, masking, created=False), resource,
+                                resource_id, name, occurred_at, origin, {})]
         changes = diff_values(old, new, masking)
         if not changes:
             return []
+        name = new.get(options.label) if options.label else None
         verb, toggled, others = split_toggle(changes, options.toggle)
         events: list[AuditEvent] = []
         if verb is not None:
-            events.append(self.event(get(f"{resource} {verb}"), changes=toggled, **kwargs))
+            events.append(self._event(get(f"{resource} {verb}"), toggled, resource, resource_id, name, occurred_at,
+                                      origin, {}))
         if others:
-            events.append(self.event(get(f"{resource} Modified"), changes=others, **kwargs))
+            events.append(self._event(get(f"{resource} Modified"), others, resource, resource_id, name,
+                                      occurred_at, origin, {}))
         return events
 
     def guard(self, sender: Any, must_record: bool = False) -> CaptureGuard:
