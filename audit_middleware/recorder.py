@@ -83,11 +83,13 @@ class Recorder:
     def origin() -> EventOrigin:
         """The current actor, workspace and request context (see :class:`EventOrigin`). Every write of a request
         (of a job, of a test) has the same origin: the last one is kept and given again while the facts it was
-        made from are the same objects, so its events share one context dict (read-only, as within a flush)."""
+        made from are the same objects (the workspace: equal text), so its events share one context dict
+        (read-only, as within a flush)."""
         global _last_origin
         actor, workspace, request, extra = origin_facts()
         last = _last_origin
-        if actor is last[0] and workspace == last[1] and request is last[2] and extra is last[3]:
+        if (actor is last[0] and request is last[2] and extra is last[3]
+                and (workspace is last[1] or type(workspace) is str and workspace == last[1])):
             return last[4]
         origin = EventOrigin(actor, workspace, context_of(request, extra))
         _last_origin = (actor, workspace, request, extra, origin)  # one tuple: threads never see half of it

@@ -204,6 +204,10 @@ def test_an_origin_is_made_again_whenever_one_of_its_facts_changes():
         assert (back.actor.id, back.workspace_id, back.context) == ("2", "ws_1", {"ip": "203.0.113.9"})
     outside = Recorder.origin()
     assert (outside.actor, outside.workspace_id, outside.context) == (Actor.anonymous(), None, {})
+    # a workspace loader may give ids that are not text: equal ones of other types are other workspaces
+    for workspace in (1, 1.0, True, "1"):
+        with request_scope(RequestScope(workspace_loader=lambda w=workspace: w)):
+            assert type(Recorder.origin().workspace_id) is type(workspace)
 
 
 def test_context_is_per_thread_and_per_task():
