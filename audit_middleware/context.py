@@ -262,7 +262,8 @@ def context_of(request: RequestContext | None, extra: dict[str, Any] | None) -> 
 def origin_facts() -> tuple[Actor, str | None, RequestContext | None, dict[str, Any] | None]:
     """``(current_actor(), current_workspace(), current_request(), the extra_context keys)``, the request scope
     looked up once (a framework's scope finder is not free) and only if one of them needs it. Each is an object
-    that does not change once made (a frozen Actor and RequestContext, text, an extra-context dict never changed
-    after it is bound), so a caller may keep what it built from them for as long as it gets the same objects."""
+    that does not change once made (a frozen Actor and RequestContext, the workspace's text or a scope loader's
+    value, an extra-context dict never changed after it is bound), so a caller may keep what it built from them
+    for as long as it gets the same objects."""
     scope = current_scope() if _actor.get() is None or _workspace.get() is None or _request.get() is None else None
     return current_actor(scope), current_workspace(scope), current_request(scope), _extra.get()

@@ -51,8 +51,6 @@ class EventOrigin:
     context: dict[str, Any]
 
 
-
-
 _last_origin: tuple[object, str | None, object, object, EventOrigin] = (object(), None, None, None,
                                                                        EventOrigin(ANONYMOUS, None, {}))
 """The facts the last origin was made from (actor, workspace, request, extra context) and that origin (at
@@ -147,20 +145,19 @@ class Recorder:
             old = {k: v for k, v in old.items() if k not in exclude}
             new = {k: v for k, v in new.items() if k not in exclude}
         masking = self.config.masking
+        label_source = new if kind != "deleted" else old
+        name = label_source.get(options.label) if options.label else None
         resource = options.resource
         get = self.catalog.get
         if kind == "created":
-            name = new.get(options.label) if options.label else None
             return [self._event(get(f"{resource} Created"), snapshot(new, masking, created=True), resource,
                                 resource_id, name, occurred_at, origin, {})]
         if kind == "deleted":
-            name = old.get(options.label) if options.label else None
             return [self._event(get(f"{resource} Deleted"), snapshot(old, masking, created=False), resource,
                                 resource_id, name, occurred_at, origin, {})]
         changes = diff_values(old, new, masking)
         if not changes:
             return []
-        name = new.get(options.label) if options.label else None
         verb, toggled, others = split_toggle(changes, options.toggle)
         events: list[AuditEvent] = []
         if verb is not None:
