@@ -12,7 +12,8 @@
   and sends ``post_delete`` per row.
 * Event rows are written on the connection of the changed row, inside its transaction. Outside any
   ``atomic`` block the adapter opens one around the audited save or bulk operation, so the change and its
-  events commit together. Inside a block events wait in a per-connection buffer and are written with one
+  events commit together (``own_block``: on MySQL and MariaDB it begins with ``BEGIN`` instead of toggling
+  autocommit). Inside a block events wait in a per-connection buffer and are written with one
   executemany just before the outermost block commits (a savepoint rolled back drops its events; a
   rollback drops all); on psycopg 3 they go with the COMMIT itself, one round trip for both
   (``audit_middleware.commit_pipeline``); past 1,000 waiting in the outermost block they are written at once
@@ -44,6 +45,7 @@ from audit_middleware.signals import event_recorded
 from audit_middleware.store import ROWS_PER_CHUNK
 
 from .folded_begin import ARMED, disarm, fold_begin
+from .own_block import own_block
 from .store import commit_with_events, insert_events
 
 if TYPE_CHECKING:
@@ -128,7 +130,7 @@ def in_transaction(using: str, fn: Callable[[], Any]) -> Any:
     if connection.in_atomic_block:
         fold_begin(connection)
         return fn()
-    with transaction.atomic(using=using, savepoint=False):
+    with own_block(connection, using):
         fold_begin(connection)
         return fn()
 
@@ -458,7 +460,7 @@ class DjangoCapture:
             if connection.in_atomic_block:
                 fold_begin(connection)
                 return wrapped(*args, **kwargs)
-            with transaction.atomic(using=using, savepoint=False):
+            with own_block(connection, using):
                 fold_begin(connection)
                 return wrapped(*args, **kwargs)
         finally:

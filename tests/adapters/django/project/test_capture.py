@@ -567,6 +567,99 @@ def test_with_autocommit_turned_off_by_hand_events_commit_and_roll_back_with_the
     assert sorted(e.resource_name for e in events()) == kept
 
 
+@contextmanager
+def mysql_commands():
+    """Every query text the MySQL driver sends (cursor statements, BEGIN, COMMIT, ROLLBACK and SET autocommit
+    alike: PyMySQL sends each through ``Connection._execute_command``), spied on the connection itself; the
+    real method runs."""
+    from pymysql.constants import COMMAND
+
+    driver = connection.connection
+    sent = []
+    real = driver._execute_command
+
+    def spy(command, sql):
+        if command == COMMAND.COM_QUERY:
+            sent.append(sql.decode() if isinstance(sql, bytes) else sql)
+        return real(command, sql)
+
+    driver._execute_command = spy
+    try:
+        yield sent
+    finally:
+        del driver._execute_command
+
+
+mysql_only = pytest.mark.skipif(connection.vendor != "mysql", reason="autocommit is toggled on MySQL only")
+
+
+@mysql_only
+def test_an_autocommit_save_on_mysql_begins_without_toggling_autocommit():
+    """An audited save outside a transaction on MariaDB takes four round trips, not five: BEGIN, the save's
+    statement, the event row, COMMIT; no ``SET autocommit`` either way, and the connection autocommits
+    afterwards (Django's flag and the server's). A delete's block is Django's collector's own: it begins as
+    Django begins it."""
+    connection.ensure_connection()
+    for write in ("create", "update"):
+        with mysql_commands() as sent:
+            if write == "create":
+                w = Warehouse.objects.create(name="A")
+            else:
+                w.name = "B"
+                w.save()
+        verb = {"create": "INSERT INTO `testapp_warehouse`", "update": "UPDATE `testapp_warehouse`"}[write]
+        assert len(sent) == 4, (write, sent)
+        assert sent[0] == "BEGIN" and sent[1].startswith(verb), (write, sent)
+        assert sent[2].startswith("INSERT INTO `audit_events`") and sent[3] == "COMMIT", (write, sent)
+        assert connection.get_autocommit() and connection.connection.get_autocommit()
+        assert "_start_transaction_under_autocommit" not in connection.__dict__
+    with mysql_commands() as sent:
+        w.delete()
+    assert sent[sent.index("COMMIT") + 1:] == ["SET AUTOCOMMIT = 1"], sent  # Django's own block, as before
+    assert names() == ["Warehouse Created", "Warehouse Modified", "Warehouse Deleted"]
+    with transaction.atomic(), mysql_commands() as sent:  # the app's own blocks begin as Django begins them
+        Warehouse.objects.create(name="in a block")
+    assert not any(sql in ("BEGIN", "COMMIT") for sql in sent)
+
+
+@mysql_only
+def test_on_mysql_an_autocommit_saves_transaction_is_still_one_transaction():
+    """The save begun with BEGIN under the server's autocommit: a receiver failing after a nested save rolls
+    the row, the nested row and every event back; ``on_commit`` callbacks run after the COMMIT (the server
+    then has no transaction open), never before; the next save is its own transaction again."""
+    from django.db.models.signals import post_save
+    from pymysql.constants import SERVER_STATUS
+
+    seen = []
+
+    def after_commit():
+        seen.append(bool(connection.connection.server_status & SERVER_STATUS.SERVER_STATUS_IN_TRANS))
+
+    def receiver(sender, instance, created, **kwargs):  # type: ignore[no-untyped-def]
+        if created:
+            transaction.on_commit(after_commit)
+            Item.objects.create(name=f"item of {instance.name}", warehouse=instance)
+            assert connection.connection.server_status & SERVER_STATUS.SERVER_STATUS_IN_TRANS
+            if instance.name == "refused":
+                raise RuntimeError("the receiver refuses")
+
+    post_save.connect(receiver, sender=Warehouse, dispatch_uid="test-mysql-begin")
+    try:
+        with pytest.raises(RuntimeError, match="refuses"):
+            Warehouse.objects.create(name="refused")
+        assert seen == [] and connection.get_autocommit() and connection.connection.get_autocommit()
+        Warehouse.objects.create(name="kept")
+    finally:
+        post_save.disconnect(sender=Warehouse, dispatch_uid="test-mysql-begin")
+    assert seen == [False]  # run once, for the save that committed, after its COMMIT
+    assert list(Warehouse.objects.values_list("name", flat=True)) == ["kept"]
+    assert list(Item.objects.values_list("name", flat=True)) == ["item of kept"]
+    assert sorted(names()) == ["Item Created", "Warehouse Created"]
+    with connection.cursor() as cursor:  # a statement of the app's own, outside any block: it autocommits
+        cursor.execute("UPDATE testapp_warehouse SET notes = 'autocommitted'")
+    assert not connection.connection.server_status & SERVER_STATUS.SERVER_STATUS_IN_TRANS
+
+
 def test_a_failing_event_write_with_the_commit_fails_the_save_and_leaves_the_connection_usable():
     """The event row is refused by the database at the commit (PostgreSQL: sent with the COMMIT; elsewhere
     written just before it): the save raises, nothing of it is kept, and the next save works."""

@@ -1,0 +1,69 @@
+"""The transaction the adapter opens around an audited write made outside any ``atomic`` block.
+
+An audited save (or bulk operation) outside a transaction runs in ``transaction.atomic(savepoint=False)``, so
+the change and its event rows commit together. On MySQL and MariaDB Django's ``atomic()`` begins that
+transaction by turning autocommit off (``SET autocommit=0``, a round trip) and, after the ``COMMIT``, turns it
+on again (``SET autocommit=1``, another): with the change and its event rows, five round trips where the
+unaudited save takes one.
+
+Here the adapter's own block begins with ``BEGIN`` instead, through the hook Django's ``set_autocommit`` offers
+backends whose transactions begin under autocommit (``_start_transaction_under_autocommit``, which its SQLite
+backend defines), put on the connection only while the block is entered. The server's autocommit never changes,
+so turning it back on after the ``COMMIT`` or ``ROLLBACK`` sends nothing (PyMySQL and mysqlclient compare with
+the server's status first): four round trips. Django's own bookkeeping is the same as with any ``atomic()``
+block: it holds autocommit off until the block ends, runs ``on_commit`` callbacks after the ``COMMIT``, and
+nested blocks are savepoints of that transaction. Blocks the app (or Django's delete collector) opens itself
+begin as Django begins them.
+
+Should the server's autocommit be off when Django believes it on (turned off on the driver, past Django), the
+block begins as Django's would (a ``BEGIN`` would commit what that transaction holds).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+from django.db.backends.utils import debug_transaction
+
+HOOK = "_start_transaction_under_autocommit"
+
+
+def own_block(connection: Any, using: str) -> Any:
+    """``transaction.atomic(using=using, savepoint=False)``, beginning with ``BEGIN`` on MySQL and MariaDB."""
+    block = transaction.atomic(using=using, savepoint=False)
+    if connection.vendor == "mysql":
+        return _BeginUnderAutocommit(block, connection)
+    return block
+
+
+class _BeginUnderAutocommit:
+    """``block`` entered with the hook on ``connection``, and the hook taken away at once."""
+
+    __slots__ = ("block", "connection")
+
+    def __init__(self, block: Any, connection: Any) -> None:
+        self.block = block
+        self.connection = connection
+
+    def __enter__(self) -> Any:
+        connection = self.connection
+        state = connection.__dict__
+        state[HOOK] = lambda: _begin(connection)  # called without arguments, as Django's SQLite method is
+        try:
+            return self.block.__enter__()
+        finally:
+            state.pop(HOOK, None)
+
+    def __exit__(self, *exc_info: Any) -> Any:
+        return self.block.__exit__(*exc_info)
+
+
+def _begin(connection: Any) -> None:
+    driver = connection.connection
+    if not driver.get_autocommit():  # the server's autocommit is off already: begin as Django does
+        with debug_transaction(connection, "BEGIN"):
+            connection._set_autocommit(False)
+        return
+    with debug_transaction(connection, "BEGIN"), connection.wrap_database_errors:
+        driver.begin()
