@@ -12,8 +12,8 @@
   and sends ``post_delete`` per row.
 * Event rows are written on the connection of the changed row, inside its transaction. Outside any
   ``atomic`` block the adapter opens one around the audited save or bulk operation, so the change and its
-  events commit together (``own_block``: on MySQL and MariaDB it begins with ``BEGIN`` instead of toggling
-  autocommit). Inside a block events wait in a per-connection buffer and are written with one
+  events commit together (``own_block``: on MySQL and MariaDB it, and the delete collector's block of an
+  audited delete, begin with ``BEGIN`` instead of toggling autocommit). Inside a block events wait in a per-connection buffer and are written with one
   executemany just before the outermost block commits (a savepoint rolled back drops its events; a
   rollback drops all); on psycopg 3 they go with the COMMIT itself, one round trip for both
   (``audit_middleware.commit_pipeline``); past 1,000 waiting in the outermost block they are written at once
@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import wrapt
 from django.db import connections, models, router, transaction
 from django.db.models import signals
+from django.db.models.deletion import Collector
 from django.db.models.query import QuerySet
 
 from audit_middleware.config import TrackingOptions
@@ -45,7 +46,7 @@ from audit_middleware.signals import event_recorded
 from audit_middleware.store import ROWS_PER_CHUNK
 
 from .folded_begin import ARMED, disarm, fold_begin
-from .own_block import own_block
+from .own_block import arm_begin, disarm_begin, own_block
 from .store import commit_with_events, insert_events
 
 if TYPE_CHECKING:
@@ -373,6 +374,7 @@ class DjangoCapture:
             (QuerySet, "bulk_create", self._bulk_create),
             (QuerySet, "bulk_update", self._bulk_update),
             (transaction.Atomic, "__exit__", _atomic_exit),
+            (Collector, "delete", self._collector_delete),
         ]
 
     # -- emitting ----------------------------------------------------------------------------------------
@@ -465,6 +467,20 @@ class DjangoCapture:
                 return wrapped(*args, **kwargs)
         finally:
             _saving.reset(token)
+
+    def _collector_delete(self, wrapped: Any, collector: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Django's delete collector, deleting audited rows outside any block on MySQL: its block begins with
+        ``BEGIN`` (see ``own_block``)."""
+        if not any(self.info(model) is not None for model in collector.data):
+            return wrapped(*args, **kwargs)
+        connection = connections[collector.using]
+        if connection.vendor != "mysql" or connection.in_atomic_block:
+            return wrapped(*args, **kwargs)
+        arm_begin(connection)
+        try:
+            return wrapped(*args, **kwargs)
+        finally:
+            disarm_begin(connection)
 
     def _load_unknown(self, info: ModelInfo, obj: Any, old: dict[str, Any] | None, using: str) -> None:
         d = obj.__dict__

@@ -1,19 +1,22 @@
-"""The transaction the adapter opens around an audited write made outside any ``atomic`` block.
+"""The transaction around an audited write made outside any ``atomic`` block, begun in one round trip on MySQL.
 
-An audited save (or bulk operation) outside a transaction runs in ``transaction.atomic(savepoint=False)``, so
-the change and its event rows commit together. On MySQL and MariaDB Django's ``atomic()`` begins that
-transaction by turning autocommit off (``SET autocommit=0``, a round trip) and, after the ``COMMIT``, turns it
-on again (``SET autocommit=1``, another): with the change and its event rows, five round trips where the
-unaudited save takes one.
+An audited save (or bulk operation) outside a transaction runs in ``transaction.atomic(savepoint=False)``
+(:func:`own_block`), so the change and its event rows commit together; an audited delete runs in the block
+Django's delete collector opens. On MySQL and MariaDB Django's ``atomic()`` begins a transaction by turning
+autocommit off (``SET autocommit=0``, a round trip) and, after the ``COMMIT``, turns it on again
+(``SET autocommit=1``, another): with the change and its event rows, five round trips where the unaudited save
+takes one.
 
-Here the adapter's own block begins with ``BEGIN`` instead, through the hook Django's ``set_autocommit`` offers
-backends whose transactions begin under autocommit (``_start_transaction_under_autocommit``, which its SQLite
-backend defines), put on the connection only while the block is entered. The server's autocommit never changes,
-so turning it back on after the ``COMMIT`` or ``ROLLBACK`` sends nothing (PyMySQL and mysqlclient compare with
-the server's status first): four round trips. Django's own bookkeeping is the same as with any ``atomic()``
-block: it holds autocommit off until the block ends, runs ``on_commit`` callbacks after the ``COMMIT``, and
-nested blocks are savepoints of that transaction. Blocks the app (or Django's delete collector) opens itself
-begin as Django begins them.
+Here those blocks begin with ``BEGIN`` instead, through the hook Django's ``set_autocommit`` offers backends
+whose transactions begin under autocommit (``_start_transaction_under_autocommit``, which its SQLite backend
+defines). :func:`arm_begin` puts a one-shot hook on the connection just before the block is entered, and the hook
+takes itself away when Django calls it (:func:`disarm_begin` takes it away if the block was never entered). The
+server's autocommit never changes, so turning it back on after the ``COMMIT`` or ``ROLLBACK`` sends nothing
+(PyMySQL and mysqlclient compare with the server's status first): an audited save takes four round trips, and
+an audited delete as many as the unaudited one (which toggles autocommit around its DELETE). Django's
+bookkeeping is the same as with any ``atomic()`` block: it holds autocommit off until the block ends, runs
+``on_commit`` callbacks after the ``COMMIT``, and nested blocks are savepoints of that transaction. Blocks the
+app opens itself begin as Django begins them.
 
 Should the server's autocommit be off when Django believes it on (turned off on the driver, past Django), the
 block begins as Django's would (a ``BEGIN`` would commit what that transaction holds).
@@ -37,8 +40,18 @@ def own_block(connection: Any, using: str) -> Any:
     return block
 
 
+def arm_begin(connection: Any) -> None:
+    """The next transaction Django begins on ``connection`` (a MySQL connection outside any block) begins with
+    ``BEGIN``, the server's autocommit left on."""
+    connection.__dict__[HOOK] = lambda: _begin(connection)  # called without arguments, as Django's SQLite method
+
+
+def disarm_begin(connection: Any) -> None:
+    connection.__dict__.pop(HOOK, None)
+
+
 class _BeginUnderAutocommit:
-    """``block`` entered with the hook on ``connection``, and the hook taken away at once."""
+    """``block``, entered with the hook armed."""
 
     __slots__ = ("block", "connection")
 
@@ -47,19 +60,18 @@ class _BeginUnderAutocommit:
         self.connection = connection
 
     def __enter__(self) -> Any:
-        connection = self.connection
-        state = connection.__dict__
-        state[HOOK] = lambda: _begin(connection)  # called without arguments, as Django's SQLite method is
+        arm_begin(self.connection)
         try:
             return self.block.__enter__()
         finally:
-            state.pop(HOOK, None)
+            disarm_begin(self.connection)
 
     def __exit__(self, *exc_info: Any) -> Any:
         return self.block.__exit__(*exc_info)
 
 
 def _begin(connection: Any) -> None:
+    disarm_begin(connection)
     driver = connection.connection
     if not driver.get_autocommit():  # the server's autocommit is off already: begin as Django does
         with debug_transaction(connection, "BEGIN"):

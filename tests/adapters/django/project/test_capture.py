@@ -595,29 +595,36 @@ mysql_only = pytest.mark.skipif(connection.vendor != "mysql", reason="autocommit
 
 @mysql_only
 def test_an_autocommit_save_on_mysql_begins_without_toggling_autocommit():
-    """An audited save outside a transaction on MariaDB takes four round trips, not five: BEGIN, the save's
-    statement, the event row, COMMIT; no ``SET autocommit`` either way, and the connection autocommits
-    afterwards (Django's flag and the server's). A delete's block is Django's collector's own: it begins as
-    Django begins it."""
+    """An audited write outside a transaction on MariaDB takes four round trips, not five: BEGIN, the write's
+    statement, the event row, COMMIT; no ``SET autocommit`` either way (a delete's block is Django's collector's:
+    it begins so too), and the connection autocommits afterwards (Django's flag and the server's). An
+    unaudited delete and the app's own blocks begin as Django begins them."""
     connection.ensure_connection()
-    for write in ("create", "update"):
+    verbs = {"create": "INSERT INTO `testapp_warehouse`", "update": "UPDATE `testapp_warehouse`",
+             "delete": "DELETE FROM `testapp_warehouse`"}
+    for write in ("create", "update", "delete"):
         with mysql_commands() as sent:
             if write == "create":
                 w = Warehouse.objects.create(name="A")
-            else:
+            elif write == "update":
                 w.name = "B"
                 w.save()
-        verb = {"create": "INSERT INTO `testapp_warehouse`", "update": "UPDATE `testapp_warehouse`"}[write]
+            else:
+                w.delete()
+        if write == "delete":  # the collector reads the rows that cascade first, outside the transaction
+            sent = [sql for sql in sent if not sql.startswith("SELECT ")]
         assert len(sent) == 4, (write, sent)
-        assert sent[0] == "BEGIN" and sent[1].startswith(verb), (write, sent)
+        assert sent[0] == "BEGIN" and sent[1].startswith(verbs[write]), (write, sent)
         assert sent[2].startswith("INSERT INTO `audit_events`") and sent[3] == "COMMIT", (write, sent)
         assert connection.get_autocommit() and connection.connection.get_autocommit()
         assert "_start_transaction_under_autocommit" not in connection.__dict__
-    with mysql_commands() as sent:
-        w.delete()
-    assert sent[sent.index("COMMIT") + 1:] == ["SET AUTOCOMMIT = 1"], sent  # Django's own block, as before
     assert names() == ["Warehouse Created", "Warehouse Modified", "Warehouse Deleted"]
-    with transaction.atomic(), mysql_commands() as sent:  # the app's own blocks begin as Django begins them
+    ignored = Ignored.objects.create(name="not audited")
+    with mysql_commands() as sent:
+        ignored.delete()
+    assert sent[-1].startswith("DELETE FROM `testapp_ignored`") and "BEGIN" not in sent, sent  # as Django does
+    assert "_start_transaction_under_autocommit" not in connection.__dict__
+    with transaction.atomic(), mysql_commands() as sent:
         Warehouse.objects.create(name="in a block")
     assert not any(sql in ("BEGIN", "COMMIT") for sql in sent)
 
