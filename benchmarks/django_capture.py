@@ -51,15 +51,19 @@ from _revision import export_revision  # noqa: E402
 from _workload import N_BATCH, N_WRITES, median, timed, without_copy  # noqa: E402
 
 VARIANTS = ("baseline", "audit-middleware", "auditlog", "simple-history", "pghistory", "easy-audit",
-            "audit-middleware-unpipelined", "audit-middleware-unfolded", "audit-middleware-no-copy")
+            "audit-middleware-unpipelined", "audit-middleware-unfolded", "audit-middleware-no-copy",
+            "audit-middleware-toggling")
 POSTGRESQL_ONLY = ("pghistory", "audit-middleware-unpipelined", "audit-middleware-unfolded",
                    "audit-middleware-no-copy")
+MARIADB_ONLY = ("audit-middleware-toggling",)
 # audit-middleware-unpipelined: the event INSERT sent before the COMMIT instead of with it (what sending
 # it with the COMMIT saves); audit-middleware-unfolded: psycopg sends the BEGIN of an audited autocommit write
 # on its own round trip, not in one text with the first statement (what folded_begin saves);
 # audit-middleware-no-copy: more than 16 event rows go as INSERTs in psycopg's pipeline, not as one COPY (what
-# the COPY saves); none of the three is run unless named with --variant
-DEFAULT_VARIANTS = VARIANTS[:-3]
+# the COPY saves); audit-middleware-toggling (MariaDB): the audited write's transaction begins as Django's
+# atomic() begins one, SET autocommit=0 ... COMMIT, SET autocommit=1, not with BEGIN (what own_block saves);
+# none of the four is run unless named with --variant
+DEFAULT_VARIANTS = VARIANTS[:-4]
 PHASES = ("create", "update", "delete", "batch")
 PG = os.environ.get("AUDIT_BENCH_PG", "postgresql://postgres@127.0.0.1:5432")
 MARIADB = os.environ.get("AUDIT_BENCH_MARIADB", "mysql://root@127.0.0.1:3306")
@@ -171,7 +175,8 @@ def setup_variant(variant, database, atomic=False):
     apps += {"audit-middleware": ["audit_middleware.adapters.django"],
              "audit-middleware-unpipelined": ["audit_middleware.adapters.django"],
              "audit-middleware-unfolded": ["audit_middleware.adapters.django"],
-             "audit-middleware-no-copy": ["audit_middleware.adapters.django"], "auditlog": ["auditlog"],
+             "audit-middleware-no-copy": ["audit_middleware.adapters.django"],
+             "audit-middleware-toggling": ["audit_middleware.adapters.django"], "auditlog": ["auditlog"],
              "simple-history": ["simple_history"], "pghistory": ["pgtrigger", "pghistory"],
              "easy-audit": ["django.contrib.sessions", "easyaudit"]}.get(variant, [])  # easyaudit imports Session
     extra = {}
@@ -225,6 +230,11 @@ def setup_variant(variant, database, atomic=False):
             from audit_middleware.adapters.django import capture
 
             capture.fold_begin = lambda connection: None
+        if variant == "audit-middleware-toggling":
+            from audit_middleware.adapters.django import capture
+
+            capture.own_block = lambda connection, using: transaction.atomic(using=using, savepoint=False)
+            capture.arm_begin = lambda connection: None
         if variant == "audit-middleware-no-copy":
             from audit_middleware.adapters.django import store
 
@@ -411,7 +421,9 @@ def main():
         atexit.register(shutil.rmtree, exported, True)
         paths[label] = export_revision(args.before, exported)
     for backend in args.backend or ["sqlite"]:
-        variants = [v for v in args.variant or DEFAULT_VARIANTS if backend == "postgresql" or v not in POSTGRESQL_ONLY]
+        variants = [v for v in args.variant or DEFAULT_VARIANTS
+                    if (backend == "postgresql" or v not in POSTGRESQL_ONLY)
+                    and (backend == "mariadb" or v not in MARIADB_ONLY)]
         skipped = [v for v in args.variant or DEFAULT_VARIANTS if v not in variants]
         if paths:
             at = variants.index("audit-middleware") if "audit-middleware" in variants else len(variants)
@@ -452,7 +464,7 @@ def main():
         commits += ", each write in transaction.atomic()" if args.atomic else ""
         print(f"\n## {backend}{commits}: {args.n} writes per phase, batch of {args.batch}, median of {args.rounds} rounds")
         for variant in skipped:
-            print(f"(skipped {variant}: PostgreSQL only)")
+            print(f"(skipped {variant}: {'MariaDB' if variant in MARIADB_ONLY else 'PostgreSQL'} only)")
         print("| variant | " + " | ".join(f"{p} (µs/write)" for p in PHASES)
               + " | statements per save | audit rows after each phase | bytes per event (row; allocated) |")
         print("|---|" + "---|" * (len(PHASES) + 3))
