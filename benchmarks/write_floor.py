@@ -17,7 +17,10 @@ Variants:
   What a trigger or a statement folded with the save costs.
 - ``event, 3 trips`` (PostgreSQL; MariaDB sends 4): BEGIN, the warehouse INSERT, then the event INSERT with
   the COMMIT, as audit-middleware sends an autocommit Django save on psycopg 3 (on PyMySQL: BEGIN, INSERT,
-  INSERT, COMMIT).
+  INSERT, COMMIT, as it sends one since 2026-12-06 evening).
+- ``event, autocommit toggled`` (MariaDB): ``SET AUTOCOMMIT = 0``, the two INSERTs, COMMIT, ``SET AUTOCOMMIT =
+  1``: five round trips, as Django's ``atomic()`` sends them on PyMySQL (and as an audited autocommit save went
+  until 2026-12-06 evening).
 - ``event, no read indexes``: as ``event, 1 trip`` on an audit table without its secondary indexes (the
   ones the admin view's filters and the retention purge read through), to show what those cost each write.
 
@@ -36,7 +39,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _workload import N_WRITES, median, timed  # noqa: E402
 from sqlalchemy_capture import drop_database, fresh_database  # noqa: E402
 
-VARIANTS = ("baseline", "event, 1 trip", "event, 3 trips", "event, no read indexes")
+VARIANTS = ("baseline", "event, 1 trip", "event, 3 trips", "event, autocommit toggled", "event, no read indexes")
 BACKENDS = ("sqlite", "sqlite-wal", "postgresql", "mariadb")
 WAREHOUSE_COLUMNS = ("name", "slug", "enabled", "schedule", "settings", "owner_id", "created_at", "updated_at")
 
@@ -183,6 +186,9 @@ def _mariadb(url: str, variant: str, insert_warehouse: str, insert_event: str,
     elif variant == "event, 3 trips":
         texts = [("BEGIN", mogrify(insert_warehouse, w), mogrify(insert_event, e), "COMMIT")
                  for w, e in zip(warehouses, events, strict=True)]
+    elif variant == "event, autocommit toggled":
+        texts = [("SET AUTOCOMMIT = 0", mogrify(insert_warehouse, w), mogrify(insert_event, e), "COMMIT",
+                  "SET AUTOCOMMIT = 1") for w, e in zip(warehouses, events, strict=True)]
     else:
         texts = [(f"BEGIN; {mogrify(insert_warehouse, w)}; {mogrify(insert_event, e)}; COMMIT",)
                  for w, e in zip(warehouses, events, strict=True)]
@@ -211,7 +217,8 @@ def main() -> None:
     print("| backend | variant | µs a write (median) | added | rounds |")
     print("|---|---|---|---|---|")
     for backend in args.backend or ["sqlite"]:
-        variants = [v for v in VARIANTS if not (backend.startswith("sqlite") and v == "event, 3 trips")]
+        variants = [v for v in VARIANTS if not (backend.startswith("sqlite") and v == "event, 3 trips")
+                    and (backend == "mariadb" or v != "event, autocommit toggled")]
         seconds: dict[str, list[float]] = {v: [] for v in variants}
         for r in range(args.rounds):
             for variant in variants[r % len(variants):] + variants[:r % len(variants)]:
