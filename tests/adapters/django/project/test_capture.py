@@ -580,7 +580,7 @@ def mysql_commands():
 
     def spy(command, sql):
         if command == COMMAND.COM_QUERY:
-            sent.append(sql.decode() if isinstance(sql, bytes) else sql)
+            sent.append(sql if isinstance(sql, str) else bytes(sql).decode())  # executemany sends a bytearray
         return real(command, sql)
 
     driver._execute_command = spy
@@ -619,6 +619,11 @@ def test_an_autocommit_save_on_mysql_begins_without_toggling_autocommit():
         assert connection.get_autocommit() and connection.connection.get_autocommit()
         assert "_start_transaction_under_autocommit" not in connection.__dict__
     assert names() == ["Warehouse Created", "Warehouse Modified", "Warehouse Deleted"]
+    Warehouse.objects.bulk_create([Warehouse(name="C"), Warehouse(name="D")])
+    with mysql_commands() as sent:  # a bulk operation's block is the adapter's too
+        Warehouse.objects.filter(name__in=["C", "D"]).update(notes="bulk")
+    assert sent[0] == "BEGIN" and sent[-1] == "COMMIT" and not any("AUTOCOMMIT" in sql for sql in sent), sent
+    assert [e.changes["notes"] for e in events(event="Warehouse Modified")[1:]] == [["", "bulk"]] * 2
     ignored = Ignored.objects.create(name="not audited")
     with mysql_commands() as sent:
         ignored.delete()
