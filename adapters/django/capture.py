@@ -358,15 +358,17 @@ class DjangoCapture:
                                   dispatch_uid=f"audit_middleware.{receiver.__name__}.{sender._meta.label_lower}")
             self._connected.clear()
             self._through.clear()
-            for owner, name, wrapper in self._patches():
+            for owner, name, wrapper in self._patches(every=True):
                 current = owner.__dict__.get(name)
                 # Only our own wrapper is removed; one installed over it by another library stays.
                 if isinstance(current, wrapt.FunctionWrapper) and current._self_wrapper == wrapper:
                     setattr(owner, name, current.__wrapped__)
             self.installed = False
 
-    def _patches(self) -> list[tuple[Any, str, Callable[..., Any]]]:
-        return [
+    def _patches(self, every: bool = False) -> list[tuple[Any, str, Callable[..., Any]]]:
+        """What install wraps; the delete collector only where a database is MySQL or MariaDB (the wrapper costs
+        every delete a little, and does nothing elsewhere); ``every``: all that may be installed."""
+        patches = [
             (models.Model, "from_db", self._from_db),
             (models.Model, "save_base", self._save_base),
             (models.Model, "refresh_from_db", self._refresh_from_db),
@@ -374,8 +376,10 @@ class DjangoCapture:
             (QuerySet, "bulk_create", self._bulk_create),
             (QuerySet, "bulk_update", self._bulk_update),
             (transaction.Atomic, "__exit__", _atomic_exit),
-            (Collector, "delete", self._collector_delete),
         ]
+        if every or any(connections[alias].vendor == "mysql" for alias in connections):
+            patches.append((Collector, "delete", self._collector_delete))
+        return patches
 
     # -- emitting ----------------------------------------------------------------------------------------
 
