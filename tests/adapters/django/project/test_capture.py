@@ -429,6 +429,19 @@ def cursor_texts():
         psycopg.Cursor.execute = real
 
 
+def autocommit_write(write, w):
+    """One audited write outside any block: ``create`` (returns the new row), or ``update`` or ``delete`` of
+    ``w`` (returns it)."""
+    if write == "create":
+        return Warehouse.objects.create(name="A")
+    if write == "update":
+        w.name = "B"
+        w.save()
+    else:
+        w.delete()
+    return w
+
+
 postgresql_only = pytest.mark.skipif(connection.vendor != "postgresql", reason="BEGIN is folded on psycopg 3 only")
 
 
@@ -439,15 +452,10 @@ def test_an_autocommit_save_or_delete_sends_its_begin_with_its_first_statement()
     same for an update and for a delete (Django's collector opens that block); afterwards the connection
     autocommits again and no execute wrapper is left behind."""
     connection.ensure_connection()
+    w = None
     for write in ("create", "update", "delete"):
         with driver_commands() as commands, audit_inserts(connection) as inserts, cursor_texts() as sent:
-            if write == "create":
-                w = Warehouse.objects.create(name="A")
-            elif write == "update":
-                w.name = "B"
-                w.save()
-            else:
-                w.delete()
+            w = autocommit_write(write, w)
         verb = {"create": "INSERT", "update": "UPDATE", "delete": "DELETE"}[write]
         folded = [sql for sql in sent if sql.startswith("BEGIN; ")]  # a delete first reads its cascades, outside
         assert len(folded) == 1 and folded[0].startswith(f"BEGIN; {verb} "), (write, sent)
@@ -602,15 +610,10 @@ def test_an_autocommit_save_on_mysql_begins_without_toggling_autocommit():
     connection.ensure_connection()
     verbs = {"create": "INSERT INTO `testapp_warehouse`", "update": "UPDATE `testapp_warehouse`",
              "delete": "DELETE FROM `testapp_warehouse`"}
+    w = None
     for write in ("create", "update", "delete"):
         with mysql_commands() as sent:
-            if write == "create":
-                w = Warehouse.objects.create(name="A")
-            elif write == "update":
-                w.name = "B"
-                w.save()
-            else:
-                w.delete()
+            w = autocommit_write(write, w)
         if write == "delete":  # the collector reads the rows that cascade first, outside the transaction
             sent = [sql for sql in sent if not sql.startswith("SELECT ")]
         assert len(sent) == 4, (write, sent)
