@@ -104,7 +104,7 @@ def _execute_inserts(executor: Any, connection: Any, events: Sequence[AuditEvent
             executor.execute(_insert_sql(connection, len(rows), mark), [v for values in rows for v in values])
 
 
-def _unwatched(connection: Any) -> bool:
+def unwatched(connection: Any) -> bool:
     """Whether ``connection`` is open and nobody watches its queries (no query log: ``DEBUG`` off and no
     ``CaptureQueriesContext``; no ``execute_wrapper``): only then may event rows go past Django's cursor to
     the driver; watched, they go through it as any query does."""
@@ -112,18 +112,18 @@ def _unwatched(connection: Any) -> bool:
 
 
 def _unwatched_sqlite(connection: Any) -> bool:
-    """Whether the event rows can go straight to the sqlite3 driver (:func:`_unwatched`). Django's SQLite cursor
+    """Whether the event rows can go straight to the sqlite3 driver (:func:`unwatched`). Django's SQLite cursor
     turns every statement's ``%s`` into ``?`` with a regular expression (about 43,000 instructions an event
     INSERT, a tenth of what auditing adds to a save)."""
-    return connection.vendor == "sqlite" and _unwatched(connection)
+    return connection.vendor == "sqlite" and unwatched(connection)
 
 
 def _copy_unwatched(connection: Any, events: Sequence[AuditEvent]) -> bool:
     """Write ``events`` with one COPY (:mod:`audit_middleware.copy_rows`) where the connection is psycopg 3's
-    and nobody watches its queries (:func:`_unwatched`), their rows made a chunk at a time as the server stores
+    and nobody watches its queries (:func:`unwatched`), their rows made a chunk at a time as the server stores
     the ones before (:func:`~audit_middleware.copy_rows.rows_in_chunks`); False, having sent nothing, elsewhere.
     The driver's error is raised as Django's."""
-    if connection.vendor != "postgresql" or not _unwatched(connection) or not can_copy(connection.connection):
+    if connection.vendor != "postgresql" or not unwatched(connection) or not can_copy(connection.connection):
         return False
     copy = copy_statement(_insert_sql(connection, 1))
     if copy is None:

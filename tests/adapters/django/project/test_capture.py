@@ -4,8 +4,9 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
 
+import django
 import pytest
-from django.db import connection, connections, transaction
+from django.db import IntegrityError, connection, connections, transaction
 from django.db.models import F
 from django.test.utils import CaptureQueriesContext
 from testapp.models import Ignored, Item, Source, Tag, Warehouse
@@ -620,7 +621,7 @@ def test_an_autocommit_save_on_mysql_begins_without_toggling_autocommit():
         assert sent[0] == "BEGIN" and sent[1].startswith(verbs[write]), (write, sent)
         assert sent[2].startswith("INSERT INTO `audit_events`") and sent[3] == "COMMIT", (write, sent)
         assert connection.get_autocommit() and connection.connection.get_autocommit()
-        assert "_start_transaction_under_autocommit" not in connection.__dict__
+        assert "_start_transaction_under_autocommit" not in connections["default"].__dict__
     assert names() == ["Warehouse Created", "Warehouse Modified", "Warehouse Deleted"]
     Warehouse.objects.bulk_create([Warehouse(name="C"), Warehouse(name="D")])
     with mysql_commands() as sent:  # a bulk operation's block is the adapter's too
@@ -631,7 +632,7 @@ def test_an_autocommit_save_on_mysql_begins_without_toggling_autocommit():
     with mysql_commands() as sent:
         ignored.delete()
     assert sent[-1].startswith("DELETE FROM `testapp_ignored`") and "BEGIN" not in sent, sent  # as Django does
-    assert "_start_transaction_under_autocommit" not in connection.__dict__
+    assert "_start_transaction_under_autocommit" not in connections["default"].__dict__
     with transaction.atomic(), mysql_commands() as sent:
         Warehouse.objects.create(name="in a block")
     assert not any(sql in ("BEGIN", "COMMIT") for sql in sent)
@@ -673,6 +674,68 @@ def test_on_mysql_an_autocommit_saves_transaction_is_still_one_transaction():
     with connection.cursor() as cursor:  # a statement of the app's own, outside any block: it autocommits
         cursor.execute("UPDATE testapp_warehouse SET notes = 'autocommitted'")
     assert not connection.connection.server_status & SERVER_STATUS.SERVER_STATUS_IN_TRANS
+
+
+@contextmanager
+def sqlite_statements():
+    """Every statement SQLite runs on the connection (``set_trace_callback``), BEGIN and COMMIT included."""
+    driver = connection.connection
+    ran = []
+    driver.set_trace_callback(ran.append)
+    try:
+        yield ran
+    finally:
+        driver.set_trace_callback(None)
+
+
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite's BEGIN")
+@pytest.mark.parametrize("mode", [None, "IMMEDIATE"])
+def test_on_sqlite_an_autocommit_saves_transaction_begins_through_the_driver(mode, monkeypatch):
+    """The adapter's block around an audited save outside a transaction sends its BEGIN with the sqlite3
+    connection itself, not through a Django cursor made for it (Django's ``_start_transaction_under_autocommit``
+    is not called), in the transaction mode the connection asks for (Django 5.1's
+    ``OPTIONS["transaction_mode"]``). Watched by an execute wrapper or the query log, it goes as Django sends
+    it, and they see it. A failing save rolls back."""
+    wrapper = connections["default"]  # the connection itself, not django.db's proxy of it
+    djangos = []
+    real = type(wrapper)._start_transaction_under_autocommit
+    monkeypatch.setattr(type(wrapper), "_start_transaction_under_autocommit",
+                        lambda self: djangos.append(self) or real(self))
+    wrapper.ensure_connection()
+    had, previous = "transaction_mode" in wrapper.__dict__, wrapper.__dict__.get("transaction_mode")  # Django 5.1+
+    wrapper.transaction_mode = mode
+    wrapped = []
+
+    def seen(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
+        wrapped.append(sql)
+        return execute(sql, params, many, context)
+
+    try:
+        with sqlite_statements() as ran:
+            Warehouse.objects.create(name="A")
+        assert djangos == []
+        with connection.execute_wrapper(seen):
+            Warehouse.objects.create(name="wrapped")
+        with CaptureQueriesContext(connection) as queries:
+            Warehouse.objects.create(name="logged")
+        assert len(djangos) == 2
+        with pytest.raises(IntegrityError), sqlite_statements() as failed:
+            Warehouse.objects.create(name="B", id=Warehouse.objects.get(name="A").id)
+    finally:
+        if had:
+            wrapper.transaction_mode = previous
+        else:
+            del wrapper.transaction_mode
+    begin = f"BEGIN {mode}" if mode else "BEGIN"
+    djangos_begin = begin if django.VERSION >= (5, 1) else "BEGIN"  # Django 4.2 has no transaction mode
+    assert [sql.split(" (")[0] for sql in ran] == [
+        begin, 'INSERT INTO "testapp_warehouse"', 'INSERT INTO "audit_events"', "COMMIT"], ran
+    assert wrapped[0] == djangos_begin and queries.captured_queries[0]["sql"] == djangos_begin
+    assert failed[-3] == begin and failed[-2].startswith('INSERT INTO "testapp_warehouse"'), failed
+    assert failed[-1] == "ROLLBACK", failed
+    assert connection.get_autocommit() and not wrapper.connection.in_transaction  # rolled back
+    assert "_start_transaction_under_autocommit" not in wrapper.__dict__
+    assert names() == ["Warehouse Created"] * 3
 
 
 def test_a_failing_event_write_with_the_commit_fails_the_save_and_leaves_the_connection_usable():
@@ -1326,7 +1389,6 @@ def test_on_sqlite_event_rows_skip_djangos_cursor_only_while_nobody_watches_its_
     assert sum("audit_events" in q["sql"] for q in logged.captured_queries) == 1
     assert [e.resource_name for e in events()] == ["unwatched", "unwatched in a block", "wrapped", "logged"]
     assert DjangoIntegrity().verify(delay=timedelta(0)).ok
-    from django.db import IntegrityError
 
     from audit_middleware.adapters.django.store import DjangoStore
 
