@@ -641,8 +641,9 @@ def test_an_autocommit_save_on_mysql_begins_without_toggling_autocommit():
 @mysql_only
 def test_on_mysql_an_autocommit_saves_transaction_is_still_one_transaction():
     """The save begun with BEGIN under the server's autocommit: a receiver failing after a nested save rolls
-    the row, the nested row and every event back; ``on_commit`` callbacks run after the COMMIT (the server
-    then has no transaction open), never before; the next save is its own transaction again."""
+    the row, the nested row and every event back; a savepoint inside it rolls back alone; ``on_commit``
+    callbacks run after the COMMIT (the server then has no transaction open), never before; the next save is
+    its own transaction again."""
     from django.db.models.signals import post_save
     from pymysql.constants import SERVER_STATUS
 
@@ -656,6 +657,12 @@ def test_on_mysql_an_autocommit_saves_transaction_is_still_one_transaction():
             transaction.on_commit(after_commit)
             Item.objects.create(name=f"item of {instance.name}", warehouse=instance)
             assert connection.connection.server_status & SERVER_STATUS.SERVER_STATUS_IN_TRANS
+            try:  # a savepoint of that transaction, rolled back alone
+                with transaction.atomic():
+                    Item.objects.create(name="rolled back to its savepoint", warehouse=instance)
+                    raise ValueError("the savepoint rolls back")
+            except ValueError:
+                pass
             if instance.name == "refused":
                 raise RuntimeError("the receiver refuses")
 
