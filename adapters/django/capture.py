@@ -13,7 +13,8 @@
 * Event rows are written on the connection of the changed row, inside its transaction. Outside any
   ``atomic`` block the adapter opens one around the audited save or bulk operation, so the change and its
   events commit together (``own_block``: on MySQL and MariaDB it, and the delete collector's block of an
-  audited delete, begin with ``BEGIN`` instead of toggling autocommit). Inside a block events wait in a per-connection buffer and are written with one
+  audited delete, begin with ``BEGIN`` instead of toggling autocommit; on SQLite its ``BEGIN`` goes through
+  the driver). Inside a block events wait in a per-connection buffer and are written with one
   executemany just before the outermost block commits (a savepoint rolled back drops its events; a
   rollback drops all); on psycopg 3 they go with the COMMIT itself, one round trip for both
   (``audit_middleware.commit_pipeline``); past 1,000 waiting in the outermost block they are written at once
