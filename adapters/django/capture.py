@@ -33,6 +33,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import wrapt
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connections, models, router, transaction
 from django.db.models import signals
 from django.db.models.deletion import Collector
@@ -267,6 +268,18 @@ def _atomic_exit(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dic
             written[:] = [(min(fd, depth - 1), entries) for fd, entries in written]
 
 
+def _uses_mysql() -> bool:
+    """Whether a configured database is MySQL or MariaDB (an alias whose backend cannot load is left out: it
+    fails where it is used, not when the adapter installs)."""
+    for alias in connections:
+        try:
+            if connections[alias].vendor == "mysql":
+                return True
+        except ImproperlyConfigured:
+            continue
+    return False
+
+
 _capture_sender: list[Any] = [None]
 # Set while a bulk operation runs: Django's bulk_update calls QuerySet.update, which must not record again.
 _in_bulk: ContextVar[bool] = ContextVar("audit_in_bulk", default=False)
@@ -378,7 +391,7 @@ class DjangoCapture:
             (QuerySet, "bulk_update", self._bulk_update),
             (transaction.Atomic, "__exit__", _atomic_exit),
         ]
-        if every or any(connections[alias].vendor == "mysql" for alias in connections):
+        if every or _uses_mysql():
             patches.append((Collector, "delete", self._collector_delete))
         return patches
 

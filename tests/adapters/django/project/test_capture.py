@@ -638,6 +638,22 @@ def test_an_autocommit_save_on_mysql_begins_without_toggling_autocommit():
     assert not any(sql in ("BEGIN", "COMMIT") for sql in sent)
 
 
+def test_the_delete_collector_is_wrapped_only_where_a_database_is_mysql():
+    """The wrapper that begins an audited delete's block with BEGIN is installed where a database is MySQL or
+    MariaDB only, and an alias whose backend cannot load does not stop the adapter from installing."""
+    from django.db.models.deletion import Collector
+
+    from audit_middleware.adapters.django.capture import _uses_mysql
+
+    connections.settings["unloadable"] = {"ENGINE": "django.db.backends.no_such_backend"}
+    try:
+        uses_mysql = _uses_mysql()
+    finally:
+        del connections.settings["unloadable"]
+    assert uses_mysql == (connection.vendor == "mysql")
+    assert hasattr(Collector.__dict__["delete"], "__wrapped__") == uses_mysql
+
+
 @mysql_only
 def test_on_mysql_an_autocommit_saves_transaction_is_still_one_transaction():
     """The save begun with BEGIN under the server's autocommit: a receiver failing after a nested save rolls
