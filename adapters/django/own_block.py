@@ -20,7 +20,8 @@ bookkeeping is the same as with any ``atomic()`` block: it holds autocommit off 
 app opens itself begin as Django begins them.
 
 Should the server's autocommit be off when Django believes it on (turned off on the driver, past Django), the
-block begins as Django's would (a ``BEGIN`` would commit what that transaction holds).
+block begins as Django's would (a ``BEGIN`` would commit what that transaction holds); so it does with a driver
+other than PyMySQL and mysqlclient (MySQL Connector/Python, say: no ``get_autocommit()`` and ``begin()``).
 
 On SQLite Django's backend already begins its blocks so, with a ``BEGIN`` sent through a Django cursor made for
 it; the adapter's own block sends it with the sqlite3 connection's ``execute`` instead (``BEGIN IMMEDIATE`` or
@@ -85,12 +86,16 @@ class _BeginUnderAutocommit:
 def _begin(connection: Any) -> None:
     disarm_begin(connection)
     driver = connection.connection
-    if not driver.get_autocommit():  # the server's autocommit is off already: begin as Django does
+    get_autocommit = getattr(driver, "get_autocommit", None)
+    begin = getattr(driver, "begin", None)
+    if get_autocommit is None or begin is None or not get_autocommit():
+        # A driver other than PyMySQL and mysqlclient (whose turning autocommit on may not look at the server's
+        # status first), or the server's autocommit off already: begin as Django does.
         with debug_transaction(connection, "BEGIN"):
             connection._set_autocommit(False)
         return
     with debug_transaction(connection, "BEGIN"), connection.wrap_database_errors:
-        driver.begin()
+        begin()
 
 
 def _begin_sqlite(connection: Any) -> None:

@@ -638,6 +638,21 @@ def test_an_autocommit_save_on_mysql_begins_without_toggling_autocommit():
     assert not any(sql in ("BEGIN", "COMMIT") for sql in sent)
 
 
+@mysql_only
+def test_on_mysql_a_driver_without_begin_gets_djangos_way(monkeypatch):
+    """A MySQL driver without PyMySQL's ``get_autocommit()`` and ``begin()`` (MySQL Connector/Python has
+    neither): the audited save's block begins as Django begins it, toggling autocommit, and still commits the
+    row with its event."""
+    import pymysql
+
+    monkeypatch.delattr(pymysql.connections.Connection, "begin")
+    connection.ensure_connection()
+    with mysql_commands() as sent:
+        Warehouse.objects.create(name="A")
+    assert sent[0] == "SET AUTOCOMMIT = 0" and sent[-2:] == ["COMMIT", "SET AUTOCOMMIT = 1"], sent
+    assert names() == ["Warehouse Created"] and Warehouse.objects.get().name == "A"
+
+
 def test_the_delete_collector_is_wrapped_only_where_a_database_is_mysql():
     """The wrapper that begins an audited delete's block with BEGIN is installed where a database is MySQL or
     MariaDB only, and an alias whose backend cannot load does not stop the adapter from installing."""
