@@ -14,7 +14,7 @@ defines). :func:`arm_begin` puts a one-shot hook on the connection just before t
 takes itself away when Django calls it (:func:`disarm_begin` takes it away if the block was never entered). The
 server's autocommit never changes, so turning it back on after the ``COMMIT`` or ``ROLLBACK`` sends nothing
 (PyMySQL and mysqlclient compare with the server's status first): an audited save takes four round trips, and
-an audited delete as many as the unaudited one (which toggles autocommit around its DELETE). Django's
+an audited delete too (an unaudited one takes one, or four where the collector opens its block). Django's
 bookkeeping is the same as with any ``atomic()`` block: it holds autocommit off until the block ends, runs
 ``on_commit`` callbacks after the ``COMMIT``, and nested blocks are savepoints of that transaction. Blocks the
 app opens itself begin as Django begins them.
