@@ -75,11 +75,12 @@ class Signer:
     separated by spaces): rows and digests signed with any of them still verify.
     """
 
-    __slots__ = ("key", "previous")
+    __slots__ = ("key", "previous", "_keyed")
 
     def __init__(self, key: str | bytes | None = None, previous: Iterable[str | bytes] = ()) -> None:
         self.key: bytes | None = _key_bytes(key)
         self.previous: tuple[bytes, ...] = tuple(k for k in (_key_bytes(p) for p in previous) if k)
+        self._keyed: dict[bytes, tuple[hashlib._Hash, hashlib._Hash]] = {k: _keyed_sha256(k) for k in (self.key, *self.previous) if k is not None}
 
     @classmethod
     def from_config(cls, key: str | bytes | None = None, previous: Iterable[str | bytes] | None = None) -> Signer:
@@ -98,7 +99,12 @@ class Signer:
             key = self.key
         if key is None:
             return hashlib.sha256(message).hexdigest()
-        return hmac.digest(key, message, hashlib.sha256).hex()
+        keyed = self._keyed.get(key) or _keyed_sha256(key)
+        inner = keyed[0].copy()
+        inner.update(message)
+        outer = keyed[1].copy()
+        outer.update(inner.digest())
+        return outer.hexdigest()
 
     def row_hash(self, row: Mapping[str, Any]) -> str:
         """The hash of an event row (the :data:`~audit_middleware.store.EVENT_COLUMNS` values as stored)."""
@@ -124,6 +130,20 @@ class Signer:
 
     def digest_matches(self, digest: Digest) -> bool:
         return self._matches(digest.digest_hash, _digest_message(digest))
+
+
+_INNER_PAD = bytes(x ^ 0x36 for x in range(256))
+_OUTER_PAD = bytes(x ^ 0x5C for x in range(256))
+
+
+def _keyed_sha256(key: bytes) -> tuple[hashlib._Hash, hashlib._Hash]:
+    """HMAC-SHA256's inner and outer hashes with ``key``'s pads already hashed (RFC 2104, as :mod:`hmac` does
+    it): a message's HMAC is then two copies and two updates, and the same bytes as ``hmac.digest`` in less than
+    half its time (OpenSSL's one-shot HMAC sets the key up again for every row)."""
+    if len(key) > 64:  # SHA-256's block size: a longer key is hashed first
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(64, b"\0")
+    return hashlib.sha256(key.translate(_INNER_PAD)), hashlib.sha256(key.translate(_OUTER_PAD))
 
 
 def _key_bytes(key: str | bytes | None) -> bytes | None:

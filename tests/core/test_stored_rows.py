@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from datetime import datetime, timedelta, timezone
 
@@ -12,13 +13,34 @@ from audit_middleware.integrity import Signer
 from audit_middleware.store import EVENT_COLUMNS, event_to_row, stored_rows
 
 
-def _expected(event: AuditEvent) -> list[object]:
-    """The stored values worked out on their own: the event's row, then sha256 of its canonical JSON."""
+def _expected(event: AuditEvent, key: bytes | None = None) -> list[object]:
+    """The stored values worked out on their own: the event's row, then sha256 of its canonical JSON (with a
+    ``key``, the standard library's HMAC-SHA256 of it)."""
     row = event_to_row(event)
     values = [row[name] for name in EVENT_COLUMNS]
     canonical = [v.isoformat(timespec="microseconds") if isinstance(v, datetime) else v for v in values]
-    text = json.dumps(canonical, ensure_ascii=False, separators=(",", ":"))
-    return [*values, hashlib.sha256(text.encode("utf-8")).hexdigest()]
+    text = json.dumps(canonical, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    digest = hashlib.sha256(text) if key is None else hmac.new(key, text, hashlib.sha256)
+    return [*values, digest.hexdigest()]
+
+
+def test_keyed_row_hashes_are_the_standard_hmac_of_the_canonical_json_for_any_key_length():
+    """Rows stored by any version, or checked by a verifier of the user's own, hash as RFC 2104's HMAC-SHA256
+    does: keys shorter than, as long as and longer than SHA-256's 64-byte block (hashed first), text keys as
+    UTF-8, and each previous key (rotation) as its own."""
+    ada = Actor.user("7", "ada@example.com")
+    event = AuditEvent("id-1", datetime(2026, 11, 25, 19, 7, 41, 123456, tzinfo=timezone.utc), "Warehouse Created",
+                       "Warehouses", "created", ada, resource_type="Warehouse", resource_id="1",
+                       changes={"name": [None, "Wé \"1\""]}, context={"ip": "203.0.113.9"})
+    for key in (b"k", b"k" * 32, b"k" * 63, b"k" * 64, b"k" * 65, bytes(range(256)) * 2, "clé".encode()):
+        signer = Signer(key if key != "clé".encode() else "clé", previous=[b"older-" + key])
+        [row] = stored_rows([event], signer)
+        assert row == _expected(event, key)
+        message = b'["a",null]'
+        assert signer.mac(message) == hmac.new(key, message, hashlib.sha256).hexdigest()
+        assert signer.mac(message, b"older-" + key) == hmac.new(b"older-" + key, message, hashlib.sha256).hexdigest()
+        assert signer.mac(message, b"unknown") == hmac.new(b"unknown", message, hashlib.sha256).hexdigest()
+        assert signer.mac(message) != signer.mac(message, b"older-" + key)
 
 
 def test_events_sharing_time_and_context_objects_or_not_each_get_their_own_values_and_hash():
