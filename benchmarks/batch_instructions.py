@@ -19,6 +19,13 @@ batch minus no batch. Needs valgrind (``apt-get install valgrind``); about 2 min
 benchmarks' per-write phases run them (``django_capture.phase_writes``, ``sqlalchemy_capture.phase_writes``; the
 rows an update or delete needs are made first in both processes). ``--atomic`` runs each Django write inside
 ``transaction.atomic()``, so the baseline pays for a transaction too.
+
+``--without PART`` (Django, repeatable) adds a variant of audit-middleware with parts of the capture switched off,
+to see where its instructions go: ``send`` (SQLite: the event rows are made, hashes included, but not sent to
+the database), ``hash`` (no row hash), ``write`` (nothing written: no rows made), ``build`` (no event made: the capture
+runs up to the recorder), ``receiver`` (no ``post_save`` receiver: the patched ``save_base`` alone). Each
+``--without`` is one variant, its parts comma-separated (``--without write,build``). Measurement only: the events
+of such a variant are incomplete or missing.
 """
 
 from __future__ import annotations
@@ -40,6 +47,33 @@ from _revision import runs_with_before  # noqa: E402
 
 FUNCTIONS = {"gc": "gc_collect_main", "sqlite": "pysqlite_cursor_execute"}
 ATOMIC = "AUDIT_BENCH_ATOMIC"  # set for the child: Django's per-write phases run each write in transaction.atomic()
+WITHOUT = "AUDIT_BENCH_WITHOUT"  # set for the child: the parts of Django's capture to switch off (--without)
+PARTS = ("send", "hash", "write", "build", "receiver")
+
+
+def switch_off(parts: set[str]) -> None:
+    """Switch ``parts`` of the Django capture off in this (child) process, once it is set up (``--without``)."""
+    from django.db.models import signals
+
+    from audit_middleware.adapters.django import capture, store
+    from audit_middleware.integrity import Signer
+    from audit_middleware.recorder import Recorder
+
+    if "send" in parts:
+        def rows_only(_executor: Any, connection: Any, events: Any, _mark: str) -> None:
+            for start in range(0, len(events), 60):
+                store._stored_rows(connection, events[start:start + 60])
+
+        store._execute_inserts = rows_only
+    if "hash" in parts:
+        Signer.values_hash = lambda _self, _values: "0" * 64  # type: ignore[method-assign]
+    if "write" in parts:
+        capture.insert_events = lambda _connection, _events, **_: None
+    if "build" in parts:
+        Recorder.change_events = lambda _self, *_a, **_k: []  # type: ignore[method-assign]
+    if "receiver" in parts:
+        signals.post_save.receivers = []
+        signals.post_save.sender_receivers_cache.clear()
 
 
 def child(orm: str, variant: str, database: Any, batches: int, size: int, phase: str = "batch") -> None:
@@ -65,6 +99,8 @@ def child(orm: str, variant: str, database: Any, batches: int, size: int, phase:
         return
     Warehouse, _request, per_write, scope, _models = django_capture.setup_variant(
         variant, database, atomic=bool(os.environ.get(ATOMIC)))
+    if os.environ.get(WITHOUT):
+        switch_off(set(os.environ[WITHOUT].split(",")))
     from django.db import transaction
 
     with scope:
@@ -81,11 +117,12 @@ def child(orm: str, variant: str, database: Any, batches: int, size: int, phase:
 
 
 def counted(orm: str, variant: str, backend: str, batches: int, size: int, workdir: str,
-            pythonpath: str | None, phase: str = "batch", atomic: bool = False) -> dict:
+            pythonpath: str | None, phase: str = "batch", atomic: bool = False, without: str = "") -> dict:
     """Run the child under callgrind: its total instructions and those of FUNCTIONS (inclusive)."""
     module = sqlalchemy_capture if orm == "sqlalchemy" else django_capture
     database, name = module.fresh_database(backend, workdir)
-    env = {**os.environ, **({"PYTHONPATH": pythonpath} if pythonpath else {}), **({ATOMIC: "1"} if atomic else {})}
+    env = {**os.environ, **({"PYTHONPATH": pythonpath} if pythonpath else {}), **({ATOMIC: "1"} if atomic else {}),
+           WITHOUT: without}
     try:
         return instructions([sys.executable, __file__, "--child", orm, variant, json.dumps(database), str(batches),
                              str(size), phase], env, workdir, FUNCTIONS, cwd=os.path.dirname(os.path.abspath(__file__)))
@@ -105,6 +142,9 @@ def main() -> None:
     parser.add_argument("--atomic", action="store_true",
                         help="Django, per-write phases: each write inside transaction.atomic() (as under "
                              "ATOMIC_REQUESTS), so the baseline pays for a transaction too")
+    parser.add_argument("--without", action="append", default=[], metavar="PART[,PART]",
+                        help=f"Django: also count audit-middleware with these parts of capture off ({', '.join(PARTS)});"
+                             " one variant each time it is given")
     parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -112,7 +152,13 @@ def main() -> None:
         child(orm, variant, json.loads(database), int(batches), int(size), phase)
         return
     with tempfile.TemporaryDirectory() as workdir:
-        runs = runs_with_before(args.before, workdir)
+        for parts in args.without:
+            if args.orm != "django" or not set(parts.split(",")) <= set(PARTS):
+                parser.error(f"--without takes Django's parts {', '.join(PARTS)}, comma-separated: not {parts!r}")
+            if "send" in parts.split(",") and args.backend != "sqlite":
+                parser.error("--without send: SQLite only (PostgreSQL's rows go as a COPY or with the COMMIT)")
+        runs = [(*run, "") for run in runs_with_before(args.before, workdir)]
+        runs += [(f"audit-middleware without {parts}", "audit-middleware", None, parts) for parts in args.without]
         framework = "SQLAlchemy" if args.orm == "sqlalchemy" else "Django"
         what = (f"{args.size:,} creates in one transaction" if args.phase == "batch"
                 else f"{args.size:,} {args.phase}s, one transaction each"
@@ -122,10 +168,10 @@ def main() -> None:
         print(f"| variant | instructions | ratio to baseline | per {unit} | garbage collector | sqlite3 execute |")
         print("|---|---|---|---|---|---|")
         base = None
-        for label, variant, pythonpath in runs:
+        for label, variant, pythonpath, parts in runs:
             with ThreadPoolExecutor(2) as pool:  # the two processes side by side: counts do not depend on it
                 runs_of = [pool.submit(counted, args.orm, variant, args.backend, batches, args.size, workdir, pythonpath,
-                                       args.phase, args.atomic)
+                                       args.phase, args.atomic, parts)
                            for batches in (1, 0)]
                 with_batch, without = (run.result() for run in runs_of)
             batch = {key: with_batch[key] - without[key] for key in with_batch}
