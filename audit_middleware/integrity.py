@@ -82,6 +82,10 @@ class Signer:
         self.previous: tuple[bytes, ...] = tuple(k for k in (_key_bytes(p) for p in previous) if k)
         self._keyed: dict[bytes, tuple[hashlib._Hash, hashlib._Hash]] = {k: _keyed_sha256(k) for k in (self.key, *self.previous) if k is not None}
 
+    def __reduce__(self) -> tuple[type[Signer], tuple[bytes | None, tuple[bytes, ...]]]:
+        """Copied and pickled as its keys (the hashes of their pads cannot be): the copy hashes them again."""
+        return Signer, (self.key, self.previous)
+
     @classmethod
     def from_config(cls, key: str | bytes | None = None, previous: Iterable[str | bytes] | None = None) -> Signer:
         """The signer for ``key``, else for ``$AUDIT_SIGNING_KEY``, else an unkeyed one; ``previous`` keys

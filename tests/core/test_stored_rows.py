@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import hmac
 import json
+import pickle
 from datetime import datetime, timedelta, timezone
 
 from audit_middleware import Actor
@@ -88,3 +90,14 @@ def test_equal_contexts_in_separate_writes_are_stored_as_their_own_values():
         event = AuditEvent("id-m", at, "Warehouse Created", "Warehouses", "created", ada, context=mutated)
         [row] = stored_rows([event], Signer())
         assert row[13] == f'{{"ip":"203.0.113.9","request_id":"{value}"}}'
+
+
+def test_a_signer_copied_or_pickled_signs_as_the_original():
+    """A signer keeps its keys' pads hashed (objects that cannot be pickled): copies are made from its keys."""
+    signer = Signer("current", previous=["older"])
+    message = b'["a",null]'
+    for twin in (copy.copy(signer), copy.deepcopy(signer), pickle.loads(pickle.dumps(signer))):
+        assert (twin.key, twin.previous) == (b"current", (b"older",))
+        assert twin.mac(message) == signer.mac(message) == hmac.new(b"current", message, hashlib.sha256).hexdigest()
+        assert twin.mac(message, b"older") == hmac.new(b"older", message, hashlib.sha256).hexdigest()
+    assert pickle.loads(pickle.dumps(Signer())).mac(message) == hashlib.sha256(message).hexdigest()
