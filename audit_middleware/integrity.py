@@ -80,7 +80,8 @@ class Signer:
     def __init__(self, key: str | bytes | None = None, previous: Iterable[str | bytes] = ()) -> None:
         self.key: bytes | None = _key_bytes(key)
         self.previous: tuple[bytes, ...] = tuple(k for k in (_key_bytes(p) for p in previous) if k)
-        self._keyed: dict[bytes, tuple[hashlib._Hash, hashlib._Hash]] = {k: _keyed_sha256(k) for k in (self.key, *self.previous) if k is not None}
+        self._keyed: dict[bytes, tuple[hashlib._Hash, hashlib._Hash]] = {
+            k: _keyed_sha256(k) for k in (self.key, *self.previous) if k is not None}
 
     def __reduce__(self) -> tuple[type[Signer], tuple[bytes | None, tuple[bytes, ...]]]:
         """Copied and pickled as its keys (the hashes of their pads cannot be): the copy hashes them again."""

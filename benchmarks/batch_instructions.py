@@ -61,8 +61,9 @@ def switch_off(parts: set[str]) -> None:
 
     if "send" in parts:
         def rows_only(_executor: Any, connection: Any, events: Any, _mark: str) -> None:
-            for start in range(0, len(events), 60):
-                store._stored_rows(connection, events[start:start + 60])
+            step = store._rows_per_statement(connection)  # the rows of one INSERT at a time, as they are sent
+            for start in range(0, len(events), step):
+                store._stored_rows(connection, events[start:start + step])
 
         store._execute_inserts = rows_only
     if "hash" in parts:
