@@ -93,7 +93,7 @@ def test_equal_contexts_in_separate_writes_are_stored_as_their_own_values():
 
 
 def test_a_signer_copied_or_pickled_signs_as_the_original():
-    """A signer keeps its keys' pads hashed (objects that cannot be pickled): copies are made from its keys."""
+    """A signer keeps an HMAC object a key (objects that cannot be pickled): copies are made from its keys."""
     signer = Signer("current", previous=["older"])
     message = b'["a",null]'
     for twin in (copy.copy(signer), copy.deepcopy(signer), pickle.loads(pickle.dumps(signer))):
