@@ -43,6 +43,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from urllib.parse import urlsplit
 
@@ -331,11 +332,16 @@ def run_variant(variant, database, n, batch, atomic=False):
                 make_row(Warehouse, i)
 
     results = {"rows": {}}
+    io = sqlite_io(connection) if connection.vendor == "sqlite" else None
     with scope:
         empty = storage(connection, tables)
         for phase, fn in (("create", create), ("update", lambda: writes["update"](ids)),
                           ("delete", lambda: writes["delete"](ids)), ("batch", batch_create)):
+            if io is not None:
+                io.start()
             results[phase] = timed(fn)
+            if io is not None:
+                results.setdefault("io", {})[phase] = io.stop()
             results["rows"][phase] = audit_rows()
             if phase == "create":
                 full = storage(connection, tables)
@@ -375,6 +381,41 @@ def run_variant(variant, database, n, batch, atomic=False):
             statements[-1] = " + ".join(sent_with_commit) + " (one round trip)"
         results["save_statements"] = statements
     return results
+
+
+class sqlite_io:
+    """Where an SQLite phase's time goes besides Python (``--io``): the seconds spent in Django's COMMIT (the
+    journal synced, the transaction's pages written and synced, the journal deleted: SQLite's durable write)
+    and the bytes this process wrote (``wchar`` of ``/proc/self/io``: the rollback journal's copies of the
+    pages a transaction changes, then the pages themselves; in WAL, the pages appended to the log)."""
+
+    def __init__(self, connection):
+        self.in_commit = 0.0
+        from django.db import connections
+
+        wrapper = type(connections[connection.alias])
+        commit = wrapper._commit
+        this = self
+
+        def timed_commit(self):
+            start = time.perf_counter()
+            try:
+                return commit(self)
+            finally:
+                this.in_commit += time.perf_counter() - start
+
+        wrapper._commit = timed_commit
+
+    @staticmethod
+    def _written():
+        with open("/proc/self/io") as io:
+            return next(int(line.split()[1]) for line in io if line.startswith("wchar:"))
+
+    def start(self):
+        self.in_commit, self.written = 0.0, self._written()
+
+    def stop(self):
+        return [self.in_commit, self._written() - self.written]
 
 
 def label(sql, tables):
@@ -429,6 +470,7 @@ def main():
             at = variants.index("audit-middleware") if "audit-middleware" in variants else len(variants)
             variants[at:at] = list(paths)
         samples = {v: {p: [] for p in PHASES} for v in variants}
+        io = {v: {p: [] for p in PHASES} for v in variants}  # SQLite: [seconds in COMMIT, bytes written] a round
         statements, rows, stored, measured = {}, {}, {}, set()
         for _ in range(args.rounds):
             for variant in variants:
@@ -459,6 +501,8 @@ def main():
                 measured.add(result.get("bytes_measured"))
                 for phase in PHASES:
                     samples[variant][phase].append(result[phase])
+                    if "io" in result:
+                        io[variant][phase].append(result["io"][phase])
         commits = ", synchronous_commit=off" if args.async_commit and backend == "postgresql" else ""
         commits += ", WAL" if args.sqlite_wal and backend == "sqlite" else ""
         commits += ", each write in transaction.atomic()" if args.atomic else ""
@@ -492,6 +536,36 @@ def main():
         for how in sorted(m for m in measured if m):
             print(f"  {how}")
         print("  Allocated sizes grow by whole pages: with few writes per phase they mostly measure page granularity.")
+        if backend == "sqlite":
+            print_sqlite_io(io, variants, args)
+
+
+def print_sqlite_io(io, variants, args):
+    """The SQLite table of what each write's transaction costs the disk: the bytes the process wrote a write and,
+    with ``--atomic`` (every variant's write then ends in Django's COMMIT), the time in that COMMIT, medians."""
+    in_commit = args.atomic
+    print("\nSQLite, a write's durable part, median of the rounds: "
+          + ("µs in Django's COMMIT (SQLite syncs the journal, writes and syncs the pages, deletes the journal) and "
+             if in_commit else "")
+          + "KB the process wrote (/proc/self/io wchar: the journal's copies of the pages the transaction "
+            "changes, then the pages; in WAL the pages appended to the log)")
+    print("| variant | " + " | ".join(PHASES) + " |\n|---|" + "---|" * len(PHASES))
+    base = {p: io["baseline"][p] for p in PHASES} if "baseline" in io else None
+    for variant in variants:
+        cells = []
+        for phase in PHASES:
+            count = args.batch if phase == "batch" else args.n
+            values = io[variant][phase]
+            commit, written = (median([v[i] for v in values]) / count for i in (0, 1))
+            cell = f"{written / 1024:.1f} KB"
+            if in_commit:
+                cell = f"{commit * 1e6:.0f} µs, " + cell
+            if base and variant != "baseline":
+                b_commit, b_written = (median([v[i] for v in base[phase]]) / count for i in (0, 1))
+                added = f"{(written - b_written) / 1024:+.1f} KB"
+                cell += f" ({(commit - b_commit) * 1e6:+.0f} µs, {added})" if in_commit else f" ({added})"
+            cells.append(cell)
+        print(f"| {variant} | " + " | ".join(cells) + " |")
 
 if __name__ == "__main__":
     main()
