@@ -28,7 +28,14 @@ from audit_middleware.query import (
     page_parameters,
     page_shape,
 )
-from audit_middleware.store import EVENT_COLUMNS, ROWS_PER_CHUNK, STORED_COLUMNS, event_from_row, stored_rows
+from audit_middleware.store import (
+    EVENT_COLUMNS,
+    ROWS_PER_CHUNK,
+    STORED_COLUMNS,
+    event_from_row,
+    insert_or_fail,
+    stored_rows,
+)
 
 from . import conf
 from .models import AuditEvent as AuditEventRow
@@ -57,13 +64,16 @@ def _insert_sql(connection: Any, rows: int, mark: str = "%s") -> str:
         marks = "(" + ", ".join([mark] * len(STORED_COLUMNS)) + ")"
         # Identifiers are the model's own, quoted by the backend; every value is a bound parameter.
         sql = f"INSERT INTO {table} ({columns}) VALUES " + ", ".join([marks] * rows)  # noqa: S608
+        if rows > 1 and connection.vendor == "sqlite":
+            sql = insert_or_fail(sql)
         if len(_SQL) < 64:
             _SQL[key] = sql
     return sql
 
 
 def _rows_per_statement(connection: Any) -> int:
-    # SQLite: 60-row statements (older builds bind at most 999 parameters), its fastest; PostgreSQL: one row
+    # SQLite: 60-row statements (older builds bind at most 999 parameters; INSERT OR FAIL, see
+    # insert_or_fail), its fastest; PostgreSQL: one row
     # per statement in an executemany (psycopg's pipeline costs half the CPU of a 500-row statement); MySQL
     # drivers rewrite an executemany of an INSERT into multi-row statements themselves.
     return 60 if connection.vendor == "sqlite" else 1

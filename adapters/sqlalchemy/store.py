@@ -45,7 +45,13 @@ from audit_middleware.query import (
     page_parameters,
     page_shape,
 )
-from audit_middleware.store import ROWS_PER_CHUNK, STORED_COLUMNS, event_from_row, stored_rows
+from audit_middleware.store import (
+    ROWS_PER_CHUNK,
+    STORED_COLUMNS,
+    event_from_row,
+    insert_or_fail,
+    stored_rows,
+)
 
 from .integrity import SQLAlchemyIntegrity, allow_purge
 from .schema import audit_events, tables_of
@@ -251,13 +257,18 @@ class DriverInsert:
             (index, process) for index, column in enumerate(columns)
             if (process := column.type.dialect_impl(dialect).bind_processor(dialect)) is not None
         ]
-        # SQLite: 60 rows per statement (older builds bind at most 999 parameters); elsewhere executemany
-        self.rows_per_statement = 60 if dialect.name == "sqlite" else 1
+        # SQLite: 60 rows per statement (older builds bind at most 999 parameters), INSERT OR FAIL (see
+        # insert_or_fail); elsewhere executemany
+        self._sqlite = dialect.name == "sqlite"
+        self.rows_per_statement = 60 if self._sqlite else 1
 
     def sql(self, rows: int) -> str:
         text = self._texts.get(rows)
         if text is None:
-            text = self._texts[rows] = self._head + ", ".join([self._row] * rows)
+            text = self._head + ", ".join([self._row] * rows)
+            if rows > 1 and self._sqlite:
+                text = insert_or_fail(text)
+            self._texts[rows] = text
         return text
 
 

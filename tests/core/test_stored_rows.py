@@ -9,6 +9,8 @@ import json
 import pickle
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
 from audit_middleware import Actor
 from audit_middleware.events import AuditEvent
 from audit_middleware.integrity import Signer
@@ -101,3 +103,13 @@ def test_a_signer_copied_or_pickled_signs_as_the_original():
         assert twin.mac(message) == signer.mac(message) == hmac.new(b"current", message, hashlib.sha256).hexdigest()
         assert twin.mac(message, b"older") == hmac.new(b"older", message, hashlib.sha256).hexdigest()
     assert pickle.loads(pickle.dumps(Signer())).mac(message) == hashlib.sha256(message).hexdigest()
+
+
+def test_insert_or_fail_turns_an_insert_into_sqlites_fail_form_and_refuses_anything_else():
+    from audit_middleware.store import insert_or_fail
+
+    assert insert_or_fail('INSERT INTO "audit_events" ("id") VALUES (?), (?)') == (
+        'INSERT OR FAIL INTO "audit_events" ("id") VALUES (?), (?)')
+    for other in ("INSERT OR IGNORE INTO t VALUES (?)", "UPDATE t SET a = ?", " INSERT INTO t VALUES (?)"):
+        with pytest.raises(ValueError, match="not an INSERT INTO statement"):
+            insert_or_fail(other)

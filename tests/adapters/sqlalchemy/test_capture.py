@@ -31,6 +31,10 @@ from audit_middleware.context import RequestScope, request_scope
 from audit_middleware.diff import MASK
 from audit_middleware.testing import capture_events
 
+from ...sqlite_files import (
+    assert_plain_multi_row_inserts_would_show_a_statement_journal,
+    open_temporary_files,
+)
 from .conftest import Tier, make_app
 
 ADA = Actor.user("7", "ada@example.com")
@@ -827,6 +831,28 @@ def test_tracking_a_session_factory_again_takes_the_capture_over_and_records_eac
         second.remove()
 
 
+def test_on_sqlite_a_large_flushs_event_rows_keep_no_statement_journal(app, backend):
+    """A flush of 1,100 new rows writes their events 60 rows a statement: SQLite keeps no statement journal for
+    them (a temporary file of every page each statement changes that the transaction changed before), as this
+    process sees its open files while the transaction is open; plain 60-row INSERTs in the same transaction, as
+    the rows went before, do make one (the check can see it). Committed, the rows are all there."""
+    if backend != "sqlite":
+        pytest.skip("SQLite's statement journal")
+    with app.Session() as s, acting_as(ADA):
+        s.add_all([app.Warehouse(name=f"w{i}") for i in range(1100)])
+        s.flush()
+        assert open_temporary_files() == []
+        s.commit()
+    assert len(app.events()) == 1100
+    with app.Session() as s, acting_as(ADA):
+        s.add_all([app.Warehouse(name=f"again {i}") for i in range(100)])
+        s.flush()
+        assert_plain_multi_row_inserts_would_show_a_statement_journal(s.connection().connection.driver_connection,
+                                                                      app.auditor.table.name)
+        s.rollback()
+    assert open_temporary_files() == [] and len(app.events()) == 1100
+
+
 def test_on_sqlite_event_rows_skip_sqlalchemys_execution_only_while_nobody_watches(app, backend, caplog):
     """With no engine or dialect listener and no echo, SQLite's event INSERT goes straight to the sqlite3
     connection (SQLAlchemy's do_execute never sees it); a before_cursor_execute listener, a dialect do_execute
@@ -843,7 +869,8 @@ def test_on_sqlite_event_rows_skip_sqlalchemys_execution_only_while_nobody_watch
         return do_execute(cursor, statement, parameters, context)
 
     def audit_inserts(statements: list[str]) -> list[str]:
-        return [s for s in statements if s.startswith(f"INSERT INTO {app.auditor.table.name}")]
+        into = f"INTO {app.auditor.table.name}"  # INSERT OR FAIL for several rows (store.insert_or_fail)
+        return [s for s in statements if s.startswith((f"INSERT {into}", f"INSERT OR FAIL {into}"))]
 
     dialect.do_execute = spy  # type: ignore[method-assign]  # a plain attribute: no event, nobody "watches"
     try:
