@@ -7,20 +7,25 @@ Phases: create N rows one transaction each (as N web requests would), update two
 change, commit), delete each, and create 10,000 rows in one transaction. Prints medians, ratios to the
 unaudited baseline measured in the same run, and milliseconds added per write. ``--phase batch`` (or
 ``create``, ``update``, ``delete``; repeatable) times only those phases (the rows an update or delete needs are
-still made first, untimed), for more rounds of one phase in the same time.
+still made first, untimed), for more rounds of one phase in the same time. ``--before REV`` adds audit-middleware
+as it was at git revision REV, a variant of its own interleaved with the others (as in ``django_capture.py``).
 """
 
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from datetime import datetime, timezone
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(__file__))
+from _revision import export_revision  # noqa: E402
 from _workload import N_BATCH, N_WRITES, median, timed, without_copy  # noqa: E402
 
 VARIANTS = ("baseline", "audit-middleware", "continuum", "audit-middleware-unpipelined", "audit-middleware-no-copy",
@@ -252,15 +257,25 @@ def main() -> None:
     parser.add_argument("--sqlite-wal", action="store_true",
                         help="SQLite in WAL mode (PRAGMA journal_mode=WAL on every connection) instead of its default "
                              "rollback journal")
+    parser.add_argument("--before", metavar="REV",
+                        help="also run audit-middleware as it was at git revision REV, a variant of its own")
     args = parser.parse_args()
     if args.sqlite_wal:
         os.environ["BENCH_SQLITE_WAL"] = "1"  # read by the children
     if args.child:
         print(json.dumps(run_variant(args.child[0], args.child[1], args.n, args.batch, tuple(args.phase or PHASES))))
         return
-    variants = args.variant or list(DEFAULT_VARIANTS)
+    variants = list(args.variant or DEFAULT_VARIANTS)
     workdir = os.path.join(os.path.dirname(__file__), "out")
     os.makedirs(workdir, exist_ok=True)
+    paths = {}  # variant label -> PYTHONPATH of the code it runs (the working tree's when absent)
+    if args.before:
+        label = f"audit-middleware at {args.before}"
+        exported = tempfile.mkdtemp(dir=workdir)
+        atexit.register(shutil.rmtree, exported, True)
+        paths[label] = export_revision(args.before, exported)
+        at = variants.index("audit-middleware") if "audit-middleware" in variants else len(variants)
+        variants[at:at] = [label]
     for backend in args.backend or ["sqlite"]:
         results: dict[str, list[dict[str, float]]] = {v: [] for v in variants}
         for r in range(args.rounds):
@@ -269,11 +284,12 @@ def main() -> None:
                 url, name = fresh_database(backend, workdir)
                 if args.async_commit and backend == "postgresql":
                     url += "?options=-csynchronous_commit%3Doff"
+                env = {**os.environ, "PYTHONPATH": paths[variant]} if variant in paths else None
                 try:
                     out = subprocess.run(
-                        [sys.executable, __file__, "--child", variant, url, "--n", str(args.n), "--batch",
-                         str(args.batch), *(f"--phase={p}" for p in args.phase or ())],
-                        check=True, capture_output=True, text=True,
+                        [sys.executable, __file__, "--child", "audit-middleware" if variant in paths else variant,
+                         url, "--n", str(args.n), "--batch", str(args.batch), *(f"--phase={p}" for p in args.phase or ())],
+                        check=True, capture_output=True, text=True, env=env,
                     ).stdout
                 finally:
                     drop_database(backend, name)
