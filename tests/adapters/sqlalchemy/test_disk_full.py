@@ -86,3 +86,36 @@ def test_host_write_that_hits_a_full_disk_records_no_event(app):
         s.rollback()
     assert [notes for _, notes in committed(app)] == [None]
     assert [e.resource_name for e in app.events()] == ["seed"]
+
+
+def test_a_several_row_event_insert_that_hits_a_full_disk_fails_every_change_of_the_flush(app):
+    """Twenty rows changed in one flush: their UPDATEs fit, their events (one ``INSERT OR FAIL`` of 20 rows, for
+    which SQLite keeps no statement journal, so a full disk part way ends SQLite's whole transaction) do not. The
+    flush raises AuditWriteError, nothing of it is committed, and the same pooled connection commits the same
+    changes with their events once there is room."""
+    with app.Session() as s:
+        rows = [app.Warehouse(name=f"w{i}", notes="a" * BIG) for i in range(20)]
+        s.add_all(rows)
+        s.commit()
+        pks = [w.id for w in rows]
+
+    with app.Session() as s:
+        limit_growth(s, spare_pages=6)
+        for w in s.scalars(select(app.Warehouse)).all():  # loaded first: no autoflush between the changes
+            w.notes = "b" * BIG
+        with pytest.raises(AuditWriteError) as caught:
+            s.flush()
+        s.rollback()
+    message = str(caught.value)
+    assert "could not write 20 audit event(s) (Warehouse Modified" in message
+    assert "database or disk is full" in message
+    assert sorted(committed(app)) == [(pk, "a" * BIG) for pk in sorted(pks)]
+    assert [e.event for e in app.events()] == ["Warehouse Created"] * 20
+
+    with app.Session() as s:
+        limit_growth(s, spare_pages=1000)
+        for w in s.scalars(select(app.Warehouse)).all():
+            w.notes = "b" * BIG
+        s.commit()
+    assert sorted(committed(app)) == [(pk, "b" * BIG) for pk in sorted(pks)]
+    assert [e.event for e in app.events()].count("Warehouse Modified") == 20

@@ -1136,6 +1136,46 @@ def test_a_large_transactions_event_rows_keep_no_sqlite_statement_journal():
     assert open_temporary_files() == [] and not AuditEvent.objects.exists()
 
 
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="a full disk simulated with SQLite's max_page_count")
+def test_a_blocks_events_that_hit_a_full_disk_fail_the_block_and_leave_the_connection_usable():
+    """Twenty rows changed in one block: their UPDATEs fit (same size, same pages), their events (one ``INSERT OR
+    FAIL`` of 20 rows at the commit, for which SQLite keeps no statement journal, so a full disk part way ends
+    SQLite's whole transaction) do not. The block raises AuditWriteError naming SQLite's error, nothing of it is
+    committed, and the connection then commits the same changes with their events once there is room."""
+    from audit_middleware import AuditWriteError
+
+    big = 8000  # characters: the row lives in overflow pages; its event's diff (old and new) needs twice that
+    pks = [Warehouse.objects.create(name=f"w{i}", notes="a" * big).pk for i in range(20)]
+
+    def pragma(text):
+        with connection.cursor() as cursor:
+            cursor.execute(f"PRAGMA {text}")
+            return cursor.fetchone()[0]
+
+    def limit_growth(spare_pages):
+        pragma(f"max_page_count = {pragma('page_count') + spare_pages}")
+
+    unlimited = pragma("max_page_count")
+    limit_growth(6)
+    try:
+        with pytest.raises(AuditWriteError, match=r"(?s)could not write 20 audit event.*database or disk is full"):
+            with transaction.atomic():
+                for w in list(Warehouse.objects.filter(pk__in=pks)):
+                    w.notes = "b" * big
+                    w.save()
+        assert set(Warehouse.objects.values_list("notes", flat=True)) == {"a" * big}
+        assert names() == ["Warehouse Created"] * 20
+        limit_growth(1000)
+        with transaction.atomic():
+            for w in list(Warehouse.objects.filter(pk__in=pks)):
+                w.notes = "b" * big
+                w.save()
+    finally:
+        pragma(f"max_page_count = {unlimited}")
+    assert set(Warehouse.objects.values_list("notes", flat=True)) == {"b" * big}
+    assert names().count("Warehouse Modified") == 20
+
+
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="COPY is PostgreSQL's")
 def test_many_events_go_as_a_copy_unless_someone_watches_and_a_refused_row_fails_the_block(tmp_path):
     """On psycopg 3, a block's events from COPY_MIN_ROWS on go as a COPY: with the COMMIT for up to 1,000
