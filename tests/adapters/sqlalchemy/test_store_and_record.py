@@ -251,6 +251,24 @@ def test_the_auditor_keeps_one_store_whose_page_statements_are_built_once_per_fi
 
 
 
+def test_a_batch_whose_later_row_repeats_an_id_stores_none_of_its_rows(app):
+    """Several events go in one statement (on SQLite an ``INSERT OR FAIL``, which stops at the bad row without
+    undoing the rows before it): a batch whose 30th row repeats the first's id raises the database's error and
+    stores none of its rows, as its transaction rolls back; the store works on afterwards."""
+    from dataclasses import replace
+
+    from sqlalchemy.exc import IntegrityError
+
+    store = app.auditor.store
+    batch = [old_event(1 + n / 100) for n in range(40)]
+    batch[29] = replace(batch[29], id=batch[0].id)
+    with pytest.raises(IntegrityError):
+        store.append(batch)
+    assert store.count() == 0
+    store.append(batch[:29])
+    assert store.count() == 29
+
+
 def test_export_of_awkward_text_is_byte_for_byte_the_csv_of_the_events(app):
     """Every way of exporting gives the same bytes: on PostgreSQL the database writes the CSV itself (COPY),
     elsewhere the stored rows are formatted in Python; both must equal the CSV of the events."""

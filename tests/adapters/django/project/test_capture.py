@@ -1136,6 +1136,28 @@ def test_a_large_transactions_event_rows_keep_no_sqlite_statement_journal():
     assert open_temporary_files() == [] and not AuditEvent.objects.exists()
 
 
+def test_a_batch_whose_later_row_repeats_an_id_stores_none_of_its_rows():
+    """Several events go in one statement (on SQLite an ``INSERT OR FAIL``, which stops at the bad row without
+    undoing the rows before it): a batch whose 30th row repeats the first's id raises the database's error and
+    stores none of its rows, as its transaction rolls back; the store works on afterwards."""
+    from dataclasses import replace
+
+    from audit_middleware.adapters.django.store import DjangoStore
+    from audit_middleware.events import AuditEvent as Event
+    from audit_middleware.ids import new_event_id
+
+    now = datetime.now(dt_timezone.utc)
+    batch = [Event(new_event_id(), now - timedelta(minutes=n), "Warehouse Created", "Warehouses", "created",
+                   Actor.user("7", "ada")) for n in range(40)]
+    batch[29] = replace(batch[29], id=batch[0].id)
+    store = DjangoStore()
+    with pytest.raises(IntegrityError):
+        store.append(batch)
+    assert not AuditEvent.objects.exists()
+    store.append(batch[:29])
+    assert AuditEvent.objects.count() == 29
+
+
 @pytest.mark.skipif(connection.vendor != "sqlite", reason="a full disk simulated with SQLite's max_page_count")
 def test_a_blocks_events_that_hit_a_full_disk_fail_the_block_and_leave_the_connection_usable():
     """Twenty rows changed in one block: their UPDATEs fit (same size, same pages), their events (one ``INSERT OR
@@ -1155,6 +1177,8 @@ def test_a_blocks_events_that_hit_a_full_disk_fail_the_block_and_leave_the_conne
     def limit_growth(spare_pages):
         pragma(f"max_page_count = {pragma('page_count') + spare_pages}")
 
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM")  # no free pages left by earlier tests: the events need new ones
     unlimited = pragma("max_page_count")
     limit_growth(6)
     try:
