@@ -32,6 +32,18 @@ def limit_growth(session, spare_pages: int) -> int:
     return pages
 
 
+def flush_on_a_full_disk(app, spare_pages: int, change) -> AuditWriteError:
+    """The AuditWriteError of a session's flush after ``change(session)``, the database let grow by ``spare_pages``
+    at most; the session is rolled back."""
+    with app.Session() as s:
+        limit_growth(s, spare_pages)
+        change(s)
+        with pytest.raises(AuditWriteError) as caught:
+            s.flush()
+        s.rollback()
+    return caught.value
+
+
 def committed(app):
     with app.engine.connect() as c:
         return list(c.execute(select(app.Warehouse.id, app.Warehouse.notes)))
@@ -48,18 +60,12 @@ def test_audit_insert_that_hits_a_full_disk_fails_the_change_with_it(app):
         pk = w.id
     assert [e.event for e in app.events()] == ["Warehouse Created"]
 
-    with app.Session() as s:
-        limit_growth(s, spare_pages=1)
-        w = s.get(app.Warehouse, pk)
-        w.notes = "b" * BIG
-        with pytest.raises(AuditWriteError) as caught:
-            s.flush()
-        s.rollback()
-    message = str(caught.value)
+    error = flush_on_a_full_disk(app, 1, lambda s: setattr(s.get(app.Warehouse, pk), "notes", "b" * BIG))
+    message = str(error)
     assert "could not write 1 audit event(s) (Warehouse Modified" in message
     assert "so the change was not saved either" in message
     assert "database or disk is full" in message
-    assert isinstance(caught.value.__cause__, exc.OperationalError)
+    assert isinstance(error.__cause__, exc.OperationalError)
     assert committed(app) == [(pk, "a" * BIG)]
     assert [e.event for e in app.events()] == ["Warehouse Created"]
 
@@ -99,14 +105,11 @@ def test_a_several_row_event_insert_that_hits_a_full_disk_fails_every_change_of_
         s.commit()
         pks = [w.id for w in rows]
 
-    with app.Session() as s:
-        limit_growth(s, spare_pages=6)
+    def change_all(s):
         for w in s.scalars(select(app.Warehouse)).all():  # loaded first: no autoflush between the changes
             w.notes = "b" * BIG
-        with pytest.raises(AuditWriteError) as caught:
-            s.flush()
-        s.rollback()
-    message = str(caught.value)
+
+    message = str(flush_on_a_full_disk(app, 6, change_all))
     assert "could not write 20 audit event(s) (Warehouse Modified" in message
     assert "database or disk is full" in message
     assert sorted(committed(app)) == [(pk, "a" * BIG) for pk in sorted(pks)]
@@ -114,8 +117,7 @@ def test_a_several_row_event_insert_that_hits_a_full_disk_fails_every_change_of_
 
     with app.Session() as s:
         limit_growth(s, spare_pages=1000)
-        for w in s.scalars(select(app.Warehouse)).all():
-            w.notes = "b" * BIG
+        change_all(s)
         s.commit()
     assert sorted(committed(app)) == [(pk, "b" * BIG) for pk in sorted(pks)]
     assert [e.event for e in app.events()].count("Warehouse Modified") == 20
