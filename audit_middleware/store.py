@@ -26,24 +26,6 @@ ROWS_PER_CHUNK = 1000
 rows at once, which would make the garbage collector walk the heap again and again while they pile up."""
 NAME_LENGTH = 255
 """Actor and resource ids and names are stored cut to this many characters (the column width)."""
-
-
-def insert_or_fail(insert_sql: str) -> str:
-    """``insert_sql`` (``INSERT INTO ...``) as ``INSERT OR FAIL INTO ...``: how the adapters send several event
-    rows in one statement on SQLite.
-
-    Inside a transaction, SQLite keeps a statement journal for every statement that writes several rows and
-    may stop part way with its changes undone (``ABORT``, the default on a constraint): a temporary file of
-    each page the statement changes that the transaction had changed before, 96 MB for the 60-row INSERTs of
-    a 10,000-row transaction (``benchmarks/RESULTS.md``). ``FAIL`` stops the statement without undoing its
-    earlier rows, so SQLite needs none; an event INSERT that fails still fails the whole change (the adapters
-    roll the transaction back, or mark it for rollback), so no row of it can commit. A trigger on the table
-    that may abort brings the statement journal back, as SQLite needs it then."""
-    if not insert_sql.startswith("INSERT INTO "):
-        raise ValueError(f"not an INSERT INTO statement: {insert_sql[:40]!r}")
-    return "INSERT OR FAIL INTO " + insert_sql[len("INSERT INTO "):]
-
-
 _CAPPED = tuple(EVENT_COLUMNS.index(name) for name in ("actor_id", "actor_name", "resource_id", "resource_name"))
 _OCCURRED_AT = EVENT_COLUMNS.index("occurred_at")
 
@@ -128,6 +110,23 @@ def stored_rows(events: Sequence[AuditEvent], signer: Signer) -> list[list[Any]]
         values.append(signer.values_hash(hashed))
         rows.append(values)
     return rows
+
+
+def insert_or_fail(insert_sql: str) -> str:
+    """``insert_sql`` (``INSERT INTO ...``) as ``INSERT OR FAIL INTO ...``: how the adapters send several event
+    rows in one statement on SQLite.
+
+    Inside a transaction, SQLite keeps a statement journal for every statement that writes several rows and
+    may stop part way with its changes undone (``ABORT``, the default on a constraint): a temporary file of
+    each page the statement changes that the transaction had changed before, 96 MB for the 60-row INSERTs of
+    a 10,000-row transaction (``benchmarks/RESULTS.md``). ``FAIL`` stops the statement without undoing its
+    earlier rows, so SQLite needs none; an event INSERT that fails still fails the whole change (the adapters
+    roll the transaction back, or mark it for rollback), so no row of it can commit; a full disk part way ends
+    SQLite's whole transaction instead, with the same outcome. A trigger on the table that may abort brings the
+    statement journal back, as SQLite needs it then."""
+    if not insert_sql.startswith("INSERT INTO "):
+        raise ValueError(f"not an INSERT INTO statement: {insert_sql[:40]!r}")
+    return "INSERT OR FAIL INTO " + insert_sql[len("INSERT INTO "):]
 
 
 _last_context: tuple[dict[str, Any], str] = ({}, "")

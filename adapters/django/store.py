@@ -72,10 +72,9 @@ def _insert_sql(connection: Any, rows: int, mark: str = "%s") -> str:
 
 
 def _rows_per_statement(connection: Any) -> int:
-    # SQLite: 60-row statements (older builds bind at most 999 parameters; INSERT OR FAIL, see
-    # insert_or_fail), its fastest; PostgreSQL: one row
-    # per statement in an executemany (psycopg's pipeline costs half the CPU of a 500-row statement); MySQL
-    # drivers rewrite an executemany of an INSERT into multi-row statements themselves.
+    # SQLite: 60-row statements (older builds bind at most 999 parameters), its fastest, as INSERT OR FAIL (see
+    # insert_or_fail); PostgreSQL: one row per statement in an executemany (psycopg's pipeline costs half the CPU
+    # of a 500-row statement); MySQL drivers rewrite an executemany of an INSERT into multi-row statements.
     return 60 if connection.vendor == "sqlite" else 1
 
 
