@@ -112,9 +112,10 @@ def stored_rows(events: Sequence[AuditEvent], signer: Signer) -> list[list[Any]]
     return rows
 
 
-def insert_or_fail(insert_sql: str) -> str:
-    """``insert_sql`` (``INSERT INTO ...``) as ``INSERT OR FAIL INTO ...``: how the adapters send several event
-    rows in one statement on SQLite.
+def event_insert(insert_sql: str, database: str, rows: int) -> str:
+    """The statement to send for ``insert_sql`` (``INSERT INTO ...`` of ``rows`` event rows) on ``database`` (a
+    Django vendor or SQLAlchemy dialect name): on SQLite, several rows go as ``INSERT OR FAIL INTO ...``; anything
+    else goes as it is.
 
     Inside a transaction, SQLite keeps a statement journal for every statement that writes several rows and
     may stop part way with its changes undone (``ABORT``, the default on a constraint): a temporary file of
@@ -126,7 +127,9 @@ def insert_or_fail(insert_sql: str) -> str:
     statement journal back, as SQLite needs it then."""
     if not insert_sql.startswith("INSERT INTO "):
         raise ValueError(f"not an INSERT INTO statement: {insert_sql[:40]!r}")
-    return "INSERT OR FAIL INTO " + insert_sql[len("INSERT INTO "):]
+    if rows > 1 and database == "sqlite":
+        return "INSERT OR FAIL INTO " + insert_sql[len("INSERT INTO "):]
+    return insert_sql
 
 
 _last_context: tuple[dict[str, Any], str] = ({}, "")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import tarfile
+import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -31,3 +34,20 @@ def runs_with_before(before: str | None, workdir: str) -> list[tuple[str, str, s
     if before:
         runs.insert(1, (f"audit-middleware at {before}", "audit-middleware", export_revision(before, workdir)))
     return runs
+
+
+def before_variant(before: str | None, workdir: str) -> dict[str, str]:
+    """``{"audit-middleware at REV": PYTHONPATH}`` for a capture benchmark's ``--before REV`` (the code exported
+    into a temporary directory under ``workdir``, removed at exit); empty without one."""
+    if not before:
+        return {}
+    exported = tempfile.mkdtemp(dir=workdir)
+    atexit.register(shutil.rmtree, exported, True)
+    return {f"audit-middleware at {before}": export_revision(before, exported)}
+
+
+def with_before(variants: list[str], paths: dict[str, str]) -> list[str]:
+    """``variants`` with :func:`before_variant`'s labels placed just before ``audit-middleware`` (at the end
+    without it)."""
+    at = variants.index("audit-middleware") if "audit-middleware" in variants else len(variants)
+    return [*variants[:at], *paths, *variants[at:]]

@@ -36,19 +36,16 @@ Peers and how each runs:
 """
 
 import argparse
-import atexit
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from urllib.parse import urlsplit
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _revision import export_revision  # noqa: E402
+from _revision import before_variant, with_before  # noqa: E402
 from _workload import N_BATCH, N_WRITES, median, timed, without_copy  # noqa: E402
 
 VARIANTS = ("baseline", "audit-middleware", "auditlog", "simple-history", "pghistory", "easy-audit",
@@ -332,7 +329,7 @@ def run_variant(variant, database, n, batch, atomic=False):
                 make_row(Warehouse, i)
 
     results = {"rows": {}}
-    io = sqlite_io(connection) if connection.vendor == "sqlite" else None
+    io = SQLiteIO(connection) if connection.vendor == "sqlite" else None
     with scope:
         empty = storage(connection, tables)
         for phase, fn in (("create", create), ("update", lambda: writes["update"](ids)),
@@ -383,8 +380,8 @@ def run_variant(variant, database, n, batch, atomic=False):
     return results
 
 
-class sqlite_io:
-    """Where an SQLite phase's time goes besides Python (``--io``): the seconds spent in Django's COMMIT (the
+class SQLiteIO:
+    """Where an SQLite phase's time goes besides Python: the seconds spent in Django's COMMIT (the
     journal synced, the transaction's pages written and synced, the journal deleted: SQLite's durable write)
     and the bytes this process wrote (``wchar`` of ``/proc/self/io``: the rollback journal's copies of the
     pages a transaction changes, then the pages themselves; in WAL, the pages appended to the log)."""
@@ -455,20 +452,13 @@ def main():
         print(json.dumps(run_variant(args.child, json.loads(args.database), args.n, args.batch, args.atomic)))
         return
     os.makedirs(args.workdir, exist_ok=True)
-    paths = {}  # variant label -> PYTHONPATH of the code it runs (the working tree's when absent)
-    if args.before:
-        label = f"audit-middleware at {args.before}"
-        exported = tempfile.mkdtemp(dir=os.path.abspath(args.workdir))
-        atexit.register(shutil.rmtree, exported, True)
-        paths[label] = export_revision(args.before, exported)
+    paths = before_variant(args.before, os.path.abspath(args.workdir))
     for backend in args.backend or ["sqlite"]:
         variants = [v for v in args.variant or DEFAULT_VARIANTS
                     if (backend == "postgresql" or v not in POSTGRESQL_ONLY)
                     and (backend == "mariadb" or v not in MARIADB_ONLY)]
         skipped = [v for v in args.variant or DEFAULT_VARIANTS if v not in variants]
-        if paths:
-            at = variants.index("audit-middleware") if "audit-middleware" in variants else len(variants)
-            variants[at:at] = list(paths)
+        variants = with_before(variants, paths)
         samples = {v: {p: [] for p in PHASES} for v in variants}
         io = {v: {p: [] for p in PHASES} for v in variants}  # SQLite: [seconds in COMMIT, bytes written] a round
         statements, rows, stored, measured = {}, {}, {}, set()

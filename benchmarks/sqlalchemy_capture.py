@@ -13,19 +13,16 @@ as it was at git revision REV, a variant of its own interleaved with the others 
 
 
 import argparse
-import atexit
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import uuid
 from datetime import datetime, timezone
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _revision import export_revision  # noqa: E402
+from _revision import before_variant, with_before  # noqa: E402
 from _workload import N_BATCH, N_WRITES, median, timed, without_copy  # noqa: E402
 
 VARIANTS = ("baseline", "audit-middleware", "continuum", "audit-middleware-unpipelined", "audit-middleware-no-copy",
@@ -265,17 +262,11 @@ def main() -> None:
     if args.child:
         print(json.dumps(run_variant(args.child[0], args.child[1], args.n, args.batch, tuple(args.phase or PHASES))))
         return
-    variants = list(args.variant or DEFAULT_VARIANTS)
+    variants = args.variant or list(DEFAULT_VARIANTS)
     workdir = os.path.join(os.path.dirname(__file__), "out")
     os.makedirs(workdir, exist_ok=True)
-    paths = {}  # variant label -> PYTHONPATH of the code it runs (the working tree's when absent)
-    if args.before:
-        label = f"audit-middleware at {args.before}"
-        exported = tempfile.mkdtemp(dir=workdir)
-        atexit.register(shutil.rmtree, exported, True)
-        paths[label] = export_revision(args.before, exported)
-        at = variants.index("audit-middleware") if "audit-middleware" in variants else len(variants)
-        variants[at:at] = [label]
+    paths = before_variant(args.before, workdir)
+    variants = with_before(variants, paths)
     for backend in args.backend or ["sqlite"]:
         results: dict[str, list[dict[str, float]]] = {v: [] for v in variants}
         for r in range(args.rounds):

@@ -33,7 +33,7 @@ from audit_middleware.store import (
     ROWS_PER_CHUNK,
     STORED_COLUMNS,
     event_from_row,
-    insert_or_fail,
+    event_insert,
     stored_rows,
 )
 
@@ -63,9 +63,8 @@ def _insert_sql(connection: Any, rows: int, mark: str = "%s") -> str:
         columns = ", ".join(connection.ops.quote_name(c) for c in STORED_COLUMNS)
         marks = "(" + ", ".join([mark] * len(STORED_COLUMNS)) + ")"
         # Identifiers are the model's own, quoted by the backend; every value is a bound parameter.
-        sql = f"INSERT INTO {table} ({columns}) VALUES " + ", ".join([marks] * rows)  # noqa: S608
-        if rows > 1 and connection.vendor == "sqlite":
-            sql = insert_or_fail(sql)
+        sql = event_insert(f"INSERT INTO {table} ({columns}) VALUES " + ", ".join([marks] * rows),  # noqa: S608
+                           connection.vendor, rows)
         if len(_SQL) < 64:
             _SQL[key] = sql
     return sql
@@ -73,7 +72,7 @@ def _insert_sql(connection: Any, rows: int, mark: str = "%s") -> str:
 
 def _rows_per_statement(connection: Any) -> int:
     # SQLite: 60-row statements (older builds bind at most 999 parameters), its fastest, as INSERT OR FAIL (see
-    # insert_or_fail); PostgreSQL: one row per statement in an executemany (psycopg's pipeline costs half the CPU
+    # event_insert); PostgreSQL: one row per statement in an executemany (psycopg's pipeline costs half the CPU
     # of a 500-row statement); MySQL drivers rewrite an executemany of an INSERT into multi-row statements.
     return 60 if connection.vendor == "sqlite" else 1
 

@@ -49,7 +49,7 @@ from audit_middleware.store import (
     ROWS_PER_CHUNK,
     STORED_COLUMNS,
     event_from_row,
-    insert_or_fail,
+    event_insert,
     stored_rows,
 )
 
@@ -258,17 +258,14 @@ class DriverInsert:
             if (process := column.type.dialect_impl(dialect).bind_processor(dialect)) is not None
         ]
         # SQLite: 60 rows per statement (older builds bind at most 999 parameters), INSERT OR FAIL (see
-        # insert_or_fail); elsewhere executemany
-        self._sqlite = dialect.name == "sqlite"
-        self.rows_per_statement = 60 if self._sqlite else 1
+        # event_insert); elsewhere executemany
+        self._database = dialect.name
+        self.rows_per_statement = 60 if dialect.name == "sqlite" else 1
 
     def sql(self, rows: int) -> str:
         text = self._texts.get(rows)
         if text is None:
-            text = self._head + ", ".join([self._row] * rows)
-            if rows > 1 and self._sqlite:
-                text = insert_or_fail(text)
-            self._texts[rows] = text
+            text = self._texts[rows] = event_insert(self._head + ", ".join([self._row] * rows), self._database, rows)
         return text
 
 

@@ -105,11 +105,13 @@ def test_a_signer_copied_or_pickled_signs_as_the_original():
     assert pickle.loads(pickle.dumps(Signer())).mac(message) == hashlib.sha256(message).hexdigest()
 
 
-def test_insert_or_fail_turns_an_insert_into_sqlites_fail_form_and_refuses_anything_else():
-    from audit_middleware.store import insert_or_fail
+def test_event_insert_turns_several_sqlite_rows_into_insert_or_fail_and_refuses_anything_but_an_insert():
+    from audit_middleware.store import event_insert
 
-    assert insert_or_fail('INSERT INTO "audit_events" ("id") VALUES (?), (?)') == (
+    assert event_insert('INSERT INTO "audit_events" ("id") VALUES (?), (?)', "sqlite", 2) == (
         'INSERT OR FAIL INTO "audit_events" ("id") VALUES (?), (?)')
+    for database, rows in (("sqlite", 1), ("postgresql", 2), ("mysql", 60)):
+        assert event_insert('INSERT INTO "t" ("id") VALUES (%s)', database, rows) == 'INSERT INTO "t" ("id") VALUES (%s)'
     for other in ("INSERT OR IGNORE INTO t VALUES (?)", "UPDATE t SET a = ?", " INSERT INTO t VALUES (?)"):
         with pytest.raises(ValueError, match="not an INSERT INTO statement"):
-            insert_or_fail(other)
+            event_insert(other, "sqlite", 2)

@@ -869,7 +869,7 @@ def test_on_sqlite_event_rows_skip_sqlalchemys_execution_only_while_nobody_watch
         return do_execute(cursor, statement, parameters, context)
 
     def audit_inserts(statements: list[str]) -> list[str]:
-        into = f"INTO {app.auditor.table.name}"  # INSERT OR FAIL for several rows (store.insert_or_fail)
+        into = f"INTO {app.auditor.table.name}"  # INSERT OR FAIL for several rows (store.event_insert)
         return [s for s in statements if s.startswith((f"INSERT {into}", f"INSERT OR FAIL {into}"))]
 
     dialect.do_execute = spy  # type: ignore[method-assign]  # a plain attribute: no event, nobody "watches"

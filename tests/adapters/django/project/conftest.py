@@ -41,7 +41,7 @@ def _clean(_schema):
 
 def is_audit_insert(sql):
     """Whether ``sql`` writes event rows: ``INSERT INTO`` the audit table, or ``INSERT OR FAIL INTO`` it (several
-    rows on SQLite, see ``audit_middleware.store.insert_or_fail``)."""
+    rows on SQLite, see ``audit_middleware.store.event_insert``)."""
     text = sql.upper()  # an executemany's logged text starts "5 times: "
     return ("INSERT INTO" in text or "INSERT OR FAIL INTO" in text) and "AUDIT_EVENTS" in text
 
