@@ -50,17 +50,19 @@ class AuditEvent(models.Model):
         ordering = ("-occurred_at", "-id")
         verbose_name = "audit event"
         verbose_name_plural = "audit events"
-        # Every admin filter leads with the workspace and ends with time, so the first page of newest
-        # events is an index range scan whatever the filter.
+        # Every admin filter leads with the workspace and ends with the page's order (time, then id): the
+        # first page of newest events is an index range scan whatever the filter, and SQLite's planner picks
+        # the filter's index even without statistics (as in the SQLAlchemy schema).
         indexes = [
             models.Index(fields=["workspace_id", "occurred_at", "id"], name="audit_ev_ws_time"),
-            # The actor filter matches id or name, one query each: the actor's rows in time order, the event
+            # The actor filter matches id or name, one query each: the actor's rows in page order, the event
             # in the key to filter "this actor + this event" in the index (as in the SQLAlchemy schema).
-            models.Index(fields=["workspace_id", "actor_id", "occurred_at", "event"], name="audit_ev_ws_actor_time"),
-            models.Index(fields=["workspace_id", "actor_name", "occurred_at", "event"],
+            models.Index(fields=["workspace_id", "actor_id", "occurred_at", "id", "event"],
+                         name="audit_ev_ws_actor_time"),
+            models.Index(fields=["workspace_id", "actor_name", "occurred_at", "id", "event"],
                          name="audit_ev_ws_actorname_time"),
-            models.Index(fields=["workspace_id", "event", "occurred_at"], name="audit_ev_ws_event"),
-            models.Index(fields=["workspace_id", "resource_type", "resource_id", "occurred_at"],
+            models.Index(fields=["workspace_id", "event", "occurred_at", "id"], name="audit_ev_ws_event"),
+            models.Index(fields=["workspace_id", "resource_type", "resource_id", "occurred_at", "id"],
                          name="audit_ev_ws_resource"),
             models.Index(fields=["occurred_at"], name="audit_ev_time"),
         ]

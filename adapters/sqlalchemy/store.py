@@ -15,6 +15,8 @@ from sqlalchemy import (
     and_,
     bindparam,
     delete,
+    exists,
+    func,
     insert,
     inspect,
     or_,
@@ -41,9 +43,11 @@ from audit_middleware.query import (
     TIME_PARAMETERS,
     EventQuery,
     Page,
+    WorkspaceSpan,
     page_from_rows,
     page_parameters,
     page_shape,
+    within_only_workspace,
 )
 from audit_middleware.store import (
     ROWS_PER_CHUNK,
@@ -349,6 +353,7 @@ class SQLAlchemyStore:
         self.table = table
         self._owns_engine = False
         self._pages: dict[tuple[Any, ...], Any] = {}
+        self._span: Any = None
         if signer is not None:  # else the key its auditor registered, or $AUDIT_SIGNING_KEY
             set_signer(table, signer)
 
@@ -371,8 +376,9 @@ class SQLAlchemyStore:
 
     def create_tables(self) -> None:
         """Create the audit tables and their indexes where they do not exist, including an index a later
-        release added to a table an earlier one created (on a large table, build it with Alembic first:
-        ``CREATE INDEX`` blocks writes to the table while it runs)."""
+        release added to a table an earlier one created, and build again an index of ours whose columns a
+        later release changed (on a large table, do that with Alembic first: ``CREATE INDEX`` blocks writes
+        to the table while it runs)."""
         tables = tables_of(self.table)
         assert self.table.metadata is not None
         every = [tables.events, tables.deliveries, tables.forwarding] + (
@@ -381,9 +387,14 @@ class SQLAlchemyStore:
         with self.engine.begin() as connection:  # create_all skips the indexes of a table that exists
             inspector = inspect(connection)
             for table in every:
-                present = {i["name"] for i in inspector.get_indexes(table.name, schema=table.schema)}
+                present = {i["name"]: i["column_names"]
+                           for i in inspector.get_indexes(table.name, schema=table.schema)}
                 for index in table.indexes:
-                    if index.name not in present:
+                    columns = present.get(str(index.name))
+                    if columns is not None and list(columns) != [c.name for c in index.columns]:
+                        index.drop(connection)  # an earlier release's columns under the same name
+                        columns = None
+                    if columns is None:
                         index.create(connection)
 
     def append(self, events: Sequence[AuditEvent]) -> None:
@@ -401,9 +412,27 @@ class SQLAlchemyStore:
             connection.execution_options(isolation_level="AUTOCOMMIT")  # undone when it returns to the pool
         return connection
 
+    def workspace_span(self, connection: Connection) -> WorkspaceSpan:
+        """What the trail's workspace column holds (see :func:`~audit_middleware.query.within_only_workspace`):
+        MIN and MAX from the workspace-first indexes, and whether one event has no workspace, in one
+        statement."""
+        c = self.table.c
+        if self._span is None:
+            self._span = select(
+                select(func.min(c.workspace_id)).scalar_subquery(),
+                select(func.max(c.workspace_id)).scalar_subquery(),
+                exists().where(c.workspace_id.is_(None)),
+            )
+        lowest, highest, some_without = connection.execute(self._span).one()
+        return WorkspaceSpan(lowest, highest, bool(some_without))
+
+    def _narrowed(self, query: EventQuery, connection: Connection) -> EventQuery:
+        return within_only_workspace(query, lambda: self.workspace_span(connection))
+
     def query(self, query: EventQuery) -> Page:
-        parameters = page_parameters(query)
         with self._reading() as connection:
+            query = self._narrowed(query, connection)
+            parameters = page_parameters(query)
             statement = self._page_statement(query, parameters, connection.dialect.name == "sqlite")
             result = connection.execute(statement, parameters)
             rows = [event_from_row(row._mapping) for row in result]
@@ -445,6 +474,7 @@ class SQLAlchemyStore:
         (formatting it needs no parse)."""
         c = self.table.c
         with self.engine.connect() as connection:
+            query = self._narrowed(query, connection)
             raw_time = connection.dialect.name == "sqlite"
             columns = [
                 type_coerce(c.occurred_at, String()).label("occurred_at") if raw_time and name == "occurred_at"
@@ -482,8 +512,9 @@ class SQLAlchemyStore:
 
     def _copy_csv(self, query: EventQuery, rows_per_chunk: int) -> Iterator[tuple[str, int]]:
         c = self.table.c
-        rows = select(*(c[name] for name in EXPORT_COLUMNS)).where(*filters_of(query, self.table))
         with self._reading() as connection:
+            query = self._narrowed(query, connection)
+            rows = select(*(c[name] for name in EXPORT_COLUMNS)).where(*filters_of(query, self.table))
             compiled = rows.compile(dialect=connection.dialect, compile_kwargs={"render_postcompile": True})
             statement = postgresql_csv_copy(compiled.string, time_zone_aware=False)
             with connection.connection.driver_connection.cursor() as cursor:
@@ -497,12 +528,10 @@ class SQLAlchemyStore:
         return event_from_row(row._mapping) if row is not None else None
 
     def count(self, query: EventQuery | None = None) -> int:
-        from sqlalchemy import func
-
         statement = select(func.count()).select_from(self.table)
-        if query is not None:
-            statement = statement.where(*filters_of(query, self.table))
         with self._reading() as connection:
+            if query is not None:
+                statement = statement.where(*filters_of(self._narrowed(query, connection), self.table))
             return int(connection.execute(statement).scalar_one())
 
     def purge(self, before: datetime, batch_size: int = 1000) -> int:

@@ -7,7 +7,7 @@ import pytest
 from audit_middleware import Actor, EventQuery, InvalidFilterError
 from audit_middleware.events import AuditEvent
 from audit_middleware.ids import event_id_time, new_event_id, new_request_id
-from audit_middleware.query import Cursor, parse_query
+from audit_middleware.query import Cursor, WorkspaceSpan, parse_query, within_only_workspace
 from audit_middleware.store import iter_events
 from audit_middleware.testing import MemoryStore
 
@@ -132,3 +132,32 @@ def test_workspace_filter_distinguishes_none_from_unset():
     assert len(store.query(EventQuery()).events) == 2
     assert [e.workspace_id for e in store.query(EventQuery().for_workspace("ws_1")).events] == ["ws_1"]
     assert [e.workspace_id for e in store.query(EventQuery().for_workspace(None)).events] == [None]
+
+
+@pytest.mark.parametrize(("span", "pinned"), [
+    (WorkspaceSpan(None, None, True), None),        # an app without workspaces
+    (WorkspaceSpan(None, None, False), None),       # no event yet: nothing to find either way
+    (WorkspaceSpan("ws_1", "ws_1", False), "ws_1"),
+    (WorkspaceSpan("ws_1", "ws_1", True), ...),     # ws_1 and events without a workspace
+    (WorkspaceSpan("ws_1", "ws_2", False), ...),
+])
+def test_a_filtered_query_over_every_workspace_is_pinned_to_the_trails_only_workspace(span, pinned):
+    query = EventQuery(actor="ada@example.com", limit=5)
+    narrowed = within_only_workspace(query, lambda: span)
+    if pinned is ...:
+        assert narrowed is query
+    else:
+        assert narrowed == query.for_workspace(pinned) and narrowed.workspace_filtered
+
+
+def test_the_workspace_span_is_only_read_for_a_filtered_query_over_every_workspace():
+    def span() -> WorkspaceSpan:
+        raise AssertionError("read for a query that does not need it")
+
+    for query in (EventQuery(actor="ada").for_workspace("ws_1"), EventQuery(events=("A B",)).for_workspace(None),
+                  EventQuery(), EventQuery(since=datetime(2026, 1, 1), until=datetime(2026, 2, 1))):
+        assert within_only_workspace(query, span) is query
+    for name, value in (("events", ("A B",)), ("category", "C"), ("actor", "a"), ("actor_type", "user"),
+                        ("resource_type", "R"), ("resource_id", "1")):
+        assert within_only_workspace(EventQuery(**{name: value}), lambda: WorkspaceSpan(None, None, True)
+                                     ).workspace_filtered, name
