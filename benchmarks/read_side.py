@@ -12,6 +12,14 @@ or MariaDB database ``audit_bench_read_<N>``; ``--fresh`` regenerates), then mea
   growth, in a subprocess, for two export sizes (RSS must not grow with the row count). The capped one stops
   after 5,000 rows, so its rows/s is also how soon the first rows come.
 The same pages' full response time through the Flask and Django admin views: ``benchmarks/admin_pages.py``.
+
+    python benchmarks/read_side.py --backend sqlite --events 1000000 --workspaces 0 --no-analyze --before REV
+
+``--workspaces 0``: an app without workspaces (every event without one; the pages asked over every workspace,
+as the admin of an app without a workspace loader asks them). ``--no-analyze``: the database left without the
+planner statistics the generator otherwise gathers (ANALYZE), as an app's SQLite database usually is
+(PostgreSQL's autovacuum and MariaDB gather theirs anyway). ``--before REV``: the same pages also through the
+code at git revision REV, on a copy of the database whose audit indexes REV's ``create_tables()`` built.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import json
 import os
 import random
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -29,6 +38,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
 sys.path.insert(0, os.path.dirname(__file__))
+from _revision import before_variant  # noqa: E402
 from _workload import median  # noqa: E402
 
 if TYPE_CHECKING:
@@ -45,39 +55,47 @@ NAMES = [f"{r} {v}" for r in ("Source", "Warehouses", "Integrations", "Audience"
 CATEGORY = "Cat"
 
 
-def url_for(backend: str, n: int) -> str:
+def database_name(n: int, workspaces: int = WORKSPACES, analyze: bool = True) -> str:
+    """The generated trail's name: its size, and how it differs from the default (20 workspaces, ANALYZE)."""
+    return (f"audit_bench_read_{n}" + ("" if workspaces == WORKSPACES else f"_ws{workspaces}")
+            + ("" if analyze else "_noanalyze"))
+
+
+def url_for(backend: str, n: int, workspaces: int = WORKSPACES, analyze: bool = True, suffix: str = "") -> str:
+    name = database_name(n, workspaces, analyze) + suffix
     if backend == "sqlite":
         out = os.path.join(os.path.dirname(__file__), "out")
         os.makedirs(out, exist_ok=True)
-        return f"sqlite:///{out}/read-{n}.sqlite3"
+        return f"sqlite:///{out}/{name.replace('audit_bench_read_', 'read-')}.sqlite3"
     if backend == "mariadb":
-        return f"{MARIADB}/audit_bench_read_{n}?charset=utf8mb4"
-    return f"{PG}/audit_bench_read_{n}"
+        return f"{MARIADB}/{name}?charset=utf8mb4"
+    return f"{PG}/{name}"
 
 
-def ensure_database(backend: str, n: int, fresh: bool) -> str:
+def ensure_database(backend: str, n: int, fresh: bool, workspaces: int = WORKSPACES, analyze: bool = True) -> str:
     from sqlalchemy import create_engine, func, select, text
 
     from audit_middleware.adapters.sqlalchemy import SQLAlchemyStore, audit_events
 
-    url = url_for(backend, n)
+    url = url_for(backend, n, workspaces, analyze)
+    name = database_name(n, workspaces, analyze)
     if backend == "mariadb":
         admin = create_engine(f"{MARIADB}/test", isolation_level="AUTOCOMMIT")
         with admin.connect() as c:
             if fresh:
-                c.execute(text(f"DROP DATABASE IF EXISTS audit_bench_read_{n}"))
-            c.execute(text(f"CREATE DATABASE IF NOT EXISTS audit_bench_read_{n} CHARACTER SET utf8mb4"))
+                c.execute(text(f"DROP DATABASE IF EXISTS {name}"))
+            c.execute(text(f"CREATE DATABASE IF NOT EXISTS {name} CHARACTER SET utf8mb4"))
         admin.dispose()
     elif backend == "postgresql":
         admin = create_engine(f"{PG}/postgres", isolation_level="AUTOCOMMIT")
         with admin.connect() as c:
             exists = c.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"),
-                               {"n": f"audit_bench_read_{n}"}).first()
+                               {"n": name}).first()
             if exists and fresh:
-                c.execute(text(f"DROP DATABASE audit_bench_read_{n} WITH (FORCE)"))
+                c.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
                 exists = None
             if not exists:
-                c.execute(text(f"CREATE DATABASE audit_bench_read_{n}"))
+                c.execute(text(f"CREATE DATABASE {name}"))
         admin.dispose()
     elif fresh and os.path.exists(url.split("///", 1)[1]):
         os.remove(url.split("///", 1)[1])
@@ -86,12 +104,12 @@ def ensure_database(backend: str, n: int, fresh: bool) -> str:
     with store.engine.connect() as c:
         have = c.execute(select(func.count()).select_from(audit_events)).scalar_one()
     if have < n:
-        generate(store, n - have)
+        generate(store, n - have, workspaces, analyze)
     store.close()
     return url
 
 
-def generate(store, n: int) -> None:
+def generate(store, n: int, workspaces: int = WORKSPACES, analyze: bool = True) -> None:
     from audit_middleware.actors import Actor
     from audit_middleware.adapters.sqlalchemy.store import insert_events
     from audit_middleware.events import AuditEvent
@@ -110,7 +128,7 @@ def generate(store, n: int) -> None:
                 new_event_id(), now - timedelta(seconds=rng.uniform(0, 90 * 86400)), rng.choice(NAMES), CATEGORY,
                 "x", Actor.user(str(a), f"user{a}@example.com") if a % 10 else Actor.token(f"tok_{a}", f"ci-{a}"),
                 resource_type="Warehouse", resource_id=str(r), resource_name=f"Warehouse {r}",
-                workspace_id=f"ws_{a % WORKSPACES}", changes={"name": [f"old {i}", f"new {i}"]},
+                workspace_id=f"ws_{a % workspaces}" if workspaces else None, changes={"name": [f"old {i}", f"new {i}"]},
                 context={"ip": "203.0.113.9", "user_agent": "Mozilla/5.0", "request_id": f"r-{i}"},
             ))
         with store.engine.begin() as c:
@@ -118,6 +136,8 @@ def generate(store, n: int) -> None:
         if start % 100_000 == 0:
             print(f"  generated {start + len(events):,} / {n:,} ({time.perf_counter() - started:.0f} s)",
                   file=sys.stderr)
+    if not analyze:
+        return
     with store.engine.begin() as c:
         if store.engine.dialect.name == "postgresql":
             c.exec_driver_sql("ANALYZE audit_events")
@@ -133,35 +153,38 @@ def define_events(catalog: EventCatalog) -> None:
     catalog.extend((name, CATEGORY) for name in NAMES)
 
 
-def query_shapes(rng: random.Random, now: datetime) -> dict[str, Callable[[], EventQuery]]:
+def query_shapes(rng: random.Random, now: datetime, workspaces: int = WORKSPACES) -> dict[str, Callable[[], EventQuery]]:
     """The first page's filter shapes: each a maker of random 50-row queries, one workspace each (``now`` naive
-    UTC). ``benchmarks/admin_pages.py`` asks the admin views the same shapes."""
+    UTC; over every workspace when the trail has none). ``benchmarks/admin_pages.py`` asks the admin views the
+    same shapes."""
     from audit_middleware import EventQuery
+
+    def scoped(query: EventQuery, n: int) -> EventQuery:
+        return query.for_workspace(f"ws_{n % workspaces}") if workspaces else query
 
     def by_actor(with_event: bool = True) -> EventQuery:
         a = rng.randrange(1, ACTORS)
         actor = f"user{a}@example.com" if a % 10 else f"tok_{a}"
         if not with_event:
-            return EventQuery(actor=actor, limit=50).for_workspace(f"ws_{a % WORKSPACES}")
-        return EventQuery(
-            actor=actor, events=(rng.choice(NAMES),), since=now - timedelta(days=30), limit=50,
-        ).for_workspace(f"ws_{a % WORKSPACES}")
+            return scoped(EventQuery(actor=actor, limit=50), a)
+        return scoped(EventQuery(actor=actor, events=(rng.choice(NAMES),), since=now - timedelta(days=30), limit=50), a)
 
     return {
         "actor + event + 30 days": by_actor,
-        "resource": lambda: EventQuery(
+        "resource": lambda: scoped(EventQuery(
             resource_type="Warehouse", resource_id=str(rng.randrange(RESOURCES)), limit=50,
-        ).for_workspace(f"ws_{rng.randrange(WORKSPACES)}"),
+        ), rng.randrange(max(workspaces, 1))),
         "actor only": lambda: by_actor(with_event=False),
-        "workspace, no filter": lambda: EventQuery(limit=50).for_workspace(f"ws_{rng.randrange(WORKSPACES)}"),
+        "event only": lambda: scoped(EventQuery(events=(rng.choice(NAMES),), limit=50), rng.randrange(max(workspaces, 1))),
+        "workspace, no filter": lambda: scoped(EventQuery(limit=50), rng.randrange(max(workspaces, 1))),
     }
 
 
-def first_pages(url: str, runs: int) -> dict[str, dict[str, float]]:
+def first_pages(url: str, runs: int, workspaces: int = WORKSPACES) -> dict[str, dict[str, float]]:
     from audit_middleware.adapters.sqlalchemy import SQLAlchemyStore
 
     store = SQLAlchemyStore.from_url(url)
-    shapes = query_shapes(random.Random(7), datetime.now(timezone.utc).replace(tzinfo=None))
+    shapes = query_shapes(random.Random(7), datetime.now(timezone.utc).replace(tzinfo=None), workspaces)
     results: dict[str, dict[str, float]] = {}
     for label, make in shapes.items():
         for _ in range(20):  # warm the caches
@@ -200,25 +223,94 @@ def export_child(url: str, workspace: str, limit_rows: int) -> dict[str, float]:
             "peak_rss_mb": rss_after / 1024}
 
 
+def copy_database(backend: str, url: str, copy_url: str) -> None:
+    """A copy of the generated trail, to be read by another revision's code."""
+    if backend == "sqlite":
+        source, target = url.split("///", 1)[1], copy_url.split("///", 1)[1]
+        if os.path.exists(target):
+            os.remove(target)
+        shutil.copyfile(source, target)
+        return
+    if backend != "postgresql":
+        sys.exit("--before copies SQLite and PostgreSQL trails only")
+    from sqlalchemy import create_engine, text
+
+    admin = create_engine(f"{PG}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f'DROP DATABASE IF EXISTS "{copy_url.rsplit("/", 1)[1]}" WITH (FORCE)'))
+        c.execute(text(f'CREATE DATABASE "{copy_url.rsplit("/", 1)[1]}" TEMPLATE "{url.rsplit("/", 1)[1]}"'))
+    admin.dispose()
+
+
+def pages_of_revision(url: str, runs: int, workspaces: int, analyze: bool) -> dict[str, dict[str, float]]:
+    """Runs under another revision's package (``--before``): the audit table's indexes dropped and built again
+    as that revision's ``create_tables()`` defines them, then the first pages."""
+    from sqlalchemy import text
+
+    from audit_middleware.adapters.sqlalchemy import SQLAlchemyStore, audit_events
+
+    store = SQLAlchemyStore.from_url(url)
+    with store.engine.begin() as c:
+        for index in audit_events.indexes:
+            c.execute(text(f"DROP INDEX {index.name}"))
+    store.create_tables()
+    if analyze:
+        with store.engine.begin() as c:
+            c.exec_driver_sql("ANALYZE")
+    store.close()
+    return first_pages(url, runs, workspaces)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--backend", action="append", choices=("sqlite", "postgresql", "mariadb"))
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=300)
     parser.add_argument("--fresh", action="store_true")
+    parser.add_argument("--workspaces", type=int, default=WORKSPACES,
+                        help="workspaces the events are spread over; 0: none (an app without workspaces: the pages "
+                             "are asked over every workspace)")
+    parser.add_argument("--no-analyze", action="store_true",
+                        help="leave the database without planner statistics (no ANALYZE after generating)")
+    parser.add_argument("--before", metavar="REV",
+                        help="also read the first pages through the code at git revision REV, on a copy of the "
+                             "trail whose audit indexes REV built")
     parser.add_argument("--export-child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--pages-child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.export_child:
         print(json.dumps(export_child(args.export_child[0], args.export_child[1], int(args.export_child[2]))))
         return
+    if args.pages_child:
+        url, runs, workspaces, analyze = args.pages_child
+        print(json.dumps(pages_of_revision(url, int(runs), int(workspaces), analyze == "1")))
+        return
+    analyze = not args.no_analyze
+    workdir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
+    os.makedirs(workdir, exist_ok=True)
+    before = before_variant(args.before, workdir)
     for backend in args.backend or ["sqlite"]:
-        url = ensure_database(backend, args.events, args.fresh)
-        pages = first_pages(url, args.runs)
+        url = ensure_database(backend, args.events, args.fresh, args.workspaces, analyze)
+        columns = {"now": first_pages(url, args.runs, args.workspaces)}
+        for label, path in before.items():
+            copy_url = url_for(backend, args.events, args.workspaces, analyze, suffix="_before")
+            copy_database(backend, url, copy_url)
+            out = subprocess.run(
+                [sys.executable, os.path.abspath(__file__), "--pages-child", copy_url, str(args.runs),
+                 str(args.workspaces), "1" if analyze else "0"],
+                check=True, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": path}, cwd=workdir)
+            columns[label] = json.loads(out.stdout.strip().splitlines()[-1])
+        spread = f"{args.workspaces} workspaces" if args.workspaces else "no workspaces: pages over every workspace"
         print(f"\n### Read side, SQLAlchemy store, {backend}, {args.events:,} events "
-              f"({WORKSPACES} workspaces, {ACTORS} actors, {RESOURCES:,} resources, 90 days)")
-        print("| first page (50 rows) | p50 | p99 |\n|---|---|---|")
-        for label, r in pages.items():
-            print(f"| {label} | {r['p50_ms']:.2f} ms | {r['p99_ms']:.2f} ms |")
+              f"({spread}, {ACTORS} actors, {RESOURCES:,} resources, 90 days"
+              f"{'' if analyze else ', no ANALYZE'})")
+        print("| first page (50 rows) | " + " | ".join(f"p50 {c} | p99 {c}" for c in columns) + " |\n|---|"
+              + "---|---|" * len(columns))
+        for label in columns["now"]:
+            print(f"| {label} | " + " | ".join(f"{r[label]['p50_ms']:.2f} ms | {r[label]['p99_ms']:.2f} ms"
+                                               for r in columns.values()) + " |")
+        if args.workspaces == 0:
+            continue  # the export below is one workspace's
         print("\n| CSV export of one workspace | rows | rows/s | peak RSS | RSS growth |\n|---|---|---|---|---|")
         for limit_rows in (5_000, 10**9):
             out = subprocess.run([sys.executable, __file__, "--export-child", url, "ws_3", str(limit_rows)],

@@ -3,67 +3,22 @@ workspaces), and on SQLite without statistics (no ANALYZE: how an app's database
 
 from __future__ import annotations
 
-import csv
-import io
-from datetime import datetime, timedelta, timezone
-
 import pytest
 from sqlalchemy import Index, MetaData, event, inspect
 
-from audit_middleware import Actor, EventQuery
-from audit_middleware.events import AuditEvent
-from audit_middleware.export import export_csv
-from audit_middleware.ids import new_event_id
+from audit_middleware import EventQuery
 
-from ...paging import ids_by_pages
-
-ACTORS = [Actor.user(str(n), f"user{n}@example.com") for n in range(5)] + [Actor.system("nightly-sync")]
-VERBS = ["Warehouse Created", "Warehouse Modified", "Warehouse Disabled", "Source Deleted"]
-
-#: one query of each filter the workspace-first indexes serve, and the index SQLite should read it through
-FILTERED = {
-    "actor": (EventQuery(actor="user3@example.com", limit=4), "_ws_actor"),
-    "actor by id, with an event and a window": (
-        EventQuery(actor="2", events=("Warehouse Disabled",), since=datetime(2000, 1, 1), limit=3), "_ws_actor"),
-    "event": (EventQuery(events=("Warehouse Disabled",), limit=4), "_ws_event"),
-    "resource": (EventQuery(resource_type="Warehouse", resource_id="7", limit=2), "_ws_resource"),
-}
+from ... import read_plans
+from ...read_plans import FILTERED, trail
 
 
-def trail(workspaces: list[str | None], n: int = 240) -> list[AuditEvent]:
-    now = datetime.now(timezone.utc)
-    return [AuditEvent(new_event_id(), now - timedelta(minutes=i // 3), VERBS[i % 4], "Warehouses", "x",
-                       ACTORS[i % 6], resource_type="Warehouse", resource_id=str(i % 11),
-                       workspace_id=workspaces[i % len(workspaces)]) for i in range(n)]
-
-
-def expected_ids(events: list[AuditEvent], query: EventQuery) -> list[str]:
-    return [e.id for e in sorted(events, key=lambda e: (e.occurred_at, e.id), reverse=True) if query.matches(e)]
-
-
-@pytest.mark.parametrize("workspaces", [[None], ["ws_only"], [None, "ws_a"], ["ws_a", "ws_b"], ["ws_a", "WS_A"]],
-                         ids=["none", "one", "one and none", "two", "two differing in case"])
+@pytest.mark.parametrize("workspaces", read_plans.WORKSPACE_SETS, ids=read_plans.WORKSPACE_SET_IDS)
 def test_a_query_over_every_workspace_gives_every_matching_event_whatever_workspaces_the_trail_holds(
         app, workspaces):
     """A query over every workspace is answered for the trail's one workspace when it holds one: the same
-    events, page by page, as over every workspace, and never a workspace's events left out when it holds
-    several."""
-    store = app.auditor.store
-    events = trail(workspaces)
-    store.append(events)
-    queries = [q for q, _ in FILTERED.values()] + [
-        EventQuery(limit=7), EventQuery(category="Warehouses", actor_type="system", limit=5),
-        EventQuery(since=datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(minutes=30), limit=9)]
-    for query in queries:
-        expected = expected_ids(events, query)
-        assert expected, query
-        assert ids_by_pages(store, query) == expected, query
-        assert store.count(query) == len(expected), query
-        exported = list(csv.DictReader(io.StringIO("".join(export_csv(store, query)))))
-        assert [row["id"] for row in exported] == expected, query
-    for workspace in dict.fromkeys(workspaces):  # and each workspace's own
-        query = FILTERED["event"][0].for_workspace(workspace)
-        assert ids_by_pages(store, query) == expected_ids(events, query)
+    events, page by page, counted and exported, as over every workspace, and never a workspace's events left
+    out when it holds several."""
+    read_plans.assert_queries_over_every_workspace_find_every_match(app.auditor.store, list(workspaces))
 
 
 def test_the_workspace_span_is_what_the_trail_holds(app):
@@ -105,17 +60,12 @@ def test_on_sqlite_without_statistics_a_filtered_page_reads_its_filters_index_in
     them, and no sort."""
     if backend != "sqlite":
         pytest.skip("the planner this is about is SQLite's (PostgreSQL and MariaDB keep statistics themselves)")
-    store = app.auditor.store
-    store.append(trail(["ws_a", "ws_b"] if scope.startswith("one") else [None]))
+    app.auditor.store.append(trail(["ws_a", "ws_b"] if scope.startswith("one") else [None]))
     with app.engine.connect() as c:
         assert not c.exec_driver_sql("SELECT name FROM sqlite_master WHERE name = 'sqlite_stat1'").all()
     query, index = FILTERED[label]
     plan = page_plan(app, query.for_workspace("ws_a") if scope.startswith("one") else query)
-    assert index in plan and "_ws_time" not in plan, plan
-    if query.actor is None:
-        assert "TEMP B-TREE" not in plan, plan
-    else:  # each of the actor's two matches sorts its own page (at most limit + 1 rows) for the merge
-        assert "RIGHT PART" not in plan and plan.count("TEMP B-TREE") == 2, plan
+    read_plans.assert_reads_its_filters_index_in_page_order(plan, query, index)
 
 
 def test_create_tables_builds_again_an_index_whose_columns_an_earlier_release_defined_otherwise(app):

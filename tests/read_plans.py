@@ -1,0 +1,74 @@
+"""A trail of a few hundred events over given workspaces, the filtered queries the workspace-first indexes
+serve, and the check that a store answers queries over every workspace with exactly the matching events (pages,
+count, CSV export): shared by the SQLAlchemy and Django read-plan tests."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from audit_middleware import Actor, EventQuery
+from audit_middleware.events import AuditEvent
+from audit_middleware.export import export_csv
+from audit_middleware.ids import new_event_id
+
+from .paging import ids_by_pages
+
+ACTORS = [Actor.user(str(n), f"user{n}@example.com") for n in range(5)] + [Actor.system("nightly-sync")]
+VERBS = ["Warehouse Created", "Warehouse Modified", "Warehouse Disabled", "Source Deleted"]
+
+#: one query of each filter the workspace-first indexes serve, and the part of the index name SQLite should
+#: read it through (``_ws_actor``: both actor indexes, one per match)
+FILTERED: dict[str, tuple[EventQuery, str]] = {
+    "actor": (EventQuery(actor="user3@example.com", limit=4), "_ws_actor"),
+    "actor by id, with an event and a window": (
+        EventQuery(actor="2", events=("Warehouse Disabled",), since=datetime(2000, 1, 1), limit=3), "_ws_actor"),
+    "event": (EventQuery(events=("Warehouse Disabled",), limit=4), "_ws_event"),
+    "resource": (EventQuery(resource_type="Warehouse", resource_id="7", limit=2), "_ws_resource"),
+}
+
+#: the trails the every-workspace check runs on, and their test ids
+WORKSPACE_SETS = ([None], ["ws_only"], [None, "ws_a"], ["ws_a", "ws_b"], ["ws_a", "WS_A"])
+WORKSPACE_SET_IDS = ("none", "one", "one and none", "two", "two differing in case")
+
+
+def trail(workspaces: list[str | None], n: int = 240) -> list[AuditEvent]:
+    now = datetime.now(timezone.utc)
+    return [AuditEvent(new_event_id(), now - timedelta(minutes=i // 3), VERBS[i % 4], "Warehouses", "x",
+                       ACTORS[i % 6], resource_type="Warehouse", resource_id=str(i % 11),
+                       workspace_id=workspaces[i % len(workspaces)]) for i in range(n)]
+
+
+def expected_ids(events: list[AuditEvent], query: EventQuery) -> list[str]:
+    return [e.id for e in sorted(events, key=lambda e: (e.occurred_at, e.id), reverse=True) if query.matches(e)]
+
+
+def assert_queries_over_every_workspace_find_every_match(store: Any, workspaces: list[str | None]) -> None:
+    """Store a trail over ``workspaces``; every query over every workspace (filtered, unfiltered, a window) gives
+    exactly the matching events, newest first, page by page, counted and exported; and each workspace's own."""
+    events = trail(workspaces)
+    store.append(events)
+    queries = [q for q, _ in FILTERED.values()] + [
+        EventQuery(limit=7), EventQuery(category="Warehouses", actor_type="system", limit=5),
+        EventQuery(since=datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(minutes=30), limit=9)]
+    for query in queries:
+        expected = expected_ids(events, query)
+        assert expected, query
+        assert ids_by_pages(store, query) == expected, query
+        assert store.count(query) == len(expected), query
+        exported = list(csv.DictReader(io.StringIO("".join(export_csv(store, query)))))
+        assert [row["id"] for row in exported] == expected, query
+    for workspace in dict.fromkeys(workspaces):
+        query = FILTERED["event"][0].for_workspace(workspace)
+        assert ids_by_pages(store, query) == expected_ids(events, query)
+
+
+def assert_reads_its_filters_index_in_page_order(plan: str, query: EventQuery, index: str) -> None:
+    """SQLite's ``plan`` reads the filter's index (no time index, no sort but the actor merge's own)."""
+    assert index in plan and "_ws_time" not in plan, plan
+    if query.actor is None:
+        assert "TEMP B-TREE" not in plan, plan
+    else:  # each of the actor's two matches sorts its own page (at most limit + 1 rows) for the merge
+        assert "RIGHT PART" not in plan and plan.count("TEMP B-TREE") == 2, plan
