@@ -29,6 +29,7 @@ from audit_middleware.query import (
     page_parameters,
     page_shape,
     within_only_workspace,
+    without_workspace,
 )
 from audit_middleware.store import (
     EVENT_COLUMNS,
@@ -383,11 +384,13 @@ class DjangoStore:
         statement = _PAGES.get(key)
         if statement is None:
             matches = ACTOR_MATCHES if query.actor is not None else (None,)
+            # IS NULL: PostgreSQL sees the index's order only with the workspace in the ORDER BY
+            order = ("-workspace_id", "-occurred_at", "-id") if without_workspace(query) else ("-occurred_at", "-id")
 
             def queryset_for(markers: Mapping[str, Any], match: str | None) -> Any:
                 unindexed = match is not None and connection.vendor == "sqlite"
                 return (self._rows().filter(filters_of(query, match, markers, event_unindexed=unindexed))
-                        .order_by("-occurred_at", "-id").values(*EVENT_COLUMNS)[: query.limit + 1])
+                        .order_by(*order).values(*EVENT_COLUMNS)[: query.limit + 1])
 
             statement = PageStatement(connection, queryset_for, _markers(values), matches, query.limit + 1)
             if not statement.reusable:  # compiled for this query's own values, not kept

@@ -48,6 +48,7 @@ from audit_middleware.query import (
     page_parameters,
     page_shape,
     within_only_workspace,
+    without_workspace,
 )
 from audit_middleware.store import (
     ROWS_PER_CHUNK,
@@ -448,16 +449,16 @@ class SQLAlchemyStore:
             return statement
         c = self.table.c
         limit = query.limit + 1
+        order = [c.occurred_at.desc(), c.id.desc()]
+        if without_workspace(query):  # IS NULL: PostgreSQL sees the index's order only with it in the ORDER BY
+            order.insert(0, c.workspace_id.desc())
         if query.actor is None:
-            statement = (
-                select(self.table).where(*filters_of(query, self.table))
-                .order_by(c.occurred_at.desc(), c.id.desc()).limit(limit)
-            )
+            statement = select(self.table).where(*filters_of(query, self.table)).order_by(*order).limit(limit)
         else:  # one time-ordered index scan per actor match, merged in one statement
             parts = [
                 select(self.table)
                 .where(*filters_of(query, self.table, match, event_unindexed=sqlite))
-                .order_by(c.occurred_at.desc(), c.id.desc()).limit(limit).subquery()
+                .order_by(*order).limit(limit).subquery()
                 for match in ACTOR_MATCHES
             ]
             merged = union_all(*(select(part) for part in parts)).subquery()

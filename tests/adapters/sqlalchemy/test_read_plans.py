@@ -32,8 +32,9 @@ def test_the_workspace_span_is_what_the_trail_holds(app):
     assert (span.lowest, span.highest, span.some_without) == ("ws_a", "ws_b", True)
 
 
-def page_plan(app, query: EventQuery) -> str:
-    """SQLite's plan for the page statement the store runs for ``query``."""
+def page_plan(app, query: EventQuery, *settings: str) -> str:
+    """The database's plan for the page statement the store runs for ``query`` (``settings``: PostgreSQL
+    ``SET`` statements run first, in the same transaction)."""
     statements: list[tuple[str, object]] = []
 
     def keep(conn, cursor, statement, parameters, context, executemany):  # noqa: ARG001
@@ -46,7 +47,16 @@ def page_plan(app, query: EventQuery) -> str:
         event.remove(app.engine, "before_cursor_execute", keep)
     sql, parameters = statements[-1]
     with app.engine.connect() as c:
-        rows = c.connection.driver_connection.execute("EXPLAIN QUERY PLAN " + sql, parameters).fetchall()
+        driver = c.connection.driver_connection
+        if app.engine.dialect.name == "sqlite":
+            rows = driver.execute("EXPLAIN QUERY PLAN " + sql, parameters).fetchall()
+        else:
+            cursor = driver.cursor()
+            for setting in settings:
+                cursor.execute(setting)
+            cursor.execute("EXPLAIN " + sql, parameters)
+            rows = cursor.fetchall()
+            c.rollback()
     return " | ".join(str(row[-1]) for row in rows)
 
 
@@ -87,3 +97,24 @@ def test_create_tables_builds_again_an_index_whose_columns_an_earlier_release_de
     app.auditor.create_tables()  # and again: nothing left to do
     assert columns() == ["workspace_id", "event", "occurred_at", "id"]
     assert app.auditor.store.count() == 3
+
+
+@pytest.mark.parametrize("label", list(FILTERED))
+def test_on_postgresql_a_page_of_events_without_a_workspace_reads_its_filters_index_in_page_order(
+        app, backend, label):
+    """PostgreSQL takes ``workspace_id IS NULL`` for an index condition but not for an equality: with only time
+    and id in the ORDER BY it did not see that the filter's index gives the rows in page order, and walked the
+    time index checking every row (5.7 s for an actor's page at 1,000,000 events without workspaces). The page
+    orders by the workspace first (a constant there). Sorts and full scans are priced out of the plan (as a
+    large trail prices them), so the plan shows whether an index gives the page's order."""
+    if backend != "postgresql":
+        pytest.skip("the planner this is about is PostgreSQL's")
+    app.auditor.store.append(trail([None]))
+    with app.engine.begin() as c:  # statistics, as autovacuum keeps them for a large trail
+        c.exec_driver_sql(f"ANALYZE {app.auditor.table.name}")
+    query, index = FILTERED[label]
+    plan = page_plan(app, query, "SET LOCAL enable_sort = off", "SET LOCAL enable_incremental_sort = off",
+                     "SET LOCAL enable_seqscan = off", "SET LOCAL enable_bitmapscan = off")
+    assert index in plan and f"ix_{app.auditor.table.name}_time " not in plan, plan
+    # the actor's two pages (at most limit + 1 rows each) are merged by one sort over their Append
+    assert plan.count("Sort Key") == (0 if query.actor is None else 1), plan
