@@ -180,9 +180,19 @@ def query_shapes(rng: random.Random, now: datetime, workspaces: int = WORKSPACES
     }
 
 
+def cache_sqlite_file(url: str) -> None:
+    """Read a SQLite trail's file once, so that its pages are in the OS page cache, as a copy just written is:
+    otherwise ``--before``'s fresh copy would be read warm and the original cold."""
+    if url.startswith("sqlite:///"):
+        with open(url.split("///", 1)[1], "rb") as database:
+            while database.read(1 << 24):
+                pass
+
+
 def first_pages(url: str, runs: int, workspaces: int = WORKSPACES) -> dict[str, dict[str, float]]:
     from audit_middleware.adapters.sqlalchemy import SQLAlchemyStore
 
+    cache_sqlite_file(url)
     store = SQLAlchemyStore.from_url(url)
     shapes = query_shapes(random.Random(7), datetime.now(timezone.utc).replace(tzinfo=None), workspaces)
     results: dict[str, dict[str, float]] = {}
