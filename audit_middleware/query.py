@@ -268,7 +268,8 @@ class WorkspaceSpan:
     some_without: bool
 
 
-#: the filters the workspace-first indexes answer, which the time index alone does not
+#: the filters that narrow a page beyond a time window (the workspace-first indexes answer actor, event and
+#: resource; the time index, walked and checked row by row, answers them only when matches are common)
 _NARROWING = ("events", "category", "actor", "actor_type", "resource_type", "resource_id")
 
 
