@@ -97,8 +97,8 @@ def ensure_database(backend: str, n: int, fresh: bool, workspaces: int = WORKSPA
             if not exists:
                 c.execute(text(f"CREATE DATABASE {name}"))
         admin.dispose()
-    elif fresh and os.path.exists(url.split("///", 1)[1]):
-        os.remove(url.split("///", 1)[1])
+    elif fresh and os.path.exists(sqlite_path(url)):
+        os.remove(sqlite_path(url))
     store = SQLAlchemyStore.from_url(url)
     store.create_tables()
     with store.engine.connect() as c:
@@ -136,8 +136,12 @@ def generate(store, n: int, workspaces: int = WORKSPACES, analyze: bool = True) 
         if start % 100_000 == 0:
             print(f"  generated {start + len(events):,} / {n:,} ({time.perf_counter() - started:.0f} s)",
                   file=sys.stderr)
-    if not analyze:
-        return
+    if analyze:
+        gather_statistics(store)
+
+
+def gather_statistics(store) -> None:
+    """The planner statistics of the trail's database (ANALYZE), as the generator leaves it by default."""
     with store.engine.begin() as c:
         if store.engine.dialect.name == "postgresql":
             c.exec_driver_sql("ANALYZE audit_events")
@@ -145,6 +149,11 @@ def generate(store, n: int, workspaces: int = WORKSPACES, analyze: bool = True) 
             c.exec_driver_sql("ANALYZE TABLE audit_events").fetchall()
         elif store.engine.dialect.name == "sqlite":
             c.exec_driver_sql("ANALYZE")
+
+
+def sqlite_path(url: str) -> str:
+    """The file of a ``sqlite:///`` URL."""
+    return url.split("///", 1)[1]
 
 
 def define_events(catalog: EventCatalog) -> None:
@@ -184,7 +193,7 @@ def cache_sqlite_file(url: str) -> None:
     """Read a SQLite trail's file once, so that its pages are in the OS page cache, as a copy just written is:
     otherwise ``--before``'s fresh copy would be read warm and the original cold."""
     if url.startswith("sqlite:///"):
-        with open(url.split("///", 1)[1], "rb") as database:
+        with open(sqlite_path(url), "rb") as database:
             while database.read(1 << 24):
                 pass
 
@@ -236,7 +245,7 @@ def export_child(url: str, workspace: str, limit_rows: int) -> dict[str, float]:
 def copy_database(backend: str, url: str, copy_url: str) -> None:
     """A copy of the generated trail, to be read by another revision's code."""
     if backend == "sqlite":
-        source, target = url.split("///", 1)[1], copy_url.split("///", 1)[1]
+        source, target = sqlite_path(url), sqlite_path(copy_url)
         if os.path.exists(target):
             os.remove(target)
         shutil.copyfile(source, target)
@@ -265,8 +274,7 @@ def pages_of_revision(url: str, runs: int, workspaces: int, analyze: bool) -> di
             c.execute(text(f"DROP INDEX {index.name}"))
     store.create_tables()
     if analyze:
-        with store.engine.begin() as c:
-            c.exec_driver_sql("ANALYZE")
+        gather_statistics(store)
     store.close()
     return first_pages(url, runs, workspaces)
 

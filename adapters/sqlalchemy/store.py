@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy import (
@@ -354,7 +355,6 @@ class SQLAlchemyStore:
         self.table = table
         self._owns_engine = False
         self._pages: dict[tuple[Any, ...], Any] = {}
-        self._span: Any = None
         if signer is not None:  # else the key its auditor registered, or $AUDIT_SIGNING_KEY
             set_signer(table, signer)
 
@@ -417,15 +417,17 @@ class SQLAlchemyStore:
         """What the trail's workspace column holds (see :func:`~audit_middleware.query.within_only_workspace`):
         MIN and MAX from the workspace-first indexes, and whether one event has no workspace, in one
         statement."""
-        c = self.table.c
-        if self._span is None:
-            self._span = select(
-                select(func.min(c.workspace_id)).scalar_subquery(),
-                select(func.max(c.workspace_id)).scalar_subquery(),
-                exists().where(c.workspace_id.is_(None)),
-            )
-        lowest, highest, some_without = connection.execute(self._span).one()
+        lowest, highest, some_without = connection.execute(self._span_statement).one()
         return WorkspaceSpan(lowest, highest, bool(some_without))
+
+    @cached_property
+    def _span_statement(self) -> Any:
+        c = self.table.c
+        return select(
+            select(func.min(c.workspace_id)).scalar_subquery(),
+            select(func.max(c.workspace_id)).scalar_subquery(),
+            exists().where(c.workspace_id.is_(None)),
+        )
 
     def _narrowed(self, query: EventQuery, connection: Connection) -> EventQuery:
         return within_only_workspace(query, lambda: self.workspace_span(connection))
