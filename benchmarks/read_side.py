@@ -20,6 +20,8 @@ as the admin of an app without a workspace loader asks them). ``--no-analyze``: 
 planner statistics the generator otherwise gathers (ANALYZE), as an app's SQLite database usually is
 (PostgreSQL's autovacuum and MariaDB gather theirs anyway). ``--before REV``: the same pages also through the
 code at git revision REV, on a copy of the database whose audit indexes REV's ``create_tables()`` built.
+``--unscoped``: the pages asked over every workspace of a trail that has several (a platform's own admin
+mounted without a workspace loader; the CLI's export without ``--workspace``).
 """
 
 from __future__ import annotations
@@ -162,14 +164,15 @@ def define_events(catalog: EventCatalog) -> None:
     catalog.extend((name, CATEGORY) for name in NAMES)
 
 
-def query_shapes(rng: random.Random, now: datetime, workspaces: int = WORKSPACES) -> dict[str, Callable[[], EventQuery]]:
+def query_shapes(rng: random.Random, now: datetime, workspaces: int = WORKSPACES,
+                 unscoped: bool = False) -> dict[str, Callable[[], EventQuery]]:
     """The first page's filter shapes: each a maker of random 50-row queries, one workspace each (``now`` naive
-    UTC; over every workspace when the trail has none). ``benchmarks/admin_pages.py`` asks the admin views the
-    same shapes."""
+    UTC; over every workspace when the trail has none, or when ``unscoped``). ``benchmarks/admin_pages.py`` asks
+    the admin views the same shapes."""
     from audit_middleware import EventQuery
 
     def scoped(query: EventQuery, n: int) -> EventQuery:
-        return query.for_workspace(f"ws_{n % workspaces}") if workspaces else query
+        return query.for_workspace(f"ws_{n % workspaces}") if workspaces and not unscoped else query
 
     def by_actor(with_event: bool = True) -> EventQuery:
         a = rng.randrange(1, ACTORS)
@@ -198,12 +201,13 @@ def cache_sqlite_file(url: str) -> None:
                 pass
 
 
-def first_pages(url: str, runs: int, workspaces: int = WORKSPACES) -> dict[str, dict[str, float]]:
+def first_pages(url: str, runs: int, workspaces: int = WORKSPACES, unscoped: bool = False
+                ) -> dict[str, dict[str, float]]:
     from audit_middleware.adapters.sqlalchemy import SQLAlchemyStore
 
     cache_sqlite_file(url)
     store = SQLAlchemyStore.from_url(url)
-    shapes = query_shapes(random.Random(7), datetime.now(timezone.utc).replace(tzinfo=None), workspaces)
+    shapes = query_shapes(random.Random(7), datetime.now(timezone.utc).replace(tzinfo=None), workspaces, unscoped)
     results: dict[str, dict[str, float]] = {}
     for label, make in shapes.items():
         for _ in range(20):  # warm the caches
@@ -261,7 +265,8 @@ def copy_database(backend: str, url: str, copy_url: str) -> None:
     admin.dispose()
 
 
-def pages_of_revision(url: str, runs: int, workspaces: int, analyze: bool) -> dict[str, dict[str, float]]:
+def pages_of_revision(url: str, runs: int, workspaces: int, analyze: bool, unscoped: bool
+                      ) -> dict[str, dict[str, float]]:
     """Runs under another revision's package (``--before``): the audit table's indexes dropped and built again
     as that revision's ``create_tables()`` defines them, then the first pages."""
     from sqlalchemy import text
@@ -276,7 +281,7 @@ def pages_of_revision(url: str, runs: int, workspaces: int, analyze: bool) -> di
     if analyze:
         gather_statistics(store)
     store.close()
-    return first_pages(url, runs, workspaces)
+    return first_pages(url, runs, workspaces, unscoped)
 
 
 def main() -> None:
@@ -288,20 +293,23 @@ def main() -> None:
     parser.add_argument("--workspaces", type=int, default=WORKSPACES,
                         help="workspaces the events are spread over; 0: none (an app without workspaces: the pages "
                              "are asked over every workspace)")
+    parser.add_argument("--unscoped", action="store_true",
+                        help="ask the pages over every workspace although the trail has several (a platform's own "
+                             "admin, mounted without a workspace loader; the CLI's export without --workspace)")
     parser.add_argument("--no-analyze", action="store_true",
                         help="leave the database without planner statistics (no ANALYZE after generating)")
     parser.add_argument("--before", metavar="REV",
                         help="also read the first pages through the code at git revision REV, on a copy of the "
                              "trail whose audit indexes REV built")
     parser.add_argument("--export-child", nargs=3, help=argparse.SUPPRESS)
-    parser.add_argument("--pages-child", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--pages-child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.export_child:
         print(json.dumps(export_child(args.export_child[0], args.export_child[1], int(args.export_child[2]))))
         return
     if args.pages_child:
-        url, runs, workspaces, analyze = args.pages_child
-        print(json.dumps(pages_of_revision(url, int(runs), int(workspaces), analyze == "1")))
+        url, runs, workspaces, analyze, unscoped = args.pages_child
+        print(json.dumps(pages_of_revision(url, int(runs), int(workspaces), analyze == "1", unscoped == "1")))
         return
     analyze = not args.no_analyze
     workdir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
@@ -309,16 +317,17 @@ def main() -> None:
     before = before_variant(args.before, workdir)
     for backend in args.backend or ["sqlite"]:
         url = ensure_database(backend, args.events, args.fresh, args.workspaces, analyze)
-        columns = {"now": first_pages(url, args.runs, args.workspaces)}
+        columns = {"now": first_pages(url, args.runs, args.workspaces, args.unscoped)}
         for label, path in before.items():
             copy_url = url_for(backend, args.events, args.workspaces, analyze, suffix="_before")
             copy_database(backend, url, copy_url)
             out = subprocess.run(
                 [sys.executable, os.path.abspath(__file__), "--pages-child", copy_url, str(args.runs),
-                 str(args.workspaces), "1" if analyze else "0"],
+                 str(args.workspaces), "1" if analyze else "0", "1" if args.unscoped else "0"],
                 check=True, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": path}, cwd=workdir)
             columns[label] = json.loads(out.stdout.strip().splitlines()[-1])
-        spread = f"{args.workspaces} workspaces" if args.workspaces else "no workspaces: pages over every workspace"
+        spread = (f"{args.workspaces} workspaces" + (", pages over every workspace" if args.unscoped else "")
+                  if args.workspaces else "no workspaces: pages over every workspace")
         print(f"\n### Read side, SQLAlchemy store, {backend}, {args.events:,} events "
               f"({spread}, {ACTORS} actors, {RESOURCES:,} resources, 90 days"
               f"{'' if analyze else ', no ANALYZE'})")
@@ -327,7 +336,7 @@ def main() -> None:
         for label in columns["now"]:
             print(f"| {label} | " + " | ".join(f"{r[label]['p50_ms']:.2f} ms | {r[label]['p99_ms']:.2f} ms"
                                                for r in columns.values()) + " |")
-        if args.workspaces == 0:
+        if args.workspaces == 0 or args.unscoped:
             continue  # the export below is one workspace's
         print("\n| CSV export of one workspace | rows | rows/s | peak RSS | RSS growth |\n|---|---|---|---|---|")
         for limit_rows in (5_000, 10**9):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -13,6 +14,7 @@ from audit_middleware import Actor, EventQuery
 from audit_middleware.events import AuditEvent
 from audit_middleware.export import export_csv
 from audit_middleware.ids import new_event_id
+from audit_middleware.query import MERGED_WORKSPACES
 
 from .paging import ids_by_pages
 
@@ -30,8 +32,10 @@ FILTERED: dict[str, tuple[EventQuery, str]] = {
 }
 
 #: the trails the every-workspace check runs on, and their test ids
-WORKSPACE_SETS = ([None], ["ws_only"], [None, "ws_a"], ["ws_a", "ws_b"], ["ws_a", "WS_A"])
-WORKSPACE_SET_IDS = ("none", "one", "one and none", "two", "two differing in case")
+WORKSPACE_SETS = ([None], ["ws_only"], [None, "ws_a"], ["ws_a", "ws_b"], ["ws_a", "WS_A"], ["ws_c", None, "ws_a", "ws_b"],
+                  [f"ws_{n:02}" for n in range(MERGED_WORKSPACES + 1)])
+WORKSPACE_SET_IDS = ("none", "one", "one and none", "two", "two differing in case", "three and none",
+                     "more than are read one by one")
 
 
 def trail(workspaces: list[str | None], n: int = 240) -> list[AuditEvent]:
@@ -72,3 +76,23 @@ def assert_reads_its_filters_index_in_page_order(plan: str, query: EventQuery, i
         assert "TEMP B-TREE" not in plan, plan
     else:  # each of the actor's two matches sorts its own page (at most limit + 1 rows) for the merge
         assert "RIGHT PART" not in plan and plan.count("TEMP B-TREE") == 2, plan
+
+
+def assert_reads_its_filters_index_per_workspace(plan: str, query: EventQuery, index: str, workspaces: int) -> None:
+    """SQLite's ``plan`` of a page over every workspace of a trail of ``workspaces``: each workspace's rows (each
+    actor match's) read through the filter's index, merged; no table scan, no time index."""
+    searches = re.findall(r"SEARCH \S+ USING (?:COVERING )?INDEX (\S+)", plan)
+    assert len(searches) == workspaces * (2 if query.actor is not None else 1), plan
+    assert all(index in name for name in searches) and "_ws_time" not in plan, plan
+    assert "MERGE (UNION ALL)" in plan, plan
+
+
+def held_workspaces_check(listed: Any, append: Any) -> None:
+    """A store's listing of its trail's workspaces (``listed(at_most)``; ``append`` stores events): ascending,
+    at most ``at_most + 1``, then None when some event has none."""
+    assert listed(MERGED_WORKSPACES) == []
+    append(trail(["ws_c", "ws_a", "ws_b"], n=6))
+    assert listed(MERGED_WORKSPACES) == ["ws_a", "ws_b", "ws_c"]
+    append(trail([None, "ws_d"], n=4))
+    assert listed(MERGED_WORKSPACES) == ["ws_a", "ws_b", "ws_c", "ws_d", None]
+    assert listed(1) == ["ws_a", "ws_b", None]

@@ -25,11 +25,14 @@ from audit_middleware.query import (
     EventQuery,
     Page,
     WorkspaceSpan,
+    member_parameters,
     page_from_rows,
     page_parameters,
     page_shape,
+    per_workspace,
     within_only_workspace,
     without_workspace,
+    workspace_parameter,
 )
 from audit_middleware.store import (
     EVENT_COLUMNS,
@@ -262,21 +265,22 @@ class PageStatement:
     of its parameters in order, which :func:`~audit_middleware.query.page_parameters` value goes there (a
     constant the ORM added stays as it is). ``reusable`` is False when some marker was not found among the
     compiled parameters (a backend that binds values differently): then only these values are right for it.
-    The rows go through the ORM's own converters (``compiler``). An actor filter's two matches are one
-    statement: each match's newest rows, merged newest first."""
+    The rows go through the ORM's own converters (``compiler``). Several ``members`` (an actor filter's two
+    matches; each workspace's rows, see :func:`~audit_middleware.query.per_workspace`) are one statement: each
+    member's newest rows, merged newest first."""
 
     __slots__ = ("sql", "sources", "compiler", "reusable")
 
-    def __init__(self, connection: Any, queryset_for: Callable[[Mapping[str, Any], str | None], Any],
-                 markers: Mapping[str, Any], matches: Sequence[str | None], limit: int) -> None:
+    def __init__(self, connection: Any, members: Sequence[Callable[[Mapping[str, Any]], Any]],
+                 markers: Mapping[str, Any], limit: int) -> None:
         by_bound = {_bound(connection, name, marker): (name, None) for name, marker in markers.items()
                     if not isinstance(marker, list)}
         by_bound.update({item: (name, i) for name, marker in markers.items() if isinstance(marker, list)
                          for i, item in enumerate(marker)})
         parts: list[str] = []
         self.sources: list[tuple[str, int | None] | tuple[None, Any]] = []
-        for match in matches:
-            compiler = queryset_for(markers, match).query.get_compiler(connection=connection)
+        for member in members:
+            compiler = member(markers).query.get_compiler(connection=connection)
             sql, params = compiler.as_sql()
             parts.append(sql)
             self.sources += [by_bound.get(p, (None, p)) if _hashable(p) else (None, p) for p in params]
@@ -340,6 +344,7 @@ def _hashable(value: Any) -> bool:
 _OCCURRED_AT = AuditEventRow._meta.get_field("occurred_at")
 _PAGES: dict[tuple[Any, ...], PageStatement] = {}
 _SPANS: dict[tuple[str, str], str] = {}  # (alias, vendor): the workspace span's SQL
+_HELD: dict[tuple[str, str], str] = {}  # (alias, vendor): the SQL listing the trail's workspaces
 
 
 class DjangoStore:
@@ -376,31 +381,62 @@ class DjangoStore:
             lowest, highest, some_without = cursor.fetchone()
         return WorkspaceSpan(lowest, highest, bool(some_without))
 
+    def workspaces_held(self, at_most: int) -> list[str | None]:
+        """The trail's workspaces, at most ``at_most + 1``, then None if some event has none (see
+        :func:`~audit_middleware.query.per_workspace`): one index seek each (a recursive query asking for
+        the lowest workspace above the last one), in one statement."""
+        connection = connections[self.using]
+        key = (self.using, connection.vendor)
+        sql = _HELD.get(key)
+        if sql is None:
+            quote = connection.ops.quote_name
+            table, workspace = quote(AuditEventRow._meta.db_table), quote("workspace_id")
+            dual = " FROM DUAL" if connection.vendor == "mysql" else ""
+            # quote_name()d identifiers and one %s mark
+            sql = _HELD[key] = (
+                f"WITH RECURSIVE held (workspace, n) AS (SELECT MIN({workspace}), 1 FROM {table} "  # noqa: S608
+                f"UNION ALL SELECT (SELECT MIN({workspace}) FROM {table} WHERE {workspace} > held.workspace), "
+                f"n + 1 FROM held WHERE held.workspace IS NOT NULL AND n <= %s) SELECT workspace FROM held "
+                f"WHERE workspace IS NOT NULL UNION ALL SELECT NULL{dual} WHERE EXISTS (SELECT 1 FROM {table} WHERE {workspace} IS NULL)")
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [at_most])
+            return [row[0] for row in cursor.fetchall()]
+
     def query(self, query: EventQuery) -> Page:
         connection = connections[self.using]
         query = within_only_workspace(query, self.workspace_span)
-        values = page_parameters(query)
-        key = (self.using, connection.vendor, *page_shape(query, values))
+        members = per_workspace(query, self.workspaces_held) or [query]
+        values = member_parameters(members)
+        key = (self.using, connection.vendor, len(members), *page_shape(members[0], values))
         statement = _PAGES.get(key)
         if statement is None:
-            matches = ACTOR_MATCHES if query.actor is not None else (None,)
-            # IS NULL: PostgreSQL sees the index's order only with the workspace in the ORDER BY
-            order = ("-workspace_id", "-occurred_at", "-id") if without_workspace(query) else ("-occurred_at", "-id")
-
-            def queryset_for(markers: Mapping[str, Any], match: str | None) -> Any:
-                unindexed = match is not None and connection.vendor == "sqlite"
-                return (self._rows().filter(filters_of(query, match, markers, event_unindexed=unindexed))
-                        .order_by(*order).values(*EVENT_COLUMNS)[: query.limit + 1])
-
-            statement = PageStatement(connection, queryset_for, _markers(values), matches, query.limit + 1)
+            parts = [self._member_rows(member, match, workspace_parameter(members, i), connection.vendor)
+                     for i, member in enumerate(members)
+                     for match in (ACTOR_MATCHES if member.actor is not None else (None,))]
+            statement = PageStatement(connection, parts, _markers(values), query.limit + 1)
             if not statement.reusable:  # compiled for this query's own values, not kept
-                statement = PageStatement(connection, queryset_for, values, matches, query.limit + 1)
+                statement = PageStatement(connection, parts, values, query.limit + 1)
             elif len(_PAGES) < 256:
                 _PAGES[key] = statement
         with connection.cursor() as cursor:
             cursor.execute(statement.sql, statement.parameters(connection, values))
             rows = statement.rows(cursor.fetchall())
         return page_from_rows([event_from_row(r) for r in rows], query.limit)
+
+    def _member_rows(self, member: EventQuery, match: str | None, workspace: str, vendor: str
+                     ) -> Callable[[Mapping[str, Any]], Any]:
+        """One member of a page statement: ``member``'s rows matching the actor's ``match``, newest first, as a
+        queryset of the values (or markers) it is given, its workspace's among them named ``workspace``."""
+        # IS NULL: PostgreSQL sees the index's order only with the workspace in the ORDER BY
+        order = ("-workspace_id", "-occurred_at", "-id") if without_workspace(member) else ("-occurred_at", "-id")
+        unindexed = match is not None and vendor == "sqlite"
+
+        def rows(values: Mapping[str, Any]) -> Any:
+            if workspace in values:
+                values = {**values, "f_workspace": values[workspace]}
+            return (self._rows().filter(filters_of(member, match, values, event_unindexed=unindexed))
+                    .order_by(*order).values(*EVENT_COLUMNS)[: member.limit + 1])
+        return rows
 
     def get(self, event_id: str) -> AuditEvent | None:
         if "\x00" in event_id or len(event_id) > 64:  # no event has such an id (and PostgreSQL refuses NUL)

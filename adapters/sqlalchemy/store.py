@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     Engine,
+    Integer,
     String,
     Table,
     and_,
@@ -20,6 +21,8 @@ from sqlalchemy import (
     func,
     insert,
     inspect,
+    literal,
+    null,
     or_,
     select,
     type_coerce,
@@ -45,11 +48,14 @@ from audit_middleware.query import (
     EventQuery,
     Page,
     WorkspaceSpan,
+    member_parameters,
     page_from_rows,
     page_parameters,
     page_shape,
+    per_workspace,
     within_only_workspace,
     without_workspace,
+    workspace_parameter,
 )
 from audit_middleware.store import (
     ROWS_PER_CHUNK,
@@ -300,13 +306,16 @@ def _core_insert(table: Table) -> Any:
 
 
 def filters_of(
-    query: EventQuery, table: Table, actor_match: str | None = None, *, event_unindexed: bool = False
+    query: EventQuery, table: Table, actor_match: str | None = None, *, event_unindexed: bool = False,
+    workspace_parameter: str = "f_workspace",
 ) -> list[ColumnElement[bool]]:
     """The WHERE clauses of ``query``. The actor filter matches the actor's id or name; ``actor_match``
     (``"id"`` or ``"name"``, see :data:`~audit_middleware.query.ACTOR_MATCHES`) keeps one of the two, the
     ``name`` one leaving out rows whose id matches. ``event_unindexed`` compares the event as an expression
     (``event || ''``), which keeps SQLite's planner off the event index: with an actor filter, the actor's
-    index in time order, with the event checked in it, is 3 to 5 times faster than the planner's choice."""
+    index in time order, with the event checked in it, is 3 to 5 times faster than the planner's choice.
+    ``workspace_parameter`` names the workspace's parameter (see :func:`~audit_middleware.query.member_parameters`).
+    """
     c = table.c
     # Every value is a named parameter, its value from page_parameters (the one place that reads them), so
     # one statement serves every query of a shape.
@@ -317,7 +326,8 @@ def filters_of(
     }
     clauses: list[ColumnElement[bool]] = []
     if query.workspace_filtered:
-        clauses.append(c.workspace_id.is_(None) if query.workspace_id is None else c.workspace_id == p["f_workspace"])
+        clauses.append(c.workspace_id.is_(None) if query.workspace_id is None
+                       else c.workspace_id == bindparam(workspace_parameter, query.workspace_id))
     if query.events:
         event = (c.event + "") if event_unindexed else c.event
         clauses.append(event == p["f_event"] if len(query.events) == 1 else event.in_(p["f_events"]))
@@ -429,41 +439,64 @@ class SQLAlchemyStore:
             exists().where(c.workspace_id.is_(None)),
         )
 
+    def workspaces_held(self, connection: Connection, at_most: int) -> list[str | None]:
+        """The trail's workspaces, at most ``at_most + 1``, then None if some event has none (see
+        :func:`~audit_middleware.query.per_workspace`): one index seek each (a recursive query asking for
+        the lowest workspace above the last one), in one statement."""
+        return [row[0] for row in connection.execute(self._listing_statement, {"at_most": at_most})]
+
+    @cached_property
+    def _listing_statement(self) -> Any:
+        c = self.table.c
+        held = select(func.min(c.workspace_id).label("workspace"), literal(1, Integer).label("n")).cte(
+            "held", recursive=True)
+        following = select(
+            select(func.min(c.workspace_id)).where(c.workspace_id > held.c.workspace).scalar_subquery(),
+            held.c.n + 1,
+        ).where(held.c.workspace.is_not(None), held.c.n <= bindparam("at_most", type_=Integer))
+        held = held.union_all(following)
+        return union_all(
+            select(held.c.workspace).where(held.c.workspace.is_not(None)),
+            select(null()).where(exists().where(c.workspace_id.is_(None))),
+        )
+
     def _narrowed(self, query: EventQuery, connection: Connection) -> EventQuery:
         return within_only_workspace(query, lambda: self.workspace_span(connection))
 
     def query(self, query: EventQuery) -> Page:
         with self._reading() as connection:
             query = self._narrowed(query, connection)
-            parameters = page_parameters(query)
-            statement = self._page_statement(query, parameters, connection.dialect.name == "sqlite")
+            members = per_workspace(query, lambda n: self.workspaces_held(connection, n)) or [query]
+            parameters = member_parameters(members)
+            statement = self._page_statement(members, parameters, connection.dialect.name == "sqlite")
             result = connection.execute(statement, parameters)
             rows = [event_from_row(row._mapping) for row in result]
         return page_from_rows(rows, query.limit)
 
-    def _page_statement(self, query: EventQuery, parameters: dict[str, Any], sqlite: bool) -> Any:
+    def _page_statement(self, members: Sequence[EventQuery], parameters: dict[str, Any], sqlite: bool) -> Any:
         """The statement of a first (or next) page, built once per shape of query (which parameters it has,
-        whether it is filtered to no workspace, the page size) and reused with new values: building the actor
-        filter's UNION ALL costs more than running it."""
-        key = (sqlite, *page_shape(query, parameters))
+        whether it is filtered to no workspace, the page size, how many workspaces it is read in: see
+        :func:`~audit_middleware.query.per_workspace`) and reused with new values: building the actor filter's
+        UNION ALL costs more than running it."""
+        key = (sqlite, len(members), *page_shape(members[0], parameters))
         statement = self._pages.get(key)
         if statement is not None:
             return statement
         c = self.table.c
-        limit = query.limit + 1
-        order = [c.occurred_at.desc(), c.id.desc()]
-        if without_workspace(query):  # IS NULL: PostgreSQL sees the index's order only with it in the ORDER BY
-            order.insert(0, c.workspace_id.desc())
-        if query.actor is None:
-            statement = select(self.table).where(*filters_of(query, self.table)).order_by(*order).limit(limit)
-        else:  # one time-ordered index scan per actor match, merged in one statement
-            parts = [
-                select(self.table)
-                .where(*filters_of(query, self.table, match, event_unindexed=sqlite))
-                .order_by(*order).limit(limit).subquery()
-                for match in ACTOR_MATCHES
-            ]
-            merged = union_all(*(select(part) for part in parts)).subquery()
+        limit = members[0].limit + 1
+        parts = []  # one time-ordered index scan per workspace and actor match, merged in one statement
+        for i, member in enumerate(members):
+            order = [c.occurred_at.desc(), c.id.desc()]
+            if without_workspace(member):  # IS NULL: PostgreSQL sees the index's order only with it in ORDER BY
+                order.insert(0, c.workspace_id.desc())
+            for match in ACTOR_MATCHES if member.actor is not None else (None,):
+                filters = filters_of(member, self.table, match, event_unindexed=sqlite and match is not None,
+                                     workspace_parameter=workspace_parameter(members, i))
+                parts.append(select(self.table).where(*filters).order_by(*order).limit(limit))
+        if len(parts) == 1:
+            statement = parts[0]
+        else:
+            merged = union_all(*(select(part.subquery()) for part in parts)).subquery()
             statement = select(merged).order_by(merged.c.occurred_at.desc(), merged.c.id.desc()).limit(limit)
         if len(self._pages) < 256:
             self._pages[key] = statement

@@ -7,7 +7,15 @@ import pytest
 from audit_middleware import Actor, EventQuery, InvalidFilterError
 from audit_middleware.events import AuditEvent
 from audit_middleware.ids import event_id_time, new_event_id, new_request_id
-from audit_middleware.query import Cursor, WorkspaceSpan, parse_query, within_only_workspace
+from audit_middleware.query import (
+    MERGED_WORKSPACES,
+    Cursor,
+    WorkspaceSpan,
+    member_parameters,
+    parse_query,
+    per_workspace,
+    within_only_workspace,
+)
 from audit_middleware.store import iter_events
 from audit_middleware.testing import MemoryStore
 
@@ -161,3 +169,37 @@ def test_the_workspace_span_is_only_read_for_a_filtered_query_over_every_workspa
                         ("resource_type", "R"), ("resource_id", "1")):
         assert within_only_workspace(EventQuery(**{name: value}), lambda: WorkspaceSpan(None, None, True)
                                      ).workspace_filtered, name
+
+
+def test_a_filtered_query_over_several_workspaces_is_read_workspace_by_workspace_up_to_the_limit():
+    query = EventQuery(actor="ada@example.com", events=("A B",), limit=5)
+    asked: list[int] = []
+
+    def listed(held: list[str | None]):
+        def probe(at_most: int) -> list[str | None]:
+            asked.append(at_most)
+            return held
+        return probe
+
+    members = per_workspace(query, listed(["ws_1", "ws_2", None]))
+    assert asked == [MERGED_WORKSPACES]
+    assert members == [query.for_workspace("ws_1"), query.for_workspace("ws_2"), query.for_workspace(None)]
+    assert all(m.workspace_filtered for m in members)
+    assert member_parameters(members) == {
+        "f_event": "A B", "f_actor": "ada@example.com", "f_workspace_0": "ws_1", "f_workspace_1": "ws_2"}
+    assert member_parameters([query.for_workspace("ws_1")]) == {
+        "f_workspace": "ws_1", "f_event": "A B", "f_actor": "ada@example.com"}
+    many = [f"ws_{n}" for n in range(MERGED_WORKSPACES)]
+    assert len(per_workspace(query, listed(many)) or []) == MERGED_WORKSPACES
+    assert per_workspace(query, listed([*many, None])) is None  # one more than are read one by one
+    assert per_workspace(query, listed(["ws_1"])) is None  # a trail changed since its span: read as it is
+    assert per_workspace(query, listed([])) is None
+
+
+def test_workspaces_are_only_listed_for_a_filtered_query_over_every_workspace():
+    def listed(at_most: int) -> list[str | None]:
+        raise AssertionError("listed for a query that does not need it")
+
+    for query in (EventQuery(actor="ada").for_workspace("ws_1"), EventQuery(events=("A B",)).for_workspace(None),
+                  EventQuery(), EventQuery(since=datetime(2026, 1, 1), until=datetime(2026, 2, 1))):
+        assert per_workspace(query, listed) is None

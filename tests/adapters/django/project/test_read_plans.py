@@ -1,6 +1,8 @@
 """Pages read through the index of their filter: over every workspace of a trail that holds one (an app without
 a workspace loader), and on SQLite without statistics (no ANALYZE: how an app's database usually is)."""
 
+import re
+
 import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
@@ -28,6 +30,11 @@ def test_the_workspace_span_is_what_the_trail_holds():
     assert (span.lowest, span.highest, span.some_without) == ("ws_a", "ws_b", True)
 
 
+def test_the_workspaces_listed_are_what_the_trail_holds():
+    store = DjangoStore()
+    read_plans.held_workspaces_check(store.workspaces_held, store.append)
+
+
 def page_plan(query, *settings):
     """The database's plan for the page statement the store runs for ``query`` (``settings``: PostgreSQL
     ``SET LOCAL`` statements run first, in the same transaction)."""
@@ -41,6 +48,26 @@ def page_plan(query, *settings):
         return " | ".join(str(row[-1]) for row in cursor.fetchall())
 
 
+@pytest.mark.parametrize("label", list(FILTERED))
+def test_on_sqlite_without_statistics_a_filtered_page_over_every_workspace_of_several_reads_each_ones_index(label):
+    """Over every workspace of a trail of several, SQLite without statistics walked the time index checking every
+    row; each workspace's page is now read through the filter's index and the pages merged."""
+    if connection.vendor != "sqlite":
+        pytest.skip("the planner this is about is SQLite's (PostgreSQL and MariaDB keep statistics themselves)")
+    without_statistics()
+    DjangoStore().append(trail(["ws_a", "ws_b", "ws_c"]))
+    query, index = FILTERED[label]
+    read_plans.assert_reads_its_filters_index_per_workspace(page_plan(query), query, index, 3)
+
+
+def without_statistics():
+    with connection.cursor() as cursor:  # another test's ANALYZE leaves statistics behind
+        cursor.execute("SELECT name FROM sqlite_master WHERE name = 'sqlite_stat1'")
+        if cursor.fetchall():
+            cursor.execute("DELETE FROM sqlite_stat1")
+    connection.close()  # the next connection reads the (now empty) statistics afresh
+
+
 @pytest.mark.parametrize("scope", ["one workspace of several", "every workspace of a trail without any"])
 @pytest.mark.parametrize("label", list(FILTERED))
 def test_on_sqlite_without_statistics_a_filtered_page_reads_its_filters_index_in_page_order(scope, label):
@@ -49,11 +76,7 @@ def test_on_sqlite_without_statistics_a_filtered_page_reads_its_filters_index_in
     it takes them, and no sort."""
     if connection.vendor != "sqlite":
         pytest.skip("the planner this is about is SQLite's (PostgreSQL and MariaDB keep statistics themselves)")
-    with connection.cursor() as cursor:  # another test's ANALYZE leaves statistics behind
-        cursor.execute("SELECT name FROM sqlite_master WHERE name = 'sqlite_stat1'")
-        if cursor.fetchall():
-            cursor.execute("DELETE FROM sqlite_stat1")
-    connection.close()  # the next connection reads the (now empty) statistics afresh
+    without_statistics()
     DjangoStore().append(trail(["ws_a", "ws_b"] if scope.startswith("one") else [None]))
     query, index = FILTERED[label]
     plan = page_plan(query.for_workspace("ws_a") if scope.startswith("one") else query)
@@ -77,3 +100,21 @@ def test_on_postgresql_a_page_of_events_without_a_workspace_reads_its_filters_in
     assert index in plan and "audit_ev_time " not in plan, plan
     # the actor's two pages (at most limit + 1 rows each) are merged by one sort over their Append
     assert plan.count("Sort Key") == (0 if query.actor is None else 1), plan
+
+
+@pytest.mark.parametrize("label", list(FILTERED))
+def test_on_postgresql_a_page_over_every_workspace_of_several_reads_each_ones_index(label):
+    """Over every workspace of a trail of several, PostgreSQL walked the time index checking every row (seconds
+    at a million events); each workspace's page (and the events' without one) is read through the filter's
+    index, with sorts and full scans priced out."""
+    if connection.vendor != "postgresql":
+        pytest.skip("the planner this is about is PostgreSQL's")
+    DjangoStore().append(trail(["ws_a", None, "ws_b"]))
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE audit_events")
+    query, index = FILTERED[label]
+    plan = page_plan(query, "SET LOCAL enable_sort = off", "SET LOCAL enable_incremental_sort = off",
+                     "SET LOCAL enable_seqscan = off", "SET LOCAL enable_bitmapscan = off")
+    scans = re.findall(r"Index (?:Only )?Scan(?: Backward)? using (\S+)", plan)
+    assert len(scans) == 3 * (2 if query.actor is not None else 1), plan
+    assert all(index in name for name in scans), plan
