@@ -265,32 +265,34 @@ class PageStatement:
     of its parameters in order, which :func:`~audit_middleware.query.page_parameters` value goes there (a
     constant the ORM added stays as it is). ``reusable`` is False when some marker was not found among the
     compiled parameters (a backend that binds values differently): then only these values are right for it.
-    The rows go through the ORM's own converters (``compiler``). Several ``members`` (an actor filter's two
-    matches; each workspace's rows, see :func:`~audit_middleware.query.per_workspace`) are one statement: each
-    member's newest rows, merged newest first."""
+    The rows go through the ORM's own converters (``compiler``). Several ``parts`` (each a queryset of the
+    values or markers it is given: an actor filter's two matches; each workspace's rows, see
+    :func:`~audit_middleware.query.per_workspace`) are one statement: each part's newest rows, merged newest
+    first."""
 
     __slots__ = ("sql", "sources", "compiler", "reusable")
 
-    def __init__(self, connection: Any, members: Sequence[Callable[[Mapping[str, Any]], Any]],
+    def __init__(self, connection: Any, parts: Sequence[Callable[[Mapping[str, Any]], Any]],
                  markers: Mapping[str, Any], limit: int) -> None:
         by_bound = {_bound(connection, name, marker): (name, None) for name, marker in markers.items()
                     if not isinstance(marker, list)}
         by_bound.update({item: (name, i) for name, marker in markers.items() if isinstance(marker, list)
                          for i, item in enumerate(marker)})
-        parts: list[str] = []
+        statements: list[str] = []
         self.sources: list[tuple[str, int | None] | tuple[None, Any]] = []
-        for member in members:
-            compiler = member(markers).query.get_compiler(connection=connection)
+        for part in parts:
+            compiler = part(markers).query.get_compiler(connection=connection)
             sql, params = compiler.as_sql()
-            parts.append(sql)
+            statements.append(sql)
             self.sources += [by_bound.get(p, (None, p)) if _hashable(p) else (None, p) for p in params]
             self.compiler = compiler
         self.reusable = set(by_bound.values()) <= {source for source in self.sources if source[0] is not None}
-        if len(parts) == 1:
-            self.sql = parts[0]
+        if len(statements) == 1:
+            self.sql = statements[0]
         else:
             quote = connection.ops.quote_name
-            members = " UNION ALL SELECT * FROM ".join(f"({sql}) {quote(f'm{i}')}" for i, sql in enumerate(parts))
+            members = " UNION ALL SELECT * FROM ".join(
+                f"({sql}) {quote(f'm{i}')}" for i, sql in enumerate(statements))
             # The members are the ORM's own SQL (values bound); names are quoted and the limit is an int.
             self.sql = (f"SELECT * FROM {members} ORDER BY {quote('occurred_at')} DESC, {quote('id')} DESC "  # noqa: S608
                         f"LIMIT {int(limit)}")
@@ -397,7 +399,8 @@ class DjangoStore:
                 f"WITH RECURSIVE held (workspace, n) AS (SELECT MIN({workspace}), 1 FROM {table} "  # noqa: S608
                 f"UNION ALL SELECT (SELECT MIN({workspace}) FROM {table} WHERE {workspace} > held.workspace), "
                 f"n + 1 FROM held WHERE held.workspace IS NOT NULL AND n <= %s) SELECT workspace FROM held "
-                f"WHERE workspace IS NOT NULL UNION ALL SELECT NULL{dual} WHERE EXISTS (SELECT 1 FROM {table} WHERE {workspace} IS NULL)")
+                f"WHERE workspace IS NOT NULL UNION ALL SELECT NULL{dual} "
+                f"WHERE EXISTS (SELECT 1 FROM {table} WHERE {workspace} IS NULL)")
         with connection.cursor() as cursor:
             cursor.execute(sql, [at_most])
             return [row[0] for row in cursor.fetchall()]
