@@ -22,6 +22,7 @@ from sqlalchemy import (
     insert,
     inspect,
     literal,
+    literal_column,
     null,
     or_,
     select,
@@ -483,7 +484,10 @@ class SQLAlchemyStore:
         if statement is not None:
             return statement
         c = self.table.c
-        limit = members[0].limit + 1
+        # The page size written into the statement, not bound: PostgreSQL plans a prepared statement once for
+        # every value (a generic plan) only when that plan costs about what a plan for the values would, and
+        # without the LIMIT it prices the page for a tenth of the rows and plans it again at each run.
+        limit = literal_column(str(int(members[0].limit + 1)))
         parts = []  # one time-ordered index scan per workspace and actor match, merged in one statement
         for i, member in enumerate(members):
             order = [c.occurred_at.desc(), c.id.desc()]
