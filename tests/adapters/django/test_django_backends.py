@@ -26,7 +26,7 @@ TIMEOUT = 420
 
 
 class Run:
-    def __init__(self, backend: str, url: str, log: Path) -> None:
+    def __init__(self, backend: str, url: str, log: Path, prepared: bool = False) -> None:
         self.backend = backend
         self.log = log
         env = {
@@ -37,6 +37,8 @@ class Run:
             "PYTHONPATH": os.pathsep.join([str(PROJECT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
             "PYTHONDONTWRITEBYTECODE": "1",
         }
+        if prepared:  # values bound in the server, statements prepared by psycopg (see the settings)
+            env["AUDIT_DJANGO_PG_PREPARED"] = "1"
         if backend == "sqlite":
             env["AUDIT_DJANGO_BROWSER"] = "1"  # the headless Chromium test needs one database only
         self.handle = log.open("w")
@@ -69,11 +71,16 @@ def django_runs(_server_databases: Any, tmp_path_factory: pytest.TempPathFactory
             runs[backend] = outcome
             continue
         runs[backend] = Run(backend, url, base / f"{backend}.log")
+        if backend == "postgresql":
+            runs[PREPARED] = Run(backend, _server_databases.new(backend), base / f"{PREPARED}.log", prepared=True)
     yield runs
     for run in runs.values():
         if isinstance(run, Run) and run.process.poll() is None:
             run.process.kill()
             run.process.wait()
+
+
+PREPARED = "postgresql, values bound in the server and statements prepared"
 
 
 def test_django_suite_passes_on_the_database(backend: str, django_runs: dict[str, Any]) -> None:
@@ -87,3 +94,12 @@ def test_django_suite_passes_on_the_database(backend: str, django_runs: dict[str
     assert code == 0, f"Django suite on {backend} exited {code}:\n{tail}"
     assert " passed" in output, f"Django suite on {backend} ran no test:\n{tail}"
     print(f"[{backend}] {output.splitlines()[-1]}")
+
+
+def test_django_suite_passes_on_postgresql_with_prepared_statements(django_runs: dict[str, Any]) -> None:
+    """The same suite on PostgreSQL with ``OPTIONS={"server_side_binding": True, "prepare_threshold": 5}`` (what
+    the README suggests where admin pages are read over every workspace): psycopg prepares the page statements,
+    which PostgreSQL then plans once."""
+    if "postgresql" not in selected_backends():
+        pytest.skip("PostgreSQL is not among AUDIT_TEST_DATABASES")
+    test_django_suite_passes_on_the_database(PREPARED, django_runs)

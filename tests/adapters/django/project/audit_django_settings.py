@@ -2,7 +2,10 @@
 
 ``AUDIT_DJANGO_DB`` (sqlite, postgresql or mariadb) and ``AUDIT_DJANGO_DB_URL`` (a URL such as
 ``postgresql+psycopg://postgres@127.0.0.1:5432/name``, ``mysql+pymysql://root@127.0.0.1:3306/name`` or
-``sqlite:////tmp/file.sqlite3``; default: a SQLite file in the temp directory).
+``sqlite:////tmp/file.sqlite3``; default: a SQLite file in the temp directory). On PostgreSQL,
+``AUDIT_DJANGO_PG_PREPARED=1`` binds values in the server and lets psycopg prepare statements
+(``OPTIONS={"server_side_binding": True, "prepare_threshold": 5}``, what the README suggests to an app whose
+admin pages read over every workspace).
 """
 
 import os
@@ -26,7 +29,9 @@ def _database(url: str) -> dict:
         "PASSWORD": unquote(parts.password or ""), "HOST": parts.hostname or "", "PORT": str(parts.port or ""),
     }
     if scheme.startswith("postgres"):
-        return {"ENGINE": "django.db.backends.postgresql", **common}
+        prepared = os.environ.get("AUDIT_DJANGO_PG_PREPARED") == "1"
+        options = {"server_side_binding": True, "prepare_threshold": 5} if prepared else {}
+        return {"ENGINE": "django.db.backends.postgresql", **common, "OPTIONS": options}
     if scheme in ("mysql", "mariadb"):
         import pymysql
 
