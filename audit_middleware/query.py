@@ -257,66 +257,56 @@ range scan in time order, where an OR of the two would read and sort every row o
 first in the same statement (UNION ALL); the ``name`` query leaves out rows the ``id`` query has."""
 
 
-@dataclass(frozen=True, slots=True)
-class WorkspaceSpan:
-    """What a trail's ``workspace_id`` column holds: its lowest and highest value (None when no event has
-    one) and whether some event has none. Stores read it with three index seeks (MIN, MAX, one row without a
-    workspace), in one statement."""
-
-    lowest: str | None
-    highest: str | None
-    some_without: bool
-
-
 #: the filters that narrow a page beyond a time window (the workspace-first indexes answer actor, event and
 #: resource; the time index, walked and checked row by row, answers them only when matches are common)
 _NARROWING = ("events", "category", "actor", "actor_type", "resource_type", "resource_id")
-
-
-def within_only_workspace(query: EventQuery, span: Callable[[], WorkspaceSpan]) -> EventQuery:
-    """``query`` over every workspace, restricted to the one workspace the trail holds, when it holds one
-    (an app without workspaces: every event has none). The events are the same; the query is answered by the
-    indexes that start with the workspace (actor, event, resource, each in time order) instead of walking the
-    time index or sorting every match: at 1,000,000 events on SQLite an actor's or a resource's first page took
-    2 s without this, 1 ms with it. ``span`` (the store's :class:`WorkspaceSpan` probe) is only called for a
-    query over every workspace with a filter those indexes serve; a query for one workspace, one with only
-    a time window, or a trail of several workspaces is given back as it is.
-
-    An event of another workspace committed between the probe and the query is not in that page, as if the
-    page had been read just before it: a page is never a snapshot across pages anyway."""
-    if query.workspace_filtered or not any(getattr(query, name) for name in _NARROWING):
-        return query
-    held = span()
-    if held.lowest is None:  # no event has a workspace (or there is no event)
-        return query.for_workspace(None)
-    if held.lowest == held.highest and not held.some_without:
-        return query.for_workspace(held.lowest)
-    return query
-
 
 MERGED_WORKSPACES = 32
 """The most workspaces a filtered page over every workspace is read workspace by workspace for (see
 :func:`per_workspace`); on a trail of more, the page is read as one query (the time index walked)."""
 
+HeldWorkspaces = Callable[[int], Sequence[str | None]]
+"""A store's probe of what its trail's workspace column holds: ``listed(n)`` gives the workspaces in ascending
+order, at most ``n + 1`` of them (one index seek each), then None if some event has none."""
 
-def per_workspace(query: EventQuery, listed: Callable[[int], Sequence[str | None]]) -> list[EventQuery] | None:
-    """``query`` over every workspace, as one query per workspace of the trail, when the trail holds between
-    two and :data:`MERGED_WORKSPACES` of them (the events without one counting as one): each is answered by
-    the filter's index, which starts with the workspace, in page order, and the store merges their pages into
-    one, newest first. Without this a filtered page over every workspace walks the time index: at 1,000,000
-    events in 20 workspaces on PostgreSQL an actor's or a resource's first page took 2 to 3 s. None when
-    ``query`` is for one workspace (see :func:`within_only_workspace`, which comes first), has no filter those
-    indexes serve, or the trail holds fewer or more workspaces: then ``query`` is read as it is.
 
-    ``listed(n)`` is the store's probe: the trail's workspaces in ascending order, at most ``n + 1`` of them
-    (one index seek each), then None if some event has none. A workspace whose first event is committed after
-    the probe is missing from that page, as with :func:`within_only_workspace`."""
-    if query.workspace_filtered or not any(getattr(query, name) for name in _NARROWING):
-        return None
-    held = list(listed(MERGED_WORKSPACES))
-    if not 2 <= len(held) <= MERGED_WORKSPACES:
-        return None
-    return [query.for_workspace(workspace) for workspace in held]
+def within_only_workspace(query: EventQuery, listed: HeldWorkspaces) -> EventQuery:
+    """``query`` over every workspace, restricted to the one workspace the trail holds, when it holds one
+    (an app without workspaces: every event has none). The events are the same; the query is answered by the
+    indexes that start with the workspace (actor, event, resource, each in time order) instead of walking the
+    time index or sorting every match: at 1,000,000 events on SQLite an actor's or a resource's first page took
+    2 s without this, 1 ms with it. ``listed`` (the store's probe) is only called for a query over every
+    workspace with a filter those indexes serve; a query for one workspace, one with only a time window, or a
+    trail of several workspaces is given back as it is.
+
+    An event of another workspace committed between the probe and the query is not in that page, as if the
+    page had been read just before it: a page is never a snapshot across pages anyway."""
+    return _read_as(query, listed, 1)[0] if _narrowing_over_every_workspace(query) else query
+
+
+def per_workspace(query: EventQuery, listed: HeldWorkspaces) -> list[EventQuery]:
+    """``query`` as the queries a store reads for it: restricted to the trail's only workspace as
+    :func:`within_only_workspace` does, or, on a trail of two to :data:`MERGED_WORKSPACES` workspaces (the
+    events without one counting as one), one query per workspace: each is answered by the filter's index,
+    which starts with the workspace, in page order, and the store merges their pages into one, newest first.
+    Without this a filtered page over every workspace walks the time index: at 1,000,000 events in 20
+    workspaces on PostgreSQL an actor's or a resource's first page took 2 to 3 s. Otherwise (a query for one
+    workspace, one without a filter those indexes serve, a trail of more workspaces) ``[query]``: it is read
+    as it is. One probe (``listed``) either way."""
+    if not _narrowing_over_every_workspace(query):
+        return [query]
+    return _read_as(query, listed, MERGED_WORKSPACES)
+
+
+def _narrowing_over_every_workspace(query: EventQuery) -> bool:
+    return not query.workspace_filtered and any(getattr(query, name) for name in _NARROWING)
+
+
+def _read_as(query: EventQuery, listed: HeldWorkspaces, at_most: int) -> list[EventQuery]:
+    held = list(listed(at_most)) or [None]  # no event at all: none to find, read as without a workspace
+    if len(held) <= at_most:  # the trail's only workspace ("none" included), or each of a few
+        return [query.for_workspace(workspace) for workspace in held]
+    return [query]
 
 
 def without_workspace(query: EventQuery) -> bool:
@@ -361,8 +351,7 @@ def page_parameters(query: EventQuery) -> dict[str, Any]:
 
 
 def member_parameters(members: Sequence[EventQuery]) -> dict[str, Any]:
-    """:func:`page_parameters` of one query read as ``members`` (:func:`per_workspace`; one member: the query
-    itself): their shared values, and each member's workspace as ``f_workspace_<i>`` (none for the member of
+    """:func:`page_parameters` of one query read as ``members`` (:func:`per_workspace`): their shared values, and each member's workspace as ``f_workspace_<i>`` (none for the member of
     the events without one)."""
     values = page_parameters(members[0])
     if len(members) > 1:

@@ -24,7 +24,6 @@ from audit_middleware.query import (
     TIME_PARAMETERS,
     EventQuery,
     Page,
-    WorkspaceSpan,
     member_parameters,
     page_from_rows,
     page_parameters,
@@ -345,7 +344,6 @@ def _hashable(value: Any) -> bool:
 
 _OCCURRED_AT = AuditEventRow._meta.get_field("occurred_at")
 _PAGES: dict[tuple[Any, ...], PageStatement] = {}
-_SPANS: dict[tuple[str, str], str] = {}  # (alias, vendor): the workspace span's SQL
 _HELD: dict[tuple[str, str], str] = {}  # (alias, vendor): the SQL listing the trail's workspaces
 
 
@@ -362,31 +360,10 @@ class DjangoStore:
         with transaction.atomic(using=self.using):
             insert_events(connections[self.using], events)
 
-    def workspace_span(self) -> WorkspaceSpan:
-        """What the trail's workspace column holds (see :func:`~audit_middleware.query.within_only_workspace`):
-        the lowest and highest workspace from the workspace-first indexes, and whether one event has none, in
-        one statement (the ORM's three queries, compiled once)."""
-        connection = connections[self.using]
-        key = (self.using, connection.vendor)
-        sql = _SPANS.get(key)
-        if sql is None:
-            rows = self._rows().order_by()
-            with_one = rows.filter(workspace_id__isnull=False).values_list("workspace_id", flat=True)
-            parts = [query.query.get_compiler(connection=connection).as_sql() for query in (
-                with_one.order_by("workspace_id")[:1], with_one.order_by("-workspace_id")[:1],
-                rows.filter(workspace_id__isnull=True).values_list("id", flat=True)[:1])]
-            assert not any(params for _, params in parts)  # IS NULL, IS NOT NULL and a literal LIMIT: no values
-            lowest, highest, without = (part for part, _ in parts)
-            sql = _SPANS[key] = f"SELECT ({lowest}), ({highest}), EXISTS ({without})"  # noqa: S608 (the ORM's SQL)
-        with connection.cursor() as cursor:
-            cursor.execute(sql)
-            lowest, highest, some_without = cursor.fetchone()
-        return WorkspaceSpan(lowest, highest, bool(some_without))
-
     def workspaces_held(self, at_most: int) -> list[str | None]:
-        """The trail's workspaces, at most ``at_most + 1``, then None if some event has none (see
-        :func:`~audit_middleware.query.per_workspace`): one index seek each (a recursive query asking for
-        the lowest workspace above the last one), in one statement."""
+        """The trail's workspaces, at most ``at_most + 1``, then None if some event has none (the probe
+        :func:`~audit_middleware.query.per_workspace` and ``within_only_workspace`` decide by): one index seek
+        each (a recursive query asking for the lowest workspace above the last one), in one statement."""
         connection = connections[self.using]
         key = (self.using, connection.vendor)
         sql = _HELD.get(key)
@@ -407,8 +384,7 @@ class DjangoStore:
 
     def query(self, query: EventQuery) -> Page:
         connection = connections[self.using]
-        query = within_only_workspace(query, self.workspace_span)
-        members = per_workspace(query, self.workspaces_held) or [query]
+        members = per_workspace(query, self.workspaces_held)
         values = member_parameters(members)
         key = (self.using, connection.vendor, len(members), *page_shape(members[0], values))
         statement = _PAGES.get(key)
@@ -453,7 +429,7 @@ class DjangoStore:
         where the database does not write the CSV itself (a server-side cursor on PostgreSQL). On SQLite the
         rows come from the driver's cursor as they are, the time as its stored text: no per-row conversion by
         the ORM, no datetime parsed only to be formatted again (twice as fast)."""
-        query = within_only_workspace(query, self.workspace_span)
+        query = within_only_workspace(query, self.workspaces_held)
         queryset = self._rows().filter(filters_of(query)).order_by("-occurred_at", "-id")
         if connections[self.using].vendor == "sqlite":
             stored = queryset.annotate(occurred_at_text=Cast("occurred_at", TextField()))
@@ -491,7 +467,7 @@ class DjangoStore:
         return self._copy_csv(query, rows_per_chunk) if is_psycopg3 else None
 
     def _copy_csv(self, query: EventQuery, rows_per_chunk: int) -> Iterator[tuple[str, int]]:
-        query = within_only_workspace(query, self.workspace_span)
+        query = within_only_workspace(query, self.workspaces_held)
         rows = self._rows().filter(filters_of(query)).order_by().values_list(*EXPORT_COLUMNS)
         sql, params = rows.query.get_compiler(using=self.using).as_sql()
         statement = postgresql_csv_copy(sql, time_zone_aware=True)
@@ -507,7 +483,7 @@ class DjangoStore:
         rows = self._rows()
         if query is None:
             return int(rows.count())
-        return int(rows.filter(filters_of(within_only_workspace(query, self.workspace_span))).count())
+        return int(rows.filter(filters_of(within_only_workspace(query, self.workspaces_held))).count())
 
     def purge(self, before: datetime, batch_size: int = 1000) -> int:
         """Delete events older than ``before`` in batches, each in its own transaction (no long locks)."""

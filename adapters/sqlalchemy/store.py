@@ -48,7 +48,6 @@ from audit_middleware.query import (
     TIME_PARAMETERS,
     EventQuery,
     Page,
-    WorkspaceSpan,
     member_parameters,
     page_from_rows,
     page_parameters,
@@ -424,26 +423,10 @@ class SQLAlchemyStore:
             connection.execution_options(isolation_level="AUTOCOMMIT")  # undone when it returns to the pool
         return connection
 
-    def workspace_span(self, connection: Connection) -> WorkspaceSpan:
-        """What the trail's workspace column holds (see :func:`~audit_middleware.query.within_only_workspace`):
-        MIN and MAX from the workspace-first indexes, and whether one event has no workspace, in one
-        statement."""
-        lowest, highest, some_without = connection.execute(self._span_statement).one()
-        return WorkspaceSpan(lowest, highest, bool(some_without))
-
-    @cached_property
-    def _span_statement(self) -> Any:
-        c = self.table.c
-        return select(
-            select(func.min(c.workspace_id)).scalar_subquery(),
-            select(func.max(c.workspace_id)).scalar_subquery(),
-            exists().where(c.workspace_id.is_(None)),
-        )
-
     def workspaces_held(self, connection: Connection, at_most: int) -> list[str | None]:
-        """The trail's workspaces, at most ``at_most + 1``, then None if some event has none (see
-        :func:`~audit_middleware.query.per_workspace`): one index seek each (a recursive query asking for
-        the lowest workspace above the last one), in one statement."""
+        """The trail's workspaces, at most ``at_most + 1``, then None if some event has none (the probe
+        :func:`~audit_middleware.query.per_workspace` and ``within_only_workspace`` decide by): one index seek
+        each (a recursive query asking for the lowest workspace above the last one), in one statement."""
         return [row[0] for row in connection.execute(self._listing_statement, {"at_most": at_most})]
 
     @cached_property
@@ -462,12 +445,11 @@ class SQLAlchemyStore:
         )
 
     def _narrowed(self, query: EventQuery, connection: Connection) -> EventQuery:
-        return within_only_workspace(query, lambda: self.workspace_span(connection))
+        return within_only_workspace(query, lambda n: self.workspaces_held(connection, n))
 
     def query(self, query: EventQuery) -> Page:
         with self._reading() as connection:
-            query = self._narrowed(query, connection)
-            members = per_workspace(query, lambda n: self.workspaces_held(connection, n)) or [query]
+            members = per_workspace(query, lambda n: self.workspaces_held(connection, n))
             parameters = member_parameters(members)
             statement = self._page_statement(members, parameters, connection.dialect.name == "sqlite")
             result = connection.execute(statement, parameters)

@@ -10,7 +10,6 @@ from audit_middleware.ids import event_id_time, new_event_id, new_request_id
 from audit_middleware.query import (
     MERGED_WORKSPACES,
     Cursor,
-    WorkspaceSpan,
     member_parameters,
     parse_query,
     per_workspace,
@@ -142,33 +141,35 @@ def test_workspace_filter_distinguishes_none_from_unset():
     assert [e.workspace_id for e in store.query(EventQuery().for_workspace(None)).events] == [None]
 
 
-@pytest.mark.parametrize(("span", "pinned"), [
-    (WorkspaceSpan(None, None, True), None),        # an app without workspaces
-    (WorkspaceSpan(None, None, False), None),       # no event yet: nothing to find either way
-    (WorkspaceSpan("ws_1", "ws_1", False), "ws_1"),
-    (WorkspaceSpan("ws_1", "ws_1", True), ...),     # ws_1 and events without a workspace
-    (WorkspaceSpan("ws_1", "ws_2", False), ...),
+@pytest.mark.parametrize(("held", "pinned"), [
+    ([None], None),             # an app without workspaces
+    ([], None),                 # no event yet: nothing to find either way
+    (["ws_1"], "ws_1"),
+    (["ws_1", None], ...),      # ws_1 and events without a workspace
+    (["ws_1", "ws_2"], ...),
 ])
-def test_a_filtered_query_over_every_workspace_is_pinned_to_the_trails_only_workspace(span, pinned):
+def test_a_filtered_query_over_every_workspace_is_pinned_to_the_trails_only_workspace(held, pinned):
     query = EventQuery(actor="ada@example.com", limit=5)
-    narrowed = within_only_workspace(query, lambda: span)
+    asked: list[int] = []
+    narrowed = within_only_workspace(query, lambda n: asked.append(n) or held)
+    assert asked == [1]  # two workspaces at most: enough to tell one from several
     if pinned is ...:
         assert narrowed is query
     else:
         assert narrowed == query.for_workspace(pinned) and narrowed.workspace_filtered
+        assert per_workspace(query, lambda n: held) == [narrowed]  # a page is pinned the same way
 
 
-def test_the_workspace_span_is_only_read_for_a_filtered_query_over_every_workspace():
-    def span() -> WorkspaceSpan:
-        raise AssertionError("read for a query that does not need it")
+def test_the_workspaces_are_only_listed_to_pin_a_filtered_query_over_every_workspace():
+    def listed(at_most: int) -> list[str | None]:
+        raise AssertionError("listed for a query that does not need it")
 
     for query in (EventQuery(actor="ada").for_workspace("ws_1"), EventQuery(events=("A B",)).for_workspace(None),
                   EventQuery(), EventQuery(since=datetime(2026, 1, 1), until=datetime(2026, 2, 1))):
-        assert within_only_workspace(query, span) is query
+        assert within_only_workspace(query, listed) is query
     for name, value in (("events", ("A B",)), ("category", "C"), ("actor", "a"), ("actor_type", "user"),
                         ("resource_type", "R"), ("resource_id", "1")):
-        assert within_only_workspace(EventQuery(**{name: value}), lambda: WorkspaceSpan(None, None, True)
-                                     ).workspace_filtered, name
+        assert within_only_workspace(EventQuery(**{name: value}), lambda n: [None]).workspace_filtered, name
 
 
 def test_a_filtered_query_over_several_workspaces_is_read_workspace_by_workspace_up_to_the_limit():
@@ -190,10 +191,10 @@ def test_a_filtered_query_over_several_workspaces_is_read_workspace_by_workspace
     assert member_parameters([query.for_workspace("ws_1")]) == {
         "f_workspace": "ws_1", "f_event": "A B", "f_actor": "ada@example.com"}
     many = [f"ws_{n}" for n in range(MERGED_WORKSPACES)]
-    assert len(per_workspace(query, listed(many)) or []) == MERGED_WORKSPACES
-    assert per_workspace(query, listed([*many, None])) is None  # one more than are read one by one
-    assert per_workspace(query, listed(["ws_1"])) is None  # a trail changed since its span: read as it is
-    assert per_workspace(query, listed([])) is None
+    assert len(per_workspace(query, listed(many))) == MERGED_WORKSPACES
+    assert per_workspace(query, listed([*many, None])) == [query]  # one more than are read one by one
+    assert per_workspace(query, listed(["ws_1"])) == [query.for_workspace("ws_1")]  # the only one: pinned
+    assert per_workspace(query, listed([])) == [query.for_workspace(None)]
 
 
 def test_workspaces_are_only_listed_for_a_filtered_query_over_every_workspace():
@@ -202,4 +203,4 @@ def test_workspaces_are_only_listed_for_a_filtered_query_over_every_workspace():
 
     for query in (EventQuery(actor="ada").for_workspace("ws_1"), EventQuery(events=("A B",)).for_workspace(None),
                   EventQuery(), EventQuery(since=datetime(2026, 1, 1), until=datetime(2026, 2, 1))):
-        assert per_workspace(query, listed) is None
+        assert per_workspace(query, listed) == [query]

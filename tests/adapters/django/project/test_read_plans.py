@@ -21,15 +21,6 @@ def test_a_query_over_every_workspace_gives_every_matching_event_whatever_worksp
     read_plans.assert_queries_over_every_workspace_find_every_match(DjangoStore(), list(workspaces))
 
 
-def test_the_workspace_span_is_what_the_trail_holds():
-    store = DjangoStore()
-    empty = store.workspace_span()
-    assert (empty.lowest, empty.highest, empty.some_without) == (None, None, False)
-    store.append(trail([None, "ws_b", "ws_a"], n=6))
-    span = store.workspace_span()
-    assert (span.lowest, span.highest, span.some_without) == ("ws_a", "ws_b", True)
-
-
 def test_the_workspaces_listed_are_what_the_trail_holds():
     store = DjangoStore()
     read_plans.held_workspaces_check(store.workspaces_held, store.append)
