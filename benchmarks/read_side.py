@@ -22,6 +22,14 @@ planner statistics the generator otherwise gathers (ANALYZE), as an app's SQLite
 code at git revision REV, on a copy of the database whose audit indexes REV's ``create_tables()`` built.
 ``--unscoped``: the pages asked over every workspace of a trail that has several (a platform's own admin
 mounted without a workspace loader; the CLI's export without ``--workspace``).
+
+    python benchmarks/read_side.py --backend sqlite --backend postgresql --store django --unscoped
+
+``--store django``: the first pages read by the Django store (``DjangoStore().query``) instead of the SQLAlchemy
+store, in a process of their own configuring Django on the same trail (its model reads the ``audit_events`` table
+the generator made: on PostgreSQL the column is ``timestamp``, holding UTC, where Django's migration makes it
+``timestamptz``). ``DJANGO_OPTIONS`` (JSON) sets the database's ``OPTIONS``, e.g.
+``{"server_side_binding": true, "prepare_threshold": 5}``. Both stores: ``--store sqlalchemy --store django``.
 """
 
 from __future__ import annotations
@@ -37,7 +45,7 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _revision import before_variant  # noqa: E402
@@ -201,12 +209,15 @@ def cache_sqlite_file(url: str) -> None:
                 pass
 
 
-def first_pages(url: str, runs: int, workspaces: int = WORKSPACES, unscoped: bool = False
-                ) -> dict[str, dict[str, float]]:
+def first_pages(url: str, runs: int, workspaces: int = WORKSPACES, unscoped: bool = False,
+                store: Any = None) -> dict[str, dict[str, float]]:
+    """p50 and p99 of each shape's first page: ``runs`` random filters after 20 to warm the caches, read by
+    ``store`` (default: a SQLAlchemy store on ``url``, closed after)."""
     from audit_middleware.adapters.sqlalchemy import SQLAlchemyStore
 
     cache_sqlite_file(url)
-    store = SQLAlchemyStore.from_url(url)
+    own = store is None
+    store = SQLAlchemyStore.from_url(url) if own else store
     shapes = query_shapes(random.Random(7), datetime.now(timezone.utc).replace(tzinfo=None), workspaces, unscoped)
     results: dict[str, dict[str, float]] = {}
     for label, make in shapes.items():
@@ -220,8 +231,50 @@ def first_pages(url: str, runs: int, workspaces: int = WORKSPACES, unscoped: boo
             times.append((time.perf_counter() - start) * 1000)
         times.sort()
         results[label] = {"p50_ms": median(times), "p99_ms": times[int(len(times) * 0.99) - 1]}
-    store.close()
+    if own:
+        store.close()
     return results
+
+
+DJANGO_OPTIONS = "DJANGO_OPTIONS"  # JSON: the Django database's OPTIONS for --store django
+
+
+def django_store(url: str) -> Any:
+    """Django configured in this (child) process on the trail at ``url`` (persistent connection, as in
+    production; ``DJANGO_OPTIONS`` from the environment), and a ``DjangoStore`` reading its ``audit_events``."""
+    import django
+    from django.conf import settings
+    from sqlalchemy.engine import make_url
+
+    where = make_url(url)
+    options = json.loads(os.environ.get(DJANGO_OPTIONS) or "{}")
+    if where.get_backend_name() == "sqlite":
+        database = {"ENGINE": "django.db.backends.sqlite3", "NAME": where.database}
+    else:
+        engine = "postgresql" if where.get_backend_name() == "postgresql" else "mysql"
+        if engine == "mysql":
+            import pymysql
+
+            pymysql.install_as_MySQLdb()
+            options = {"charset": "utf8mb4", **options}
+        database = {"ENGINE": f"django.db.backends.{engine}", "NAME": where.database, "HOST": where.host,
+                    "PORT": str(where.port), "USER": where.username, "PASSWORD": where.password or ""}
+    settings.configure(DATABASES={"default": {**database, "CONN_MAX_AGE": 600, "OPTIONS": options}}, USE_TZ=True,
+                       INSTALLED_APPS=["audit_middleware.adapters.django"],
+                       DEFAULT_AUTO_FIELD="django.db.models.BigAutoField")
+    django.setup()
+    from audit_middleware.adapters.django.store import DjangoStore
+
+    return DjangoStore()
+
+
+def django_pages(url: str, runs: int, workspaces: int, unscoped: bool) -> dict[str, dict[str, float]]:
+    """:func:`first_pages` through the Django store, in a process of its own (Django's settings are the
+    process's)."""
+    out = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--django-pages-child", url, str(runs), str(workspaces),
+         "1" if unscoped else "0"], check=True, capture_output=True, text=True)
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
 def export_child(url: str, workspace: str, limit_rows: int) -> dict[str, float]:
@@ -301,7 +354,11 @@ def main() -> None:
     parser.add_argument("--before", metavar="REV",
                         help="also read the first pages through the code at git revision REV, on a copy of the "
                              "trail whose audit indexes REV built")
+    parser.add_argument("--store", action="append", choices=("sqlalchemy", "django"),
+                        help="which store reads the first pages (default sqlalchemy; repeat for both): django runs "
+                             "them in a process configuring Django on the same trail")
     parser.add_argument("--export-child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--django-pages-child", nargs=4, help=argparse.SUPPRESS)
     parser.add_argument("--pages-child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.export_child:
@@ -311,34 +368,46 @@ def main() -> None:
         url, runs, workspaces, analyze, unscoped = args.pages_child
         print(json.dumps(pages_of_revision(url, int(runs), int(workspaces), analyze == "1", unscoped == "1")))
         return
+    if args.django_pages_child:
+        url, runs, workspaces, unscoped = args.django_pages_child
+        print(json.dumps(first_pages(url, int(runs), int(workspaces), unscoped == "1", django_store(url))))
+        return
+    stores = args.store or ["sqlalchemy"]
+    if args.before and stores != ["sqlalchemy"]:
+        parser.error("--before reads through the SQLAlchemy store only")
     analyze = not args.no_analyze
     workdir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
     os.makedirs(workdir, exist_ok=True)
     before = before_variant(args.before, workdir)
     for backend in args.backend or ["sqlite"]:
         url = ensure_database(backend, args.events, args.fresh, args.workspaces, analyze)
-        columns = {"now": first_pages(url, args.runs, args.workspaces, args.unscoped)}
-        for label, path in before.items():
-            copy_url = url_for(backend, args.events, args.workspaces, analyze, suffix="_before")
-            copy_database(backend, url, copy_url)
-            out = subprocess.run(
-                [sys.executable, os.path.abspath(__file__), "--pages-child", copy_url, str(args.runs),
-                 str(args.workspaces), "1" if analyze else "0", "1" if args.unscoped else "0"],
-                check=True, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": path}, cwd=workdir)
-            columns[label] = json.loads(out.stdout.strip().splitlines()[-1])
         spread = (f"{args.workspaces} workspaces" + (", pages over every workspace" if args.unscoped else "")
                   if args.workspaces else "no workspaces: pages over every workspace")
-        print(f"\n### Read side, SQLAlchemy store, {backend}, {args.events:,} events "
-              f"({spread}, {ACTORS} actors, {RESOURCES:,} resources, 90 days"
-              f"{'' if analyze else ', no ANALYZE'})")
-        print("| first page (50 rows) | " + " | ".join(f"p50 {c} | p99 {c}" for c in columns) + " |\n|---|"
-              + "---|---|" * len(columns))
-        for label in columns["now"]:
-            print(f"| {label} | " + " | ".join(f"{r[label]['p50_ms']:.2f} ms | {r[label]['p99_ms']:.2f} ms"
-                                               for r in columns.values()) + " |")
-        if args.workspaces == 0 or args.unscoped:
-            continue  # the export below is one workspace's
-        print("\n| CSV export of one workspace | rows | rows/s | peak RSS | RSS growth |\n|---|---|---|---|---|")
+        for store in stores:
+            if store == "django":
+                columns = {"now": django_pages(url, args.runs, args.workspaces, args.unscoped)}
+            else:
+                columns = {"now": first_pages(url, args.runs, args.workspaces, args.unscoped)}
+            for label, path in before.items():
+                copy_url = url_for(backend, args.events, args.workspaces, analyze, suffix="_before")
+                copy_database(backend, url, copy_url)
+                out = subprocess.run(
+                    [sys.executable, os.path.abspath(__file__), "--pages-child", copy_url, str(args.runs),
+                     str(args.workspaces), "1" if analyze else "0", "1" if args.unscoped else "0"],
+                    check=True, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": path}, cwd=workdir)
+                columns[label] = json.loads(out.stdout.strip().splitlines()[-1])
+            options = os.environ.get(DJANGO_OPTIONS) if store == "django" else None
+            print(f"\n### Read side, {'Django' if store == 'django' else 'SQLAlchemy'} store, {backend}, "
+                  f"{args.events:,} events ({spread}, {ACTORS} actors, {RESOURCES:,} resources, 90 days"
+                  f"{'' if analyze else ', no ANALYZE'}{f', OPTIONS {options}' if options else ''})")
+            print("| first page (50 rows) | " + " | ".join(f"p50 {c} | p99 {c}" for c in columns) + " |\n|---|"
+                  + "---|---|" * len(columns))
+            for label in columns["now"]:
+                print(f"| {label} | " + " | ".join(f"{r[label]['p50_ms']:.2f} ms | {r[label]['p99_ms']:.2f} ms"
+                                                   for r in columns.values()) + " |")
+        if args.workspaces == 0 or args.unscoped or "sqlalchemy" not in stores:
+            continue  # the export below is one workspace's, through the SQLAlchemy store
+        print("\n| CSV export of one workspace (SQLAlchemy store) | rows | rows/s | peak RSS | RSS growth |\n|---|---|---|---|---|")
         for limit_rows in (5_000, 10**9):
             out = subprocess.run([sys.executable, __file__, "--export-child", url, "ws_3", str(limit_rows)],
                                  check=True, capture_output=True, text=True).stdout

@@ -74,17 +74,29 @@ def assert_reads_its_filters_index_in_page_order(plan: str, query: EventQuery, i
     assert index in plan and "_ws_time" not in plan, plan
     if query.actor is None:
         assert "TEMP B-TREE" not in plan, plan
-    else:  # each of the actor's two matches sorts its own page (at most limit + 1 rows) for the merge
-        assert "RIGHT PART" not in plan and plan.count("TEMP B-TREE") == 2, plan
+    else:  # each of the actor's two matches sorts its own page (at most limit + 1 rows) for the merge, whose
+        # chosen ids' rows are read by id and sorted (at most limit + 1 rows)
+        assert "RIGHT PART" not in plan and plan.count("TEMP B-TREE") == 3, plan
+        assert_reads_chosen_rows_by_id(plan)
 
 
 def assert_reads_its_filters_index_per_workspace(plan: str, query: EventQuery, index: str, workspaces: int) -> None:
     """SQLite's ``plan`` of a page over every workspace of a trail of ``workspaces``: each workspace's rows (each
-    actor match's) read through the filter's index, merged; no table scan, no time index."""
-    searches = re.findall(r"SEARCH \S+ USING (?:COVERING )?INDEX (\S+)", plan)
-    assert len(searches) == workspaces * (2 if query.actor is not None else 1), plan
-    assert all(index in name for name in searches) and "_ws_time" not in plan, plan
+    actor match's) read through the filter's index, merged; no table scan, no time index; the merge's rows read
+    by id."""
+    searches = re.findall(r"SEARCH \S+ USING (?:COVERING )?INDEX (\S+) \(([^)]*)\)", plan)
+    members = [name for name, constraint in searches if constraint != "id=?"]
+    assert len(members) == workspaces * (2 if query.actor is not None else 1), plan
+    assert all(index in name for name in members) and "_ws_time" not in plan, plan
     assert "MERGE (UNION ALL)" in plan, plan
+    assert_reads_chosen_rows_by_id(plan)
+
+
+def assert_reads_chosen_rows_by_id(plan: str) -> None:
+    """SQLite's ``plan`` of a merged page: the members' times and ids merged, then the chosen rows read by id
+    (one primary key search, the first step), not every member's full rows (see ``KEYED_MERGES``)."""
+    assert re.match(r"SEARCH \S+ USING INDEX sqlite_autoindex_\S+ \(id=\?\) \| LIST SUBQUERY", plan), plan
+    assert len(re.findall(r"\(id=\?\)", plan)) == 1, plan
 
 
 def held_workspaces_check(listed: Any, append: Any) -> None:

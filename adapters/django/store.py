@@ -11,6 +11,7 @@ from typing import Any
 from django.conf import settings
 from django.db import connections, router, transaction
 from django.db.models import CharField, F, Func, Q, TextField
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Cast
 from django.db.models.lookups import Exact, In
 
@@ -21,6 +22,7 @@ from audit_middleware.export import EXPORT_COLUMNS, iter_postgresql_csv, postgre
 from audit_middleware.integrity import PURGE_SETTING
 from audit_middleware.query import (
     ACTOR_MATCHES,
+    KEYED_MERGES,
     TIME_PARAMETERS,
     EventQuery,
     Page,
@@ -267,25 +269,25 @@ class PageStatement:
     The rows go through the ORM's own converters (``compiler``). Several ``parts`` (each a queryset of the
     values or markers it is given: an actor filter's two matches; each workspace's rows, see
     :func:`~audit_middleware.query.per_workspace`) are one statement: each part's newest rows, merged newest
-    first."""
+    first. Given ``rows`` (the events' queryset), the parts are of times and ids only, and the statement reads
+    the rows of the ids the merge chose (see :data:`~audit_middleware.query.KEYED_MERGES`)."""
 
     __slots__ = ("sql", "sources", "compiler", "reusable")
 
     def __init__(self, connection: Any, parts: Sequence[Callable[[Mapping[str, Any]], Any]],
-                 markers: Mapping[str, Any], limit: int) -> None:
+                 markers: Mapping[str, Any], limit: int, rows: Any = None) -> None:
         by_bound = {_bound(connection, name, marker): (name, None) for name, marker in markers.items()
                     if not isinstance(marker, list)}
         by_bound.update({item: (name, i) for name, marker in markers.items() if isinstance(marker, list)
                          for i, item in enumerate(marker)})
         statements: list[str] = []
-        self.sources: list[tuple[str, int | None] | tuple[None, Any]] = []
+        params: list[Any] = []
         for part in parts:
             compiler = part(markers).query.get_compiler(connection=connection)
-            sql, params = compiler.as_sql()
+            sql, part_params = compiler.as_sql()
             statements.append(sql)
-            self.sources += [by_bound.get(p, (None, p)) if _hashable(p) else (None, p) for p in params]
+            params += part_params
             self.compiler = compiler
-        self.reusable = set(by_bound.values()) <= {source for source in self.sources if source[0] is not None}
         if len(statements) == 1:
             self.sql = statements[0]
         else:
@@ -295,6 +297,14 @@ class PageStatement:
             # The members are the ORM's own SQL (values bound); names are quoted and the limit is an int.
             self.sql = (f"SELECT * FROM {members} ORDER BY {quote('occurred_at')} DESC, {quote('id')} DESC "  # noqa: S608
                         f"LIMIT {int(limit)}")
+            if rows is not None:  # the page's rows, by the ids the merge chose
+                chosen = RawSQL(f"SELECT {quote('id')} FROM ({self.sql}) {quote('k')}", params)  # noqa: S608
+                self.compiler = (rows.filter(id__in=chosen).order_by("-occurred_at", "-id").values(*EVENT_COLUMNS)
+                                 .query.get_compiler(connection=connection))
+                self.sql, params = self.compiler.as_sql()
+        self.sources: list[tuple[str, int | None] | tuple[None, Any]] = [
+            by_bound.get(p, (None, p)) if _hashable(p) else (None, p) for p in params]
+        self.reusable = set(by_bound.values()) <= {source for source in self.sources if source[0] is not None}
 
     def parameters(self, connection: Any, values: Mapping[str, Any]) -> list[Any]:
         bound: list[Any] = []
@@ -389,12 +399,15 @@ class DjangoStore:
         key = (self.using, connection.vendor, len(members), *page_shape(members[0], values))
         statement = _PAGES.get(key)
         if statement is None:
-            parts = [self._member_rows(member, match, workspace_parameter(members, i), connection.vendor)
+            keyed = connection.vendor in KEYED_MERGES and (len(members) > 1 or members[0].actor is not None)
+            columns = ("occurred_at", "id") if keyed else EVENT_COLUMNS
+            parts = [self._member_rows(member, match, workspace_parameter(members, i), connection.vendor, columns)
                      for i, member in enumerate(members)
                      for match in (ACTOR_MATCHES if member.actor is not None else (None,))]
-            statement = PageStatement(connection, parts, _markers(values), query.limit + 1)
+            rows = self._rows() if keyed else None
+            statement = PageStatement(connection, parts, _markers(values), query.limit + 1, rows)
             if not statement.reusable:  # compiled for this query's own values, not kept
-                statement = PageStatement(connection, parts, values, query.limit + 1)
+                statement = PageStatement(connection, parts, values, query.limit + 1, rows)
             elif len(_PAGES) < 256:
                 _PAGES[key] = statement
         with connection.cursor() as cursor:
@@ -402,10 +415,11 @@ class DjangoStore:
             rows = statement.rows(cursor.fetchall())
         return page_from_rows([event_from_row(r) for r in rows], query.limit)
 
-    def _member_rows(self, member: EventQuery, match: str | None, workspace: str, vendor: str
-                     ) -> Callable[[Mapping[str, Any]], Any]:
-        """One member of a page statement: ``member``'s rows matching the actor's ``match``, newest first, as a
-        queryset of the values (or markers) it is given, its workspace's among them named ``workspace``."""
+    def _member_rows(self, member: EventQuery, match: str | None, workspace: str, vendor: str,
+                     columns: Sequence[str]) -> Callable[[Mapping[str, Any]], Any]:
+        """One member of a page statement: ``member``'s rows (their ``columns``) matching the actor's ``match``,
+        newest first, as a queryset of the values (or markers) it is given, its workspace's among them named
+        ``workspace``."""
         # IS NULL: PostgreSQL sees the index's order only with the workspace in the ORDER BY
         order = ("-workspace_id", "-occurred_at", "-id") if without_workspace(member) else ("-occurred_at", "-id")
         unindexed = match is not None and vendor == "sqlite"
@@ -414,7 +428,7 @@ class DjangoStore:
             if workspace in values:
                 values = {**values, "f_workspace": values[workspace]}
             return (self._rows().filter(filters_of(member, match, values, event_unindexed=unindexed))
-                    .order_by(*order).values(*EVENT_COLUMNS)[: member.limit + 1])
+                    .order_by(*order).values(*columns)[: member.limit + 1])
         return rows
 
     def get(self, event_id: str) -> AuditEvent | None:

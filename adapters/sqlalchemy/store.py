@@ -45,6 +45,7 @@ from audit_middleware.export import EXPORT_COLUMNS, iter_postgresql_csv, postgre
 from audit_middleware.integrity import Signer
 from audit_middleware.query import (
     ACTOR_MATCHES,
+    KEYED_MERGES,
     TIME_PARAMETERS,
     EventQuery,
     Page,
@@ -451,25 +452,27 @@ class SQLAlchemyStore:
         with self._reading() as connection:
             members = per_workspace(query, lambda n: self.workspaces_held(connection, n))
             parameters = member_parameters(members)
-            statement = self._page_statement(members, parameters, connection.dialect.name == "sqlite")
+            statement = self._page_statement(members, parameters, connection.dialect.name)
             result = connection.execute(statement, parameters)
             rows = [event_from_row(row._mapping) for row in result]
         return page_from_rows(rows, query.limit)
 
-    def _page_statement(self, members: Sequence[EventQuery], parameters: dict[str, Any], sqlite: bool) -> Any:
+    def _page_statement(self, members: Sequence[EventQuery], parameters: dict[str, Any], dialect: str) -> Any:
         """The statement of a first (or next) page, built once per shape of query (which parameters it has,
         whether it is filtered to no workspace, the page size, how many workspaces it is read in: see
         :func:`~audit_middleware.query.per_workspace`) and reused with new values: building the actor filter's
         UNION ALL costs more than running it."""
-        key = (sqlite, len(members), *page_shape(members[0], parameters))
+        key = (dialect, len(members), *page_shape(members[0], parameters))
         statement = self._pages.get(key)
         if statement is not None:
             return statement
         c = self.table.c
+        sqlite = dialect == "sqlite"
         # The page size written into the statement, not bound: PostgreSQL plans a prepared statement once for
         # every value (a generic plan) only when that plan costs about what a plan for the values would, and
         # without the LIMIT it prices the page for a tenth of the rows and plans it again at each run.
         limit = literal_column(str(int(members[0].limit + 1)))
+        keyed = dialect in KEYED_MERGES and (len(members) > 1 or members[0].actor is not None)
         parts = []  # one time-ordered index scan per workspace and actor match, merged in one statement
         for i, member in enumerate(members):
             order = [c.occurred_at.desc(), c.id.desc()]
@@ -478,12 +481,16 @@ class SQLAlchemyStore:
             for match in ACTOR_MATCHES if member.actor is not None else (None,):
                 filters = filters_of(member, self.table, match, event_unindexed=sqlite and match is not None,
                                      workspace_parameter=workspace_parameter(members, i))
-                parts.append(select(self.table).where(*filters).order_by(*order).limit(limit))
+                rows = select(c.occurred_at, c.id) if keyed else select(self.table)
+                parts.append(rows.where(*filters).order_by(*order).limit(limit))
         if len(parts) == 1:
             statement = parts[0]
         else:
             merged = union_all(*(select(part.subquery()) for part in parts)).subquery()
             statement = select(merged).order_by(merged.c.occurred_at.desc(), merged.c.id.desc()).limit(limit)
+            if keyed:  # the page's ids from the indexes alone, then its 51 rows
+                statement = (select(self.table).where(c.id.in_(select(statement.subquery().c.id)))
+                             .order_by(c.occurred_at.desc(), c.id.desc()))
         if len(self._pages) < 256:
             self._pages[key] = statement
         return statement
