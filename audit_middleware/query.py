@@ -277,6 +277,14 @@ HeldWorkspaces = Callable[[int], Sequence[str | None]]
 order, at most ``n + 1`` of them (one index seek each), then None if some event has none."""
 
 
+def held_from_distinct(distinct: Sequence[str | None], at_most: int) -> list[str | None]:
+    """``listed(at_most)`` (see :data:`HeldWorkspaces`) from the trail's first ``at_most + 2`` distinct workspaces
+    in ascending order, NULL among them where the database sorts it: MariaDB reads those with one index seek each
+    (a loose index scan, ``Using index for group-by``), where the recursive listing the other databases run
+    scans the index again at each step (3 s for 20 workspaces at 1,000,000 events)."""
+    return [w for w in distinct if w is not None][: at_most + 1] + ([None] if None in distinct else [])
+
+
 def within_only_workspace(query: EventQuery, listed: HeldWorkspaces) -> EventQuery:
     """``query`` over every workspace, restricted to the one workspace the trail holds, when it holds one
     (an app without workspaces: every event has none). The events are the same; the query is answered by the

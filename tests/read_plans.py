@@ -107,4 +107,7 @@ def held_workspaces_check(listed: Any, append: Any) -> None:
     assert listed(MERGED_WORKSPACES) == ["ws_a", "ws_b", "ws_c"]
     append(trail([None, "ws_d"], n=4))
     assert listed(MERGED_WORKSPACES) == ["ws_a", "ws_b", "ws_c", "ws_d", None]
+    assert listed(3) == ["ws_a", "ws_b", "ws_c", "ws_d", None]
+    assert listed(2) == ["ws_a", "ws_b", "ws_c", None]
     assert listed(1) == ["ws_a", "ws_b", None]
+    assert listed(0) == ["ws_a", None]

@@ -26,6 +26,7 @@ from audit_middleware.query import (
     TIME_PARAMETERS,
     EventQuery,
     Page,
+    held_from_distinct,
     member_parameters,
     page_from_rows,
     page_parameters,
@@ -373,20 +374,23 @@ class DjangoStore:
     def workspaces_held(self, at_most: int) -> list[str | None]:
         """The trail's workspaces, at most ``at_most + 1``, then None if some event has none (the probe
         :func:`~audit_middleware.query.per_workspace` and ``within_only_workspace`` decide by): one index seek
-        each (a recursive query asking for the lowest workspace above the last one), in one statement."""
+        each (a recursive query asking for the lowest workspace above the last one; on MariaDB, whose recursive
+        query scans the index at each step, its loose index scan of the distinct workspaces), in one statement."""
         connection = connections[self.using]
+        if connection.vendor == "mysql":
+            distinct = self._rows().order_by("workspace_id").values_list("workspace_id", flat=True).distinct()
+            return held_from_distinct(list(distinct[: at_most + 2]), at_most)
         key = (self.using, connection.vendor)
         sql = _HELD.get(key)
         if sql is None:
             quote = connection.ops.quote_name
             table, workspace = quote(AuditEventRow._meta.db_table), quote("workspace_id")
-            dual = " FROM DUAL" if connection.vendor == "mysql" else ""
             # quote_name()d identifiers and one %s mark
             sql = _HELD[key] = (
                 f"WITH RECURSIVE held (workspace, n) AS (SELECT MIN({workspace}), 1 FROM {table} "  # noqa: S608
                 f"UNION ALL SELECT (SELECT MIN({workspace}) FROM {table} WHERE {workspace} > held.workspace), "
                 f"n + 1 FROM held WHERE held.workspace IS NOT NULL AND n <= %s) SELECT workspace FROM held "
-                f"WHERE workspace IS NOT NULL UNION ALL SELECT NULL{dual} "
+                f"WHERE workspace IS NOT NULL UNION ALL SELECT NULL "
                 f"WHERE EXISTS (SELECT 1 FROM {table} WHERE {workspace} IS NULL)")
         with connection.cursor() as cursor:
             cursor.execute(sql, [at_most])

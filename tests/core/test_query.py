@@ -10,6 +10,7 @@ from audit_middleware.ids import event_id_time, new_event_id, new_request_id
 from audit_middleware.query import (
     MERGED_WORKSPACES,
     Cursor,
+    held_from_distinct,
     member_parameters,
     parse_query,
     per_workspace,
@@ -204,3 +205,16 @@ def test_workspaces_are_only_listed_for_a_filtered_query_over_every_workspace():
     for query in (EventQuery(actor="ada").for_workspace("ws_1"), EventQuery(events=("A B",)).for_workspace(None),
                   EventQuery(), EventQuery(since=datetime(2026, 1, 1), until=datetime(2026, 2, 1))):
         assert per_workspace(query, listed) == [query]
+
+
+def test_the_listing_from_distinct_workspaces_is_the_recursive_listings():
+    """MariaDB's distinct workspaces (NULL sorted first, ``at_most + 2`` of them) give what the recursive
+    listing gives: at most ``at_most + 1`` workspaces in order, then None if some event has none."""
+    assert held_from_distinct([], 3) == []
+    assert held_from_distinct([None], 3) == [None]
+    assert held_from_distinct(["a", "b"], 3) == ["a", "b"]
+    assert held_from_distinct([None, "a", "b"], 3) == ["a", "b", None]
+    assert held_from_distinct(["a", "b", "c"], 1) == ["a", "b"]
+    assert held_from_distinct([None, "a", "b"], 1) == ["a", "b", None]
+    assert held_from_distinct([None, "a"], 0) == ["a", None]
+    assert held_from_distinct(["a", "b", None], 1) == ["a", "b", None]  # a database sorting NULL last

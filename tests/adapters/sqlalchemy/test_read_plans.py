@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import Index, MetaData, event, inspect
 
 from audit_middleware import EventQuery
+from audit_middleware.query import MERGED_WORKSPACES
 
 from ... import read_plans
 from ...read_plans import FILTERED, trail
@@ -186,3 +187,25 @@ def test_on_postgresql_a_repeated_page_is_planned_once_for_every_value(app, back
     assert len(plans) == 1, plans
     generic, custom = plans[0]
     assert generic > 0 and custom <= 5, plans
+
+
+def test_on_mariadb_the_workspaces_are_listed_by_a_loose_index_scan(app, backend):
+    """MariaDB's recursive listing scanned the workspace index again at each step (3 s for 20 workspaces at
+    1,000,000 events, before every page over every workspace); its distinct workspaces are read one index seek
+    each instead."""
+    if backend != "mariadb":
+        pytest.skip("the planner this is about is MariaDB's")
+    store = app.auditor.store
+    store.append(trail(["ws_a", "ws_b", "ws_c", None], n=2000))
+    statements: list[tuple[str, object]] = []
+
+    def keep(conn, cursor, statement, parameters, context, executemany):  # noqa: ARG001
+        statements.append((statement, parameters))
+
+    with app.engine.connect() as c:
+        c.exec_driver_sql("ANALYZE TABLE audit_events")
+        event.listen(c, "before_cursor_execute", keep)
+        assert store.workspaces_held(c, MERGED_WORKSPACES) == ["ws_a", "ws_b", "ws_c", None]
+        (sql, parameters), = statements
+        plan = c.exec_driver_sql("EXPLAIN " + sql, parameters).fetchall()
+    assert len(plan) == 1 and "Using index for group-by" in plan[0][-1], plan

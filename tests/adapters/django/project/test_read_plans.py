@@ -8,6 +8,7 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from audit_middleware.adapters.django.store import DjangoStore
+from audit_middleware.query import MERGED_WORKSPACES
 
 from .... import read_plans
 from ....read_plans import FILTERED, trail
@@ -24,6 +25,25 @@ def test_a_query_over_every_workspace_gives_every_matching_event_whatever_worksp
 def test_the_workspaces_listed_are_what_the_trail_holds():
     store = DjangoStore()
     read_plans.held_workspaces_check(store.workspaces_held, store.append)
+
+
+def test_on_mariadb_the_workspaces_are_listed_by_a_loose_index_scan():
+    """MariaDB's recursive listing scanned the workspace index again at each step (3 s for 20 workspaces at
+    1,000,000 events); its distinct workspaces are read one index seek each instead."""
+    if connection.vendor != "mysql":
+        pytest.skip("the planner this is about is MariaDB's")
+    store = DjangoStore()
+    store.append(trail(["ws_a", "ws_b", "ws_c", None], n=2000))
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE TABLE audit_events")
+        cursor.fetchall()
+    with CaptureQueriesContext(connection) as queries:
+        assert store.workspaces_held(MERGED_WORKSPACES) == ["ws_a", "ws_b", "ws_c", None]
+    (listing,) = queries.captured_queries
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN " + listing["sql"])
+        plan = cursor.fetchall()
+    assert len(plan) == 1 and "Using index for group-by" in plan[0][-1], plan
 
 
 def page_plan(query, *settings):
