@@ -258,10 +258,12 @@ first in the same statement (UNION ALL); the ``name`` query leaves out rows the 
 
 KEYED_MERGES: frozenset[str] = frozenset({"sqlite", "mysql", "mariadb"})
 """The databases (SQLAlchemy dialect or Django vendor names) that run each member of a merged page to its end
-before merging (SQLite sorts each member's rows again, MariaDB gathers them in a temporary table): there each
-member reads only its times and ids, from its index alone, and the page's rows are read by id once the merge has
-chosen them, instead of every member's full rows (on SQLite 4 times faster for an event's page over 20
-workspaces). PostgreSQL's Merge Append reads each member only as far as the page needs."""
+before merging (SQLite sorts each member's rows again, MariaDB gathers them in a temporary table): there a page
+merged over several workspaces reads only each member's times and ids, from its index alone, and the page's rows
+by id once the merge has chosen them, instead of every member's full rows (on SQLite an event's page over 20
+workspaces, 1,020 rows for 51, took 5.1 ms, now 1.6). The two members of an actor's page in one workspace still
+read their rows (reading them again by id cost 0.1 ms more there). PostgreSQL's Merge Append reads each member
+only as far as the page needs."""
 
 
 #: the filters that narrow a page beyond a time window (the workspace-first indexes answer actor, event and

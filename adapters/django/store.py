@@ -403,7 +403,7 @@ class DjangoStore:
         key = (self.using, connection.vendor, len(members), *page_shape(members[0], values))
         statement = _PAGES.get(key)
         if statement is None:
-            keyed = connection.vendor in KEYED_MERGES and (len(members) > 1 or members[0].actor is not None)
+            keyed = connection.vendor in KEYED_MERGES and len(members) > 1
             columns = ("occurred_at", "id") if keyed else EVENT_COLUMNS
             parts = [self._member_rows(member, match, workspace_parameter(members, i), connection.vendor, columns)
                      for i, member in enumerate(members)

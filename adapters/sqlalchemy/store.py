@@ -482,7 +482,7 @@ class SQLAlchemyStore:
         # every value (a generic plan) only when that plan costs about what a plan for the values would, and
         # without the LIMIT it prices the page for a tenth of the rows and plans it again at each run.
         limit = literal_column(str(int(members[0].limit + 1)))
-        keyed = dialect in KEYED_MERGES and (len(members) > 1 or members[0].actor is not None)
+        keyed = dialect in KEYED_MERGES and len(members) > 1
         parts = []  # one time-ordered index scan per workspace and actor match, merged in one statement
         for i, member in enumerate(members):
             order = [c.occurred_at.desc(), c.id.desc()]
