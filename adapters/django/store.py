@@ -24,6 +24,7 @@ from audit_middleware.query import (
     ACTOR_MATCHES,
     KEYED_MERGES,
     TIME_PARAMETERS,
+    UNINDEXED_EVENT,
     EventQuery,
     Page,
     held_from_distinct,
@@ -215,7 +216,8 @@ def filters_of(query: EventQuery, actor_match: str | None = None, values: Mappin
     :data:`~audit_middleware.query.ACTOR_MATCHES`), the ``name`` one leaving out rows whose id matches. The
     values come from ``values`` (``query``'s :func:`~audit_middleware.query.page_parameters` by default).
     ``event_unindexed`` compares the event as an expression (``event || ''``), as the SQLAlchemy store does on
-    SQLite: it keeps SQLite's planner on the actor's index, in time order, instead of the event's."""
+    SQLite and MariaDB (:data:`~audit_middleware.query.UNINDEXED_EVENT`): it keeps their planners on the
+    actor's index, in time order, instead of the event's."""
     v = page_parameters(query) if values is None else values
     q = Q()
     if query.workspace_filtered:
@@ -253,10 +255,13 @@ def filters_of(query: EventQuery, actor_match: str | None = None, values: Mappin
 
 
 class _Unindexed(Func):
-    """``<text> || ''``: the same text, as an expression no index answers."""
+    """``<text> || ''`` (MariaDB: ``CONCAT(<text>, '')``): the same text, as an expression no index answers."""
 
     template = "(%(expressions)s || '')"
     output_field = CharField()
+
+    def as_mysql(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        return self.as_sql(compiler, connection, template="CONCAT(%(expressions)s, '')", **extra)
 
 
 class PageStatement:
@@ -426,7 +431,7 @@ class DjangoStore:
         ``workspace``."""
         # IS NULL: PostgreSQL sees the index's order only with the workspace in the ORDER BY
         order = ("-workspace_id", "-occurred_at", "-id") if without_workspace(member) else ("-occurred_at", "-id")
-        unindexed = match is not None and vendor == "sqlite"
+        unindexed = match is not None and vendor in UNINDEXED_EVENT
 
         def rows(values: Mapping[str, Any]) -> Any:
             if workspace in values:
