@@ -256,13 +256,6 @@ ACTOR_MATCHES: tuple[str, str] = ("id", "name")
 range scan in time order, where an OR of the two would read and sort every row of the actor), merged newest
 first in the same statement (UNION ALL); the ``name`` query leaves out rows the ``id`` query has."""
 
-UNINDEXED_EVENT: frozenset[str] = frozenset({"sqlite", "mysql", "mariadb"})
-"""The databases (SQLAlchemy dialect or Django vendor names) whose planner reads an actor's page with an event
-filter through the event's index, checking each of the event's rows for the actor, rather than through the
-actor's index (which ends with the event): there the actor's matches compare the event as an expression no index
-answers (``event || ''``, MariaDB's ``CONCAT(event, '')``). On MariaDB over every workspace of 20 at 1,000,000
-events that page took 44 to 48 ms, now 8 to 10."""
-
 KEYED_MERGES: frozenset[str] = frozenset({"sqlite", "mysql", "mariadb"})
 """The databases (SQLAlchemy dialect or Django vendor names) that run each member of a merged page to its end
 before merging (SQLite sorts each member's rows again, MariaDB gathers them in a temporary table): there a page

@@ -24,7 +24,6 @@ from audit_middleware.query import (
     ACTOR_MATCHES,
     KEYED_MERGES,
     TIME_PARAMETERS,
-    UNINDEXED_EVENT,
     EventQuery,
     Page,
     held_from_distinct,
@@ -216,8 +215,7 @@ def filters_of(query: EventQuery, actor_match: str | None = None, values: Mappin
     :data:`~audit_middleware.query.ACTOR_MATCHES`), the ``name`` one leaving out rows whose id matches. The
     values come from ``values`` (``query``'s :func:`~audit_middleware.query.page_parameters` by default).
     ``event_unindexed`` compares the event as an expression (``event || ''``), as the SQLAlchemy store does on
-    SQLite and MariaDB (:data:`~audit_middleware.query.UNINDEXED_EVENT`): it keeps their planners on the
-    actor's index, in time order, instead of the event's."""
+    SQLite: it keeps SQLite's planner on the actor's index, in time order, instead of the event's."""
     v = page_parameters(query) if values is None else values
     q = Q()
     if query.workspace_filtered:
@@ -255,13 +253,10 @@ def filters_of(query: EventQuery, actor_match: str | None = None, values: Mappin
 
 
 class _Unindexed(Func):
-    """``<text> || ''`` (MariaDB: ``CONCAT(<text>, '')``): the same text, as an expression no index answers."""
+    """``<text> || ''``: the same text, as an expression no index answers."""
 
     template = "(%(expressions)s || '')"
     output_field = CharField()
-
-    def as_mysql(self, compiler: Any, connection: Any, **extra: Any) -> Any:
-        return self.as_sql(compiler, connection, template="CONCAT(%(expressions)s, '')", **extra)
 
 
 class PageStatement:
@@ -431,7 +426,7 @@ class DjangoStore:
         ``workspace``."""
         # IS NULL: PostgreSQL sees the index's order only with the workspace in the ORDER BY
         order = ("-workspace_id", "-occurred_at", "-id") if without_workspace(member) else ("-occurred_at", "-id")
-        unindexed = match is not None and vendor in UNINDEXED_EVENT
+        unindexed = match is not None and vendor == "sqlite"
 
         def rows(values: Mapping[str, Any]) -> Any:
             if workspace in values:

@@ -4,14 +4,11 @@ workspaces), and on SQLite without statistics (no ANALYZE: how an app's database
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import Index, MetaData, event, inspect
 
-from audit_middleware import Actor, EventQuery
-from audit_middleware.events import AuditEvent
-from audit_middleware.ids import new_event_id
+from audit_middleware import EventQuery
 from audit_middleware.query import MERGED_WORKSPACES
 
 from ... import read_plans
@@ -212,38 +209,3 @@ def test_on_mariadb_the_workspaces_are_listed_by_a_loose_index_scan(app, backend
         (sql, parameters), = statements
         plan = c.exec_driver_sql("EXPLAIN " + sql, parameters).fetchall()
     assert len(plan) == 1 and "Using index for group-by" in plan[0][-1], plan
-
-
-def test_on_mariadb_an_actors_page_with_an_event_reads_the_actors_indexes(app, backend):
-    """MariaDB read an actor's page with an event filter through the event's index when the event's rows in
-    the window were fewer than the actor's, checking each for the actor (44 to 48 ms over every workspace of 20
-    at 1,000,000 events, 8 to 10 ms through the actor's indexes, which end with the event)."""
-    if backend != "mariadb":
-        pytest.skip("the planner this is about is MariaDB's")
-    now = datetime.now(timezone.utc)
-    actors = [Actor.user("2", "user2@example.com"), Actor.user("3", "user3@example.com")]
-    app.auditor.store.append([
-        AuditEvent(new_event_id(), now - timedelta(minutes=i), "Warehouse Disabled" if i % 10 == 0 else "Warehouse Modified",
-                   "Warehouses", "x", actors[0] if i % 3 else actors[1], workspace_id=("ws_a", "ws_b")[i % 2])
-        for i in range(4000)])
-    statements: list[tuple[str, object]] = []
-
-    def keep(conn, cursor, statement, parameters, context, executemany):  # noqa: ARG001
-        statements.append((statement, parameters))
-
-    query = EventQuery(actor="2", events=("Warehouse Disabled",), since=datetime(2000, 1, 1), limit=3)
-    with app.engine.connect() as c:
-        c.exec_driver_sql("ANALYZE TABLE audit_events")
-    for scoped in (query.for_workspace("ws_a"), query):
-        event.listen(app.engine, "before_cursor_execute", keep)
-        try:
-            assert len(app.auditor.store.query(scoped).events) == 3
-        finally:
-            event.remove(app.engine, "before_cursor_execute", keep)
-        sql, parameters = statements[-1]
-        with app.engine.connect() as c:
-            keys = [row.key for row in c.exec_driver_sql("EXPLAIN " + sql, parameters) if row.key]
-        members = [key for key in keys if key != "PRIMARY"]
-        assert sorted(set(members)) == ["ix_audit_events_ws_actor_name_time", "ix_audit_events_ws_actor_time"], keys
-        # over both workspaces the merge's rows are read by id (KEYED_MERGES); one workspace's page reads its own
-        assert keys.count("PRIMARY") == (0 if scoped.workspace_filtered else 1), keys
