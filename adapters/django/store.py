@@ -271,28 +271,49 @@ class PageStatement:
     values or markers it is given: an actor filter's two matches; each workspace's rows, see
     :func:`~audit_middleware.query.per_workspace`) are one statement: each part's newest rows, merged newest
     first. Given ``rows`` (the events' queryset), the parts are of times and ids only, and the statement reads
-    the rows of the ids the merge chose (see :data:`~audit_middleware.query.KEYED_MERGES`)."""
+    the rows of the ids the merge chose (see :data:`~audit_middleware.query.KEYED_MERGES`). ``lateral`` parts
+    (PostgreSQL) are read once for each workspace ``over`` names (the parameters of those workspaces): one
+    member joined laterally to the list of workspaces, whose workspace they compare with :data:`_LATERAL_WORKSPACE`.
+    The store reads an actor's or a resource's page so: Django binds values on the client, so PostgreSQL plans
+    each page afresh, and merged over 20 workspaces (for an actor two members a workspace, one per match) that
+    took 3 to 5 ms; the lateral members are planned once for all of them, and an actor's or a resource's rows lie
+    in few workspaces. Other pages stay merged: laterally an event's page reads 51 rows in every workspace,
+    where the merge reads only the page's (at 1,000,000 events in 20 workspaces, with prepared statements, 2.6
+    ms against 1.3)."""
 
     __slots__ = ("sql", "sources", "compiler", "reusable")
 
     def __init__(self, connection: Any, parts: Sequence[Callable[[Mapping[str, Any]], Any]],
-                 markers: Mapping[str, Any], limit: int, rows: Any = None) -> None:
+                 markers: Mapping[str, Any], limit: int, rows: Any = None,
+                 lateral: Sequence[Callable[[Mapping[str, Any]], Any]] = (), over: Sequence[str] = ()) -> None:
         by_bound = {_bound(connection, name, marker): (name, None) for name, marker in markers.items()
                     if not isinstance(marker, list)}
         by_bound.update({item: (name, i) for name, marker in markers.items() if isinstance(marker, list)
                          for i, item in enumerate(marker)})
+        quote = connection.ops.quote_name
         statements: list[str] = []
         params: list[Any] = []
+        if lateral:
+            params += [markers[name] for name in over]
+            read = []
+            for part in lateral:
+                self.compiler = part(markers).query.get_compiler(connection=connection)
+                sql, part_params = self.compiler.as_sql()
+                read.append(f"({sql})")
+                params += part_params
+            workspaces = ", ".join(["(%s)"] * len(over))
+            # The ORM's own SQL (values bound), joined to a list of %s marks; names are quoted.
+            statements.append(f"SELECT {quote('m')}.* FROM (VALUES {workspaces}) {quote('w')} ({quote('ws')}) "  # noqa: S608
+                              f"CROSS JOIN LATERAL ({' UNION ALL '.join(read)}) {quote('m')}")
         for part in parts:
             compiler = part(markers).query.get_compiler(connection=connection)
             sql, part_params = compiler.as_sql()
             statements.append(sql)
             params += part_params
             self.compiler = compiler
-        if len(statements) == 1:
+        if len(statements) == 1 and not lateral:
             self.sql = statements[0]
         else:
-            quote = connection.ops.quote_name
             members = " UNION ALL SELECT * FROM ".join(
                 f"({sql}) {quote(f'm{i}')}" for i, sql in enumerate(statements))
             # The members are the ORM's own SQL (values bound); names are quoted and the limit is an int.
@@ -320,6 +341,15 @@ class PageStatement:
     def rows(self, cursor_rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
         converted = self.compiler.results_iter(results=[cursor_rows])
         return [dict(zip(EVENT_COLUMNS, row, strict=True)) for row in converted]
+
+
+_LATERAL = "lateral"  # the workspace of a lateral part: the one of the list it is joined to
+_LATERAL_WORKSPACE = RawSQL('"w"."ws"', [], output_field=CharField())  # PostgreSQL's quoting of PageStatement's names
+
+
+def _matches(member: EventQuery) -> tuple[str | None, ...]:
+    """The actor filter's matches a member is read in (see :data:`~audit_middleware.query.ACTOR_MATCHES`)."""
+    return ACTOR_MATCHES if member.actor is not None else (None,)
 
 
 def _markers(parameters: Mapping[str, Any]) -> dict[str, Any]:
@@ -403,15 +433,23 @@ class DjangoStore:
         key = (self.using, connection.vendor, len(members), *page_shape(members[0], values))
         statement = _PAGES.get(key)
         if statement is None:
-            keyed = connection.vendor in KEYED_MERGES and len(members) > 1
+            vendor = connection.vendor
+            keyed = vendor in KEYED_MERGES and len(members) > 1
             columns = ("occurred_at", "id") if keyed else EVENT_COLUMNS
-            parts = [self._member_rows(member, match, workspace_parameter(members, i), connection.vendor, columns)
-                     for i, member in enumerate(members)
-                     for match in (ACTOR_MATCHES if member.actor is not None else (None,))]
+            named = [i for i, member in enumerate(members) if member.workspace_id is not None]
+            # an actor's or a resource's page on PostgreSQL: see PageStatement
+            laterally = (vendor == "postgresql" and len(named) > 1
+                         and (members[0].actor is not None or members[0].resource_id is not None))
+            over = [workspace_parameter(members, i) for i in named] if laterally else []
+            lateral = [self._member_rows(members[named[0]], match, _LATERAL, vendor, columns)
+                       for match in _matches(members[0])] if over else []
+            parts = [self._member_rows(member, match, workspace_parameter(members, i), vendor, columns)
+                     for i, member in enumerate(members) if not (over and member.workspace_id is not None)
+                     for match in _matches(member)]
             rows = self._rows() if keyed else None
-            statement = PageStatement(connection, parts, _markers(values), query.limit + 1, rows)
+            statement = PageStatement(connection, parts, _markers(values), query.limit + 1, rows, lateral, over)
             if not statement.reusable:  # compiled for this query's own values, not kept
-                statement = PageStatement(connection, parts, values, query.limit + 1, rows)
+                statement = PageStatement(connection, parts, values, query.limit + 1, rows, lateral, over)
             elif len(_PAGES) < 256:
                 _PAGES[key] = statement
         with connection.cursor() as cursor:
@@ -429,7 +467,9 @@ class DjangoStore:
         unindexed = match is not None and vendor == "sqlite"
 
         def rows(values: Mapping[str, Any]) -> Any:
-            if workspace in values:
+            if workspace == _LATERAL:
+                values = {**values, "f_workspace": _LATERAL_WORKSPACE}
+            elif workspace in values:
                 values = {**values, "f_workspace": values[workspace]}
             return (self._rows().filter(filters_of(member, match, values, event_unindexed=unindexed))
                     .order_by(*order).values(*columns)[: member.limit + 1])

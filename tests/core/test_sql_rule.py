@@ -18,7 +18,7 @@ PACKAGE_DIRS = ("audit_middleware", "adapters")
 
 #: (file, count) of S608 suppressions: each formats quoted identifiers and ``%s`` marks, never a value
 REVIEWED_S608 = Counter({
-    "adapters/django/store.py": 4, "adapters/django/outbox.py": 3, "adapters/sqlalchemy/store.py": 1,
+    "adapters/django/store.py": 5, "adapters/django/outbox.py": 3, "adapters/sqlalchemy/store.py": 1,
     "audit_middleware/export.py": 1,  # PostgreSQL's CSV COPY around the store's own SELECT, its marks bound
 })
 #: (file, count) of f-strings that start an SQL statement: quoted identifiers from the models or schema,
@@ -27,9 +27,9 @@ REVIEWED_FORMATTED_SQL = Counter({
     "audit_middleware/integrity.py": 3,        # the append-only trigger: the events table's name
     "adapters/sqlalchemy/integrity.py": 1,     # set_config with the PURGE_SETTING constant
     "adapters/django/outbox.py": 3,            # quote_name()d identifiers, %s marks
-    "adapters/django/store.py": 4,             # quote_name()d identifiers, %s marks; the ORM's page SQL merged,
-                                               # and its ids selected from it; the recursive listing of workspaces
-                                               # (one %s mark)
+    "adapters/django/store.py": 5,             # quote_name()d identifiers, %s marks; the ORM's page SQL merged,
+                                               # its ids selected from it, and joined laterally to a list of %s
+                                               # marks; the recursive listing of workspaces (one %s mark)
     "adapters/sqlalchemy/store.py": 1,         # the dialect's quoted table and columns, ? or %s marks
 })
 FORMATTED_SQL = re.compile(
