@@ -90,6 +90,23 @@ def assert_reads_its_filters_index_per_workspace(plan: str, query: EventQuery, i
     assert_reads_chosen_rows_by_id(plan)
 
 
+def assert_postgresql_reads_each_workspaces_index(plan: str, query: EventQuery, index: str) -> None:
+    """PostgreSQL's ``plan`` (sorts and full scans priced out) of a page over every workspace of a trail of
+    ``["ws_a", None, "ws_b"]``: every scan is of the filter's index. An event's page is a member per workspace,
+    merged; an actor's or a resource's is one member a match joined laterally to the list of the trail's
+    workspaces (``read_laterally``: planned once for all of them, where over 20 workspaces planning two members
+    a workspace took 3 to 5 ms), and the events without a workspace a member of their own (IS NULL)."""
+    scans = re.findall(r"Index (?:Only )?Scan(?: Backward)? using (\S+)", plan)
+    assert scans and all(index in name for name in scans), plan
+    if query.actor is None and query.resource_id is None:
+        assert len(scans) == 3 and "Nested Loop" not in plan, plan
+        return
+    matches = 2 if query.actor is not None else 1
+    assert len(scans) == 2 * matches and "Nested Loop" in plan, plan
+    assert plan.count("(workspace_id)::text = ") == matches, plan  # one comparison for every listed workspace
+    assert plan.count("(workspace_id IS NULL)") == matches, plan
+
+
 def assert_reads_chosen_rows_by_id(plan: str) -> None:
     """SQLite's ``plan`` of a merged page: the members' times and ids merged, then the chosen rows read by id
     (one primary key search, the first step), not every member's full rows (see ``KEYED_MERGES``)."""

@@ -21,17 +21,18 @@ from audit_middleware.events import AuditEvent
 from audit_middleware.export import EXPORT_COLUMNS, iter_postgresql_csv, postgresql_csv_copy
 from audit_middleware.integrity import PURGE_SETTING
 from audit_middleware.query import (
-    ACTOR_MATCHES,
     KEYED_MERGES,
     TIME_PARAMETERS,
     EventQuery,
     Page,
+    actor_matches_of,
     held_from_distinct,
     member_parameters,
     page_from_rows,
     page_parameters,
     page_shape,
     per_workspace,
+    read_laterally,
     within_only_workspace,
     without_workspace,
     workspace_parameter,
@@ -274,12 +275,8 @@ class PageStatement:
     the rows of the ids the merge chose (see :data:`~audit_middleware.query.KEYED_MERGES`). ``lateral`` parts
     (PostgreSQL) are read once for each workspace ``over`` names (the parameters of those workspaces): one
     member joined laterally to the list of workspaces, whose workspace they compare with :data:`_LATERAL_WORKSPACE`.
-    The store reads an actor's or a resource's page so: Django binds values on the client, so PostgreSQL plans
-    each page afresh, and merged over 20 workspaces (for an actor two members a workspace, one per match) that
-    took 3 to 5 ms; the lateral members are planned once for all of them, and an actor's or a resource's rows lie
-    in few workspaces. Other pages stay merged: laterally an event's page reads 51 rows in every workspace,
-    where the merge reads only the page's (at 1,000,000 events in 20 workspaces, with prepared statements, 2.6
-    ms against 1.3)."""
+    The store reads so the pages :func:`~audit_middleware.query.read_laterally` names (an actor's or a
+    resource's over several workspaces)."""
 
     __slots__ = ("sql", "sources", "compiler", "reusable")
 
@@ -346,10 +343,6 @@ class PageStatement:
 _LATERAL = "lateral"  # the workspace of a lateral part: the one of the list it is joined to
 _LATERAL_WORKSPACE = RawSQL('"w"."ws"', [], output_field=CharField())  # PostgreSQL's quoting of PageStatement's names
 
-
-def _matches(member: EventQuery) -> tuple[str | None, ...]:
-    """The actor filter's matches a member is read in (see :data:`~audit_middleware.query.ACTOR_MATCHES`)."""
-    return ACTOR_MATCHES if member.actor is not None else (None,)
 
 
 def _markers(parameters: Mapping[str, Any]) -> dict[str, Any]:
@@ -436,16 +429,12 @@ class DjangoStore:
             vendor = connection.vendor
             keyed = vendor in KEYED_MERGES and len(members) > 1
             columns = ("occurred_at", "id") if keyed else EVENT_COLUMNS
-            named = [i for i, member in enumerate(members) if member.workspace_id is not None]
-            # an actor's or a resource's page on PostgreSQL: see PageStatement
-            laterally = (vendor == "postgresql" and len(named) > 1
-                         and (members[0].actor is not None or members[0].resource_id is not None))
-            over = [workspace_parameter(members, i) for i in named] if laterally else []
+            named = read_laterally(members) if vendor == "postgresql" else []
+            over = [workspace_parameter(members, i) for i in named]
             lateral = [self._member_rows(members[named[0]], match, _LATERAL, vendor, columns)
-                       for match in _matches(members[0])] if over else []
+                       for match in actor_matches_of(members[0])] if named else []
             parts = [self._member_rows(member, match, workspace_parameter(members, i), vendor, columns)
-                     for i, member in enumerate(members) if not (over and member.workspace_id is not None)
-                     for match in _matches(member)]
+                     for i, member in enumerate(members) if i not in named for match in actor_matches_of(member)]
             rows = self._rows() if keyed else None
             statement = PageStatement(connection, parts, _markers(values), query.limit + 1, rows, lateral, over)
             if not statement.reusable:  # compiled for this query's own values, not kept

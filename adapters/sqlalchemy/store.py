@@ -26,6 +26,7 @@ from sqlalchemy import (
     null,
     or_,
     select,
+    true,
     type_coerce,
     union_all,
 )
@@ -44,17 +45,18 @@ from audit_middleware.events import AuditEvent
 from audit_middleware.export import EXPORT_COLUMNS, iter_postgresql_csv, postgresql_csv_copy
 from audit_middleware.integrity import Signer
 from audit_middleware.query import (
-    ACTOR_MATCHES,
     KEYED_MERGES,
     TIME_PARAMETERS,
     EventQuery,
     Page,
+    actor_matches_of,
     held_from_distinct,
     member_parameters,
     page_from_rows,
     page_parameters,
     page_shape,
     per_workspace,
+    read_laterally,
     within_only_workspace,
     without_workspace,
     workspace_parameter,
@@ -307,16 +309,18 @@ def _core_insert(table: Table) -> Any:
     return statement
 
 
+
 def filters_of(
     query: EventQuery, table: Table, actor_match: str | None = None, *, event_unindexed: bool = False,
-    workspace_parameter: str = "f_workspace",
+    workspace_parameter: str | ColumnElement[Any] = "f_workspace",
 ) -> list[ColumnElement[bool]]:
     """The WHERE clauses of ``query``. The actor filter matches the actor's id or name; ``actor_match``
     (``"id"`` or ``"name"``, see :data:`~audit_middleware.query.ACTOR_MATCHES`) keeps one of the two, the
     ``name`` one leaving out rows whose id matches. ``event_unindexed`` compares the event as an expression
     (``event || ''``), which keeps SQLite's planner off the event index: with an actor filter, the actor's
     index in time order, with the event checked in it, is 3 to 5 times faster than the planner's choice.
-    ``workspace_parameter`` names the workspace's parameter (see :func:`~audit_middleware.query.member_parameters`).
+    ``workspace_parameter`` names the workspace's parameter (see :func:`~audit_middleware.query.member_parameters`),
+    or is the column of a list of workspaces the clauses are joined to laterally.
     """
     c = table.c
     # Every value is a named parameter, its value from page_parameters (the one place that reads them), so
@@ -328,8 +332,9 @@ def filters_of(
     }
     clauses: list[ColumnElement[bool]] = []
     if query.workspace_filtered:
-        clauses.append(c.workspace_id.is_(None) if query.workspace_id is None
-                       else c.workspace_id == bindparam(workspace_parameter, query.workspace_id))
+        workspace = (bindparam(workspace_parameter, query.workspace_id) if isinstance(workspace_parameter, str)
+                     else workspace_parameter)
+        clauses.append(c.workspace_id.is_(None) if query.workspace_id is None else c.workspace_id == workspace)
     if query.events:
         event = (c.event + "") if event_unindexed else c.event
         clauses.append(event == p["f_event"] if len(query.events) == 1 else event.in_(p["f_events"]))
@@ -483,20 +488,31 @@ class SQLAlchemyStore:
         # without the LIMIT it prices the page for a tenth of the rows and plans it again at each run.
         limit = literal_column(str(int(members[0].limit + 1)))
         keyed = dialect in KEYED_MERGES and len(members) > 1
-        parts = []  # one time-ordered index scan per workspace and actor match, merged in one statement
-        for i, member in enumerate(members):
+        lateral = read_laterally(members) if dialect == "postgresql" else []
+
+        def part(member: EventQuery, match: str | None, workspace: str | ColumnElement[Any]) -> Any:
             order = [c.occurred_at.desc(), c.id.desc()]
             if without_workspace(member):  # IS NULL: PostgreSQL sees the index's order only with it in ORDER BY
                 order.insert(0, c.workspace_id.desc())
-            for match in ACTOR_MATCHES if member.actor is not None else (None,):
-                filters = filters_of(member, self.table, match, event_unindexed=sqlite and match is not None,
-                                     workspace_parameter=workspace_parameter(members, i))
-                rows = select(c.occurred_at, c.id) if keyed else select(self.table)
-                parts.append(rows.where(*filters).order_by(*order).limit(limit))
-        if len(parts) == 1:
+            filters = filters_of(member, self.table, match, event_unindexed=sqlite and match is not None,
+                                 workspace_parameter=workspace)
+            rows = select(c.occurred_at, c.id) if keyed else select(self.table)
+            return rows.where(*filters).order_by(*order).limit(limit)
+
+        # one time-ordered index scan per workspace and actor match, merged in one statement
+        parts = [part(member, match, workspace_parameter(members, i))
+                 for i, member in enumerate(members) if i not in lateral for match in actor_matches_of(member)]
+        if len(parts) == 1 and not lateral:
             statement = parts[0]
         else:
-            merged = union_all(*(select(part.subquery()) for part in parts)).subquery()
+            merging = [select(p.subquery()) for p in parts]
+            if lateral:  # one member per actor match, read for each workspace of a list (see read_laterally)
+                listed = union_all(*(select(bindparam(workspace_parameter(members, i), type_=String).label("ws"))
+                                     for i in lateral)).subquery("w")
+                read = [part(members[lateral[0]], match, listed.c.ws) for match in actor_matches_of(members[0])]
+                each = (read[0] if len(read) == 1 else union_all(*read)).lateral("m")
+                merging.insert(0, select(each).select_from(listed.join(each, true())))
+            merged = union_all(*merging).subquery()
             statement = select(merged).order_by(merged.c.occurred_at.desc(), merged.c.id.desc()).limit(limit)
             if keyed:  # the page's ids from the indexes alone, then its 51 rows
                 statement = (select(self.table).where(c.id.in_(select(statement.subquery().c.id)))

@@ -10,10 +10,12 @@ from audit_middleware.ids import event_id_time, new_event_id, new_request_id
 from audit_middleware.query import (
     MERGED_WORKSPACES,
     Cursor,
+    actor_matches_of,
     held_from_distinct,
     member_parameters,
     parse_query,
     per_workspace,
+    read_laterally,
     within_only_workspace,
 )
 from audit_middleware.store import iter_events
@@ -218,3 +220,18 @@ def test_the_listing_from_distinct_workspaces_is_the_recursive_listings():
     assert held_from_distinct([None, "a", "b"], 1) == ["a", "b", None]
     assert held_from_distinct([None, "a"], 0) == ["a", None]
     assert held_from_distinct(["a", "b", None], 1) == ["a", "b", None]  # a database sorting NULL last
+
+
+def test_an_actors_or_a_resources_page_over_several_workspaces_is_read_laterally():
+    """``read_laterally`` names the members with a workspace, when two or more, of an actor's or a resource's
+    page (their rows lie in few workspaces); an event's page, one workspace's, or a trail of one workspace and
+    the events without one, none."""
+    listed = ["ws_a", "ws_b", None]
+    for query in (EventQuery(actor="ada"), EventQuery(resource_type="Warehouse", resource_id="7"),
+                  EventQuery(actor="ada", events=("Warehouse Disabled",))):
+        assert read_laterally(per_workspace(query, lambda n: listed)) == [0, 1]
+    assert read_laterally(per_workspace(EventQuery(events=("Warehouse Disabled",)), lambda n: listed)) == []
+    assert read_laterally(per_workspace(EventQuery(actor="ada"), lambda n: ["ws_a", None])) == []
+    assert read_laterally(per_workspace(EventQuery(actor="ada").for_workspace("ws_a"), lambda n: listed)) == []
+    assert actor_matches_of(EventQuery(actor="ada")) == ("id", "name")
+    assert actor_matches_of(EventQuery(resource_type="Warehouse")) == (None,)

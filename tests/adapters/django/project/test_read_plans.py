@@ -1,7 +1,6 @@
 """Pages read through the index of their filter: over every workspace of a trail that holds one (an app without
 a workspace loader), and on SQLite without statistics (no ANALYZE: how an app's database usually is)."""
 
-import re
 
 import pytest
 from django.db import connection, transaction
@@ -117,10 +116,7 @@ def test_on_postgresql_a_page_of_events_without_a_workspace_reads_its_filters_in
 def test_on_postgresql_a_page_over_every_workspace_of_several_reads_each_ones_index(label):
     """Over every workspace of a trail of several, PostgreSQL walked the time index checking every row (seconds
     at a million events); each workspace's page (and the events' without one) is read through the filter's
-    index, with sorts and full scans priced out. An actor's or a resource's page is one member (a match) joined
-    laterally to the list of workspaces: PostgreSQL plans each page Django sends afresh, and planning two members
-    a workspace took 3 to 5 ms over 20 workspaces; the events without a workspace are a member of their own (an
-    index condition of its own, IS NULL)."""
+    index, with sorts and full scans priced out (see ``read_plans.assert_postgresql_reads_each_workspaces_index``)."""
     if connection.vendor != "postgresql":
         pytest.skip("the planner this is about is PostgreSQL's")
     DjangoStore().append(trail(["ws_a", None, "ws_b"]))
@@ -129,13 +125,4 @@ def test_on_postgresql_a_page_over_every_workspace_of_several_reads_each_ones_in
     query, index = FILTERED[label]
     plan = page_plan(query, "SET LOCAL enable_sort = off", "SET LOCAL enable_incremental_sort = off",
                      "SET LOCAL enable_seqscan = off", "SET LOCAL enable_bitmapscan = off")
-    scans = re.findall(r"Index (?:Only )?Scan(?: Backward)? using (\S+)", plan)
-    assert all(index in name for name in scans), plan
-    if query.actor is None and query.resource_id is None:  # an event's page: a member per workspace, merged
-        assert len(scans) == 3 and "Values Scan" not in plan, plan
-        return
-    matches = 2 if query.actor is not None else 1  # each: one member for the listed workspaces, one for the others
-    assert len(scans) == 2 * matches, plan
-    assert "Nested Loop" in plan and "Values Scan" in plan, plan
-    assert plan.count('(workspace_id)::text = "*VALUES*".column1') == matches, plan
-    assert plan.count("(workspace_id IS NULL)") == matches, plan
+    read_plans.assert_postgresql_reads_each_workspaces_index(plan, query, index)
