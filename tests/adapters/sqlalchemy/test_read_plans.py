@@ -208,3 +208,32 @@ def test_on_mariadb_the_workspaces_are_listed_by_a_loose_index_scan(app, backend
         (sql, parameters), = statements
         plan = c.exec_driver_sql("EXPLAIN " + sql, parameters).fetchall()
     assert len(plan) == 1 and "Using index for group-by" in plan[0][-1], plan
+
+
+def test_on_mariadb_a_page_over_every_workspace_merges_ids_read_from_the_indexes(app, backend):
+    """MariaDB gathers every member of a merged page in a temporary table before merging: each member now reads
+    only its times and ids, from its index alone, and the page's rows are read by primary key once the merge has
+    chosen them (``KEYED_MERGES``; over 20 workspaces at 1,000,000 events an event's page took 89 ms, now 7 to
+    11)."""
+    if backend != "mariadb":
+        pytest.skip("the planner this is about is MariaDB's")
+    app.auditor.store.append(trail(["ws_a", "ws_b", "ws_c"], n=2000))
+    with app.engine.connect() as c:
+        c.exec_driver_sql("ANALYZE TABLE audit_events")
+    statements: list[tuple[str, object]] = []
+
+    def keep(conn, cursor, statement, parameters, context, executemany):  # noqa: ARG001
+        statements.append((statement, parameters))
+
+    query, index = FILTERED["event"]
+    event.listen(app.engine, "before_cursor_execute", keep)
+    try:
+        assert len(app.auditor.store.query(query).events) == query.limit
+    finally:
+        event.remove(app.engine, "before_cursor_execute", keep)
+    sql, parameters = statements[-1]
+    with app.engine.connect() as c:
+        plan = [(row.key, row.Extra or "") for row in c.exec_driver_sql("EXPLAIN " + sql, parameters)]
+    members = [(key, extra) for key, extra in plan if key and key != "PRIMARY"]
+    assert len(members) == 3 and all(index in key and "Using index" in extra for key, extra in members), plan
+    assert [key for key, _ in plan].count("PRIMARY") == 1, plan

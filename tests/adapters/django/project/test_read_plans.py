@@ -45,6 +45,28 @@ def test_on_mariadb_the_workspaces_are_listed_by_a_loose_index_scan():
     assert len(plan) == 1 and "Using index for group-by" in plan[0][-1], plan
 
 
+def test_on_mariadb_a_page_over_every_workspace_merges_ids_read_from_the_indexes():
+    """MariaDB gathers every member of a merged page in a temporary table before merging: each member reads only
+    its times and ids, from its index alone, and the page's rows are read by primary key once the merge has chosen
+    them (``KEYED_MERGES``)."""
+    if connection.vendor != "mysql":
+        pytest.skip("the planner this is about is MariaDB's")
+    DjangoStore().append(trail(["ws_a", "ws_b", "ws_c"], n=2000))
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE TABLE audit_events")
+        cursor.fetchall()
+    query, index = FILTERED["event"]
+    with CaptureQueriesContext(connection) as queries:
+        assert len(DjangoStore().query(query).events) == query.limit
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN " + queries.captured_queries[-1]["sql"])
+        names = [column[0] for column in cursor.description]
+        plan = [(row[names.index("key")], row[names.index("Extra")] or "") for row in cursor.fetchall()]
+    members = [(key, extra) for key, extra in plan if key and key != "PRIMARY"]
+    assert len(members) == 3 and all(index in key and "Using index" in extra for key, extra in members), plan
+    assert [key for key, _ in plan].count("PRIMARY") == 1, plan
+
+
 def page_plan(query, *settings):
     """The database's plan for the page statement the store runs for ``query`` (``settings``: PostgreSQL
     ``SET LOCAL`` statements run first, in the same transaction)."""
