@@ -256,6 +256,7 @@ ACTOR_MATCHES: tuple[str, str] = ("id", "name")
 range scan in time order, where an OR of the two would read and sort every row of the actor), merged newest
 first in the same statement (UNION ALL); the ``name`` query leaves out rows the ``id`` query has."""
 
+
 def actor_matches_of(query: EventQuery) -> tuple[str | None, ...]:
     """The :data:`ACTOR_MATCHES` a store reads ``query`` in, one member each: both for an actor's page, else
     one (None)."""

@@ -344,7 +344,6 @@ _LATERAL = "lateral"  # the workspace of a lateral part: the one of the list it 
 _LATERAL_WORKSPACE = RawSQL('"w"."ws"', [], output_field=CharField())  # PostgreSQL's quoting of PageStatement's names
 
 
-
 def _markers(parameters: Mapping[str, Any]) -> dict[str, Any]:
     """A value per parameter that nothing else in a compiled statement can equal."""
     markers: dict[str, Any] = {}

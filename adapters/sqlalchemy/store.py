@@ -309,7 +309,6 @@ def _core_insert(table: Table) -> Any:
     return statement
 
 
-
 def filters_of(
     query: EventQuery, table: Table, actor_match: str | None = None, *, event_unindexed: bool = False,
     workspace_parameter: str | ColumnElement[Any] = "f_workspace",
