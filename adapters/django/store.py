@@ -32,8 +32,8 @@ from audit_middleware.query import (
     page_parameters,
     page_shape,
     per_workspace,
+    per_workspace_for_rows,
     read_laterally,
-    within_only_workspace,
     without_workspace,
     workspace_parameter,
 )
@@ -475,19 +475,33 @@ class DjangoStore:
         where the database does not write the CSV itself (a server-side cursor on PostgreSQL). On SQLite the
         rows come from the driver's cursor as they are, the time as its stored text: no per-row conversion by
         the ORM, no datetime parsed only to be formatted again (twice as fast)."""
-        query = within_only_workspace(query, self.workspaces_held)
-        queryset = self._rows().filter(filters_of(query)).order_by("-occurred_at", "-id")
+        filters = self._matching(query)
         if connections[self.using].vendor == "sqlite":
-            stored = queryset.annotate(occurred_at_text=Cast("occurred_at", TextField()))
-            compiler = stored.values_list("occurred_at_text", *EXPORT_COLUMNS[1:]).query.get_compiler(using=self.using)
+            parts = [self._rows().filter(f).order_by().annotate(occurred_at_text=Cast("occurred_at", TextField()))
+                     .values_list("occurred_at_text", *EXPORT_COLUMNS[1:]) for f in filters]
+            # per workspace: the stored time text sorts as the time does (the same text either way on SQLite)
+            stored = (parts[0].order_by("-occurred_at", "-id") if len(parts) == 1
+                      else parts[0].union(*parts[1:], all=True).order_by("-occurred_at_text", "-id"))
+            compiler = stored.query.get_compiler(using=self.using)
             sql, params = compiler.as_sql()
             # Django before 5.2 selects annotations after the fields, whatever the values_list order (its own
             # iterator puts them back): the time column is found where the compiler put it.
             at = [alias for _, _, alias in compiler.select].index("occurred_at_text")
             order = None if at == 0 else itemgetter(at, *(i for i in range(len(compiler.select)) if i != at))
             return self._driver_batches(sql, params, batch_size, order)
-        stream = queryset.values_list(*EXPORT_COLUMNS).iterator(chunk_size=batch_size)
+        parts = [self._rows().filter(f).order_by().values_list(*EXPORT_COLUMNS) for f in filters]
+        queryset = (parts[0] if len(parts) == 1 else parts[0].union(*parts[1:], all=True)).order_by("-occurred_at", "-id")
+        stream = queryset.iterator(chunk_size=batch_size)
         return iter(lambda: list(islice(stream, batch_size)), [])
+
+    def _matching(self, query: EventQuery) -> list[Q]:
+        """The filters of the rows matching ``query``: one, or for an actor's or a resource's rows over a trail
+        of several workspaces one per workspace and actor match, the rows of each read apart (see
+        :func:`~audit_middleware.query.per_workspace_for_rows`)."""
+        members = per_workspace_for_rows(query, self.workspaces_held)
+        if len(members) == 1:
+            return [filters_of(members[0])]
+        return [filters_of(member, match) for member in members for match in actor_matches_of(member)]
 
     def _driver_batches(self, sql: str, params: Sequence[Any], batch_size: int,
                         order: Callable[[Sequence[Any]], Sequence[Any]] | None) -> Iterator[Sequence[Sequence[Any]]]:
@@ -513,8 +527,8 @@ class DjangoStore:
         return self._copy_csv(query, rows_per_chunk) if is_psycopg3 else None
 
     def _copy_csv(self, query: EventQuery, rows_per_chunk: int) -> Iterator[tuple[str, int]]:
-        query = within_only_workspace(query, self.workspaces_held)
-        rows = self._rows().filter(filters_of(query)).order_by().values_list(*EXPORT_COLUMNS)
+        parts = [self._rows().filter(f).order_by().values_list(*EXPORT_COLUMNS) for f in self._matching(query)]
+        rows = parts[0] if len(parts) == 1 else parts[0].union(*parts[1:], all=True)
         sql, params = rows.query.get_compiler(using=self.using).as_sql()
         statement = postgresql_csv_copy(sql, time_zone_aware=True)
         connection = connections.create_connection(self.using)
@@ -529,7 +543,8 @@ class DjangoStore:
         rows = self._rows()
         if query is None:
             return int(rows.count())
-        return int(rows.filter(filters_of(within_only_workspace(query, self.workspaces_held))).count())
+        parts = [rows.filter(f).order_by().values("id") for f in self._matching(query)]
+        return int(parts[0].count() if len(parts) == 1 else parts[0].union(*parts[1:], all=True).count())
 
     def purge(self, before: datetime, batch_size: int = 1000) -> int:
         """Delete events older than ``before`` in batches, each in its own transaction (no long locks)."""

@@ -12,6 +12,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     Integer,
+    Select,
     String,
     Table,
     and_,
@@ -56,8 +57,8 @@ from audit_middleware.query import (
     page_parameters,
     page_shape,
     per_workspace,
+    per_workspace_for_rows,
     read_laterally,
-    within_only_workspace,
     without_workspace,
     workspace_parameter,
 )
@@ -459,8 +460,17 @@ class SQLAlchemyStore:
             select(null()).where(exists().where(c.workspace_id.is_(None))),
         )
 
-    def _narrowed(self, query: EventQuery, connection: Connection) -> EventQuery:
-        return within_only_workspace(query, lambda n: self.workspaces_held(connection, n))
+    def _matching(self, query: EventQuery, connection: Connection, columns: Sequence[Any]) -> Any:
+        """The ``columns`` of every row matching ``query``, unordered: one SELECT, or for an actor's or a
+        resource's rows over a trail of several workspaces a UNION ALL of one SELECT per workspace and actor match
+        (see :func:`~audit_middleware.query.per_workspace_for_rows`)."""
+        members = per_workspace_for_rows(query, lambda n: self.workspaces_held(connection, n))
+        if len(members) == 1:
+            return select(*columns).where(*filters_of(members[0], self.table))
+        return union_all(*(
+            select(*columns).where(*filters_of(member, self.table, match,
+                                               workspace_parameter=workspace_parameter(members, i)))
+            for i, member in enumerate(members) for match in actor_matches_of(member)))
 
     def query(self, query: EventQuery) -> Page:
         with self._reading() as connection:
@@ -528,18 +538,18 @@ class SQLAlchemyStore:
         (formatting it needs no parse)."""
         c = self.table.c
         with self.engine.connect() as connection:
-            query = self._narrowed(query, connection)
             raw_time = connection.dialect.name == "sqlite"
             columns = [
                 type_coerce(c.occurred_at, String()).label("occurred_at") if raw_time and name == "occurred_at"
                 else c[name]
                 for name in EXPORT_COLUMNS
             ]
-            statement = (
-                select(*columns)
-                .where(*filters_of(query, self.table))
-                .order_by(c.occurred_at.desc(), c.id.desc())
-            )
+            rows = self._matching(query, connection, columns)
+            if isinstance(rows, Select):
+                statement = rows.order_by(c.occurred_at.desc(), c.id.desc())
+            else:  # per workspace: SQLite's stored time text sorts as the time does (SQLAlchemy writes it whole)
+                merged = rows.subquery()
+                statement = select(merged).order_by(merged.c.occurred_at.desc(), merged.c.id.desc())
             if raw_time:
                 # Every column comes back as the driver's own text, nothing for SQLAlchemy to convert: the
                 # driver's rows are read as they are, without a Row built around each.
@@ -567,8 +577,7 @@ class SQLAlchemyStore:
     def _copy_csv(self, query: EventQuery, rows_per_chunk: int) -> Iterator[tuple[str, int]]:
         c = self.table.c
         with self._reading() as connection:
-            query = self._narrowed(query, connection)
-            rows = select(*(c[name] for name in EXPORT_COLUMNS)).where(*filters_of(query, self.table))
+            rows = self._matching(query, connection, [c[name] for name in EXPORT_COLUMNS])
             compiled = rows.compile(dialect=connection.dialect, compile_kwargs={"render_postcompile": True})
             statement = postgresql_csv_copy(compiled.string, time_zone_aware=False)
             with connection.connection.driver_connection.cursor() as cursor:
@@ -585,7 +594,11 @@ class SQLAlchemyStore:
         statement = select(func.count()).select_from(self.table)
         with self._reading() as connection:
             if query is not None:
-                statement = statement.where(*filters_of(self._narrowed(query, connection), self.table))
+                rows = self._matching(query, connection, [self.table.c.id])
+                if not isinstance(rows, Select):
+                    statement = select(func.count()).select_from(rows.subquery())
+                elif rows.whereclause is not None:
+                    statement = statement.where(rows.whereclause)
             return int(connection.execute(statement).scalar_one())
 
     def purge(self, before: datetime, batch_size: int = 1000) -> int:

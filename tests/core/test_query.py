@@ -15,6 +15,7 @@ from audit_middleware.query import (
     member_parameters,
     parse_query,
     per_workspace,
+    per_workspace_for_rows,
     read_laterally,
     within_only_workspace,
 )
@@ -235,3 +236,21 @@ def test_an_actors_or_a_resources_page_over_several_workspaces_is_read_laterally
     assert read_laterally(per_workspace(EventQuery(actor="ada").for_workspace("ws_a"), lambda n: listed)) == []
     assert actor_matches_of(EventQuery(actor="ada")) == ("id", "name")
     assert actor_matches_of(EventQuery(resource_type="Warehouse")) == (None,)
+
+
+def test_a_count_or_an_export_reads_an_actors_or_a_resources_rows_workspace_by_workspace():
+    """``per_workspace_for_rows``: an actor's or a resource's rows over a trail of several workspaces one query
+    per workspace (the events without one counting as one); an event's rows, and any query on a trail of one
+    workspace, as ``within_only_workspace`` gives them."""
+    listed = ["ws_a", "ws_b", None]
+    actor = EventQuery(actor="ada")
+    assert per_workspace_for_rows(actor, lambda n: listed) == [
+        actor.for_workspace("ws_a"), actor.for_workspace("ws_b"), actor.for_workspace(None)]
+    event = EventQuery(events=("Warehouse Disabled",))
+    assert per_workspace_for_rows(event, lambda n: listed) == [event]
+    assert per_workspace_for_rows(actor, lambda n: ["ws_a"]) == [actor.for_workspace("ws_a")]
+    assert per_workspace_for_rows(actor, lambda n: ["ws_a", None]) == [actor.for_workspace("ws_a"),
+                                                                      actor.for_workspace(None)]
+    assert per_workspace_for_rows(event, lambda n: ["ws_a", None]) == [event]
+    scoped = actor.for_workspace("ws_b")
+    assert per_workspace_for_rows(scoped, lambda n: listed) == [scoped]
