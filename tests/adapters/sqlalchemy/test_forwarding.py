@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import sys
 import textwrap
 import threading
 import time
+import traceback
 import uuid
 import warnings
 
@@ -385,6 +387,9 @@ def test_the_drainer_restarts_in_a_forked_child_with_its_own_connections(fapp, r
                 while deliveries(fapp) and time.monotonic() < end:
                     time.sleep(0.05)
                 code = 0 if deliveries(fapp) == 0 else 2
+            except BaseException:
+                traceback.print_exc()  # the child's failure, in the test's output
+                sys.stderr.flush()
             finally:
                 os._exit(code)
         _, status = os.waitpid(pid, 0)
