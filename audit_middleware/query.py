@@ -322,6 +322,14 @@ def per_workspace(query: EventQuery, listed: HeldWorkspaces) -> list[EventQuery]
     return _read_as(query, listed, MERGED_WORKSPACES)
 
 
+ROWS_PER_WORKSPACE: frozenset[str] = frozenset({"postgresql", "mysql", "mariadb"})
+"""The databases (SQLAlchemy dialect or Django vendor names) whose count and export of an actor's or a
+resource's events over every workspace of several read them workspace by workspace
+(:func:`per_workspace_for_rows`). Not SQLite: with planner statistics its skip-scan answers the one query
+already (an actor's count 0.7 ms, a resource's export 1 ms at 1,000,000 events in 20 workspaces) and the
+workspaces' reads cost more (8.5 and 4.3 ms; an export of their UNION ALL, ordered, 2 s)."""
+
+
 def per_workspace_for_rows(query: EventQuery, listed: HeldWorkspaces) -> list[EventQuery]:
     """The queries a count or an export (every matching row, not a page) reads for ``query``: an actor's or a
     resource's over a trail of several workspaces one per workspace (the events without one counting as one), as

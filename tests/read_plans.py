@@ -107,6 +107,18 @@ def assert_postgresql_reads_each_workspaces_index(plan: str, query: EventQuery, 
     assert plan.count("(workspace_id IS NULL)") == matches, plan
 
 
+def assert_counts_each_workspace_through_the_filters_index(plan: str, index: str) -> None:
+    """PostgreSQL's ``plan`` (sequential scans priced out) of a count of an actor's or a resource's events over
+    every workspace of ``["ws_a", None, "ws_b"]``: each workspace's rows counted through the filter's index, with
+    the workspace in the index condition (``per_workspace_for_rows``); over every workspace at once the index,
+    which leads with the workspace, could only be read whole."""
+    scans = re.findall(r"Index (?:Only )?Scan(?: Backward)? (?:using|on) (\S+)", plan)
+    assert scans and all(index in name for name in scans) and "Seq Scan" not in plan, plan
+    conditions = re.findall(r"Index Cond: \(+(?:\(workspace_id\)::text = '(ws_a|ws_b)'|workspace_id (IS NULL))", plan)
+    assert {a or b for a, b in conditions} == {"ws_a", "ws_b", "IS NULL"}, plan
+    assert len(conditions) == len(scans), plan
+
+
 def assert_reads_chosen_rows_by_id(plan: str) -> None:
     """SQLite's ``plan`` of a merged page: the members' times and ids merged, then the chosen rows read by id
     (one primary key search, the first step), not every member's full rows (see ``KEYED_MERGES``)."""

@@ -22,6 +22,7 @@ from audit_middleware.export import EXPORT_COLUMNS, iter_postgresql_csv, postgre
 from audit_middleware.integrity import PURGE_SETTING
 from audit_middleware.query import (
     KEYED_MERGES,
+    ROWS_PER_WORKSPACE,
     TIME_PARAMETERS,
     EventQuery,
     Page,
@@ -34,6 +35,7 @@ from audit_middleware.query import (
     per_workspace,
     per_workspace_for_rows,
     read_laterally,
+    within_only_workspace,
     without_workspace,
     workspace_parameter,
 )
@@ -496,12 +498,15 @@ class DjangoStore:
 
     def _matching(self, query: EventQuery) -> list[Q]:
         """The filters of the rows matching ``query``: one, or for an actor's or a resource's rows over a trail
-        of several workspaces one per workspace and actor match, the rows of each read apart (see
-        :func:`~audit_middleware.query.per_workspace_for_rows`)."""
-        members = per_workspace_for_rows(query, self.workspaces_held)
+        of several workspaces one per workspace, the rows of each read apart (see
+        :func:`~audit_middleware.query.per_workspace_for_rows`; an actor's id and name matched together, as the
+        indexes of both answer an OR, without reading the rows)."""
+        members = (per_workspace_for_rows(query, self.workspaces_held)
+                   if connections[self.using].vendor in ROWS_PER_WORKSPACE
+                   else [within_only_workspace(query, self.workspaces_held)])
         if len(members) == 1:
             return [filters_of(members[0])]
-        return [filters_of(member, match) for member in members for match in actor_matches_of(member)]
+        return [filters_of(member) for member in members]
 
     def _driver_batches(self, sql: str, params: Sequence[Any], batch_size: int,
                         order: Callable[[Sequence[Any]], Sequence[Any]] | None) -> Iterator[Sequence[Sequence[Any]]]:

@@ -47,6 +47,7 @@ from audit_middleware.export import EXPORT_COLUMNS, iter_postgresql_csv, postgre
 from audit_middleware.integrity import Signer
 from audit_middleware.query import (
     KEYED_MERGES,
+    ROWS_PER_WORKSPACE,
     TIME_PARAMETERS,
     EventQuery,
     Page,
@@ -59,6 +60,7 @@ from audit_middleware.query import (
     per_workspace,
     per_workspace_for_rows,
     read_laterally,
+    within_only_workspace,
     without_workspace,
     workspace_parameter,
 )
@@ -462,15 +464,19 @@ class SQLAlchemyStore:
 
     def _matching(self, query: EventQuery, connection: Connection, columns: Sequence[Any]) -> Any:
         """The ``columns`` of every row matching ``query``, unordered: one SELECT, or for an actor's or a
-        resource's rows over a trail of several workspaces a UNION ALL of one SELECT per workspace and actor match
-        (see :func:`~audit_middleware.query.per_workspace_for_rows`)."""
-        members = per_workspace_for_rows(query, lambda n: self.workspaces_held(connection, n))
+        resource's rows over a trail of several workspaces a UNION ALL of one SELECT per workspace (see
+        :func:`~audit_middleware.query.per_workspace_for_rows`; an actor's id and name matched together, as the
+        indexes of both answer an OR, without reading the rows)."""
+        def listed(at_most: int) -> list[str | None]:
+            return self.workspaces_held(connection, at_most)
+
+        members = (per_workspace_for_rows(query, listed) if connection.dialect.name in ROWS_PER_WORKSPACE
+                   else [within_only_workspace(query, listed)])
         if len(members) == 1:
             return select(*columns).where(*filters_of(members[0], self.table))
         return union_all(*(
-            select(*columns).where(*filters_of(member, self.table, match,
-                                               workspace_parameter=workspace_parameter(members, i)))
-            for i, member in enumerate(members) for match in actor_matches_of(member)))
+            select(*columns).where(*filters_of(member, self.table, workspace_parameter=workspace_parameter(members, i)))
+            for i, member in enumerate(members)))
 
     def query(self, query: EventQuery) -> Page:
         with self._reading() as connection:

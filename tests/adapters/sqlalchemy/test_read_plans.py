@@ -237,3 +237,34 @@ def test_on_mariadb_a_page_over_every_workspace_merges_ids_read_from_the_indexes
     members = [(key, extra) for key, extra in plan if key and key != "PRIMARY"]
     assert len(members) == 3 and all(index in key and "Using index" in extra for key, extra in members), plan
     assert [key for key, _ in plan].count("PRIMARY") == 1, plan
+
+
+@pytest.mark.parametrize("label", ["actor", "resource"])
+def test_on_postgresql_a_count_over_every_workspace_of_several_reads_each_ones_index(app, backend, label):
+    """A count (and an export) of an actor's or a resource's events over every workspace read them in one query,
+    with no index of the filter's to use (89 to 102 ms for a count at 1,000,000 events in 20 workspaces); each
+    workspace's are read through the filter's index now (5 to 38 ms)."""
+    if backend != "postgresql":
+        pytest.skip("the planner this is about is PostgreSQL's (SQLite answers it in one query; ROWS_PER_WORKSPACE)")
+    store = app.auditor.store
+    events = trail(["ws_a", None, "ws_b"])
+    store.append(events)
+    with app.engine.begin() as c:
+        c.exec_driver_sql(f"ANALYZE {app.auditor.table.name}")
+    query, index = FILTERED[label]
+    statements: list[tuple[str, object]] = []
+
+    def keep(conn, cursor, statement, parameters, context, executemany):  # noqa: ARG001
+        statements.append((statement, parameters))
+
+    event.listen(app.engine, "before_cursor_execute", keep)
+    try:
+        assert store.count(query) == len(read_plans.expected_ids(events, query))
+    finally:
+        event.remove(app.engine, "before_cursor_execute", keep)
+    sql, parameters = statements[-1]
+    with app.engine.connect() as c:
+        c.exec_driver_sql("SET LOCAL enable_seqscan = off")
+        plan = " | ".join(row[0] for row in c.exec_driver_sql("EXPLAIN " + sql, parameters))
+        c.rollback()
+    read_plans.assert_counts_each_workspace_through_the_filters_index(plan, index)

@@ -148,3 +148,23 @@ def test_on_postgresql_a_page_over_every_workspace_of_several_reads_each_ones_in
     plan = page_plan(query, "SET LOCAL enable_sort = off", "SET LOCAL enable_incremental_sort = off",
                      "SET LOCAL enable_seqscan = off", "SET LOCAL enable_bitmapscan = off")
     read_plans.assert_postgresql_reads_each_workspaces_index(plan, query, index)
+
+
+@pytest.mark.parametrize("label", ["actor", "resource"])
+def test_on_postgresql_a_count_over_every_workspace_of_several_reads_each_ones_index(label):
+    """A count (and an export) of an actor's or a resource's events over every workspace read them in one query,
+    with no index of the filter's to use; each workspace's are read through the filter's index now."""
+    if connection.vendor != "postgresql":
+        pytest.skip("the planner this is about is PostgreSQL's (SQLite answers it in one query; ROWS_PER_WORKSPACE)")
+    events = trail(["ws_a", None, "ws_b"])
+    DjangoStore().append(events)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE audit_events")
+    query, index = FILTERED[label]
+    with CaptureQueriesContext(connection) as queries:
+        assert DjangoStore().count(query) == len(read_plans.expected_ids(events, query))
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("EXPLAIN " + queries.captured_queries[-1]["sql"])
+        plan = " | ".join(row[0] for row in cursor.fetchall())
+    read_plans.assert_counts_each_workspace_through_the_filters_index(plan, index)
