@@ -119,6 +119,16 @@ def assert_counts_each_workspace_through_the_filters_index(plan: str, index: str
     assert len(conditions) == len(scans), plan
 
 
+def assert_sqlite_counts_each_workspace_through_the_filters_index(plan: str, query: EventQuery, index: str) -> None:
+    """SQLite's ``plan`` (no planner statistics) of a count of an actor's or a resource's events over every
+    workspace of ``["ws_a", None, "ws_b"]``: each workspace's rows (each actor match's) searched in the filter's
+    index by workspace, no scan of the table (which read much of the trail: 0.55 to 1.7 s at 1,000,000 events)."""
+    searches = re.findall(r"SEARCH \S+ USING (?:COVERING )?INDEX (\S+) \(([^)]*)\)", plan)
+    assert len(searches) == 3 * (2 if query.actor is not None else 1), plan
+    assert all(index in name and constraint.startswith("workspace_id") for name, constraint in searches), plan
+    assert not re.search(r"SCAN audit_events\b", plan), plan
+
+
 def assert_reads_chosen_rows_by_id(plan: str) -> None:
     """SQLite's ``plan`` of a merged page: the members' times and ids merged, then the chosen rows read by id
     (one primary key search, the first step), not every member's full rows (see ``KEYED_MERGES``)."""

@@ -21,6 +21,7 @@ from audit_middleware.events import AuditEvent
 from audit_middleware.export import EXPORT_COLUMNS, iter_postgresql_csv, postgresql_csv_copy
 from audit_middleware.integrity import PURGE_SETTING
 from audit_middleware.query import (
+    ACTOR_MATCHES_APART,
     KEYED_MERGES,
     ROWS_PER_WORKSPACE,
     TIME_PARAMETERS,
@@ -506,7 +507,9 @@ class DjangoStore:
                    else [within_only_workspace(query, self.workspaces_held)])
         if len(members) == 1:
             return [filters_of(members[0])]
-        return [filters_of(member) for member in members]
+        apart = connections[self.using].vendor in ACTOR_MATCHES_APART
+        return [filters_of(member, match) for member in members
+                for match in (actor_matches_of(member) if apart else (None,))]
 
     def _driver_batches(self, sql: str, params: Sequence[Any], batch_size: int,
                         order: Callable[[Sequence[Any]], Sequence[Any]] | None) -> Iterator[Sequence[Sequence[Any]]]:
@@ -532,9 +535,11 @@ class DjangoStore:
         return self._copy_csv(query, rows_per_chunk) if is_psycopg3 else None
 
     def _copy_csv(self, query: EventQuery, rows_per_chunk: int) -> Iterator[tuple[str, int]]:
-        parts = [self._rows().filter(f).order_by().values_list(*EXPORT_COLUMNS) for f in self._matching(query)]
-        rows = parts[0] if len(parts) == 1 else parts[0].union(*parts[1:], all=True)
-        sql, params = rows.query.get_compiler(using=self.using).as_sql()
+        parts = [self._rows().filter(f).order_by().values_list(*EXPORT_COLUMNS).query.get_compiler(using=self.using)
+                 .as_sql() for f in self._matching(query)]
+        # joined here, not by the ORM's union(): Django 4.2 names a union's columns col1, col2, ...
+        sql = parts[0][0] if len(parts) == 1 else " UNION ALL ".join(f"({part})" for part, _ in parts)
+        params = [value for _, values in parts for value in values]
         statement = postgresql_csv_copy(sql, time_zone_aware=True)
         connection = connections.create_connection(self.using)
         try:

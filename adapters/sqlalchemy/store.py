@@ -46,6 +46,7 @@ from audit_middleware.events import AuditEvent
 from audit_middleware.export import EXPORT_COLUMNS, iter_postgresql_csv, postgresql_csv_copy
 from audit_middleware.integrity import Signer
 from audit_middleware.query import (
+    ACTOR_MATCHES_APART,
     KEYED_MERGES,
     ROWS_PER_WORKSPACE,
     TIME_PARAMETERS,
@@ -474,9 +475,11 @@ class SQLAlchemyStore:
                    else [within_only_workspace(query, listed)])
         if len(members) == 1:
             return select(*columns).where(*filters_of(members[0], self.table))
+        apart = connection.dialect.name in ACTOR_MATCHES_APART
         return union_all(*(
-            select(*columns).where(*filters_of(member, self.table, workspace_parameter=workspace_parameter(members, i)))
-            for i, member in enumerate(members)))
+            select(*columns).where(*filters_of(member, self.table, match,
+                                               workspace_parameter=workspace_parameter(members, i)))
+            for i, member in enumerate(members) for match in (actor_matches_of(member) if apart else (None,))))
 
     def query(self, query: EventQuery) -> Page:
         with self._reading() as connection:

@@ -240,12 +240,12 @@ def test_on_mariadb_a_page_over_every_workspace_merges_ids_read_from_the_indexes
 
 
 @pytest.mark.parametrize("label", ["actor", "resource"])
-def test_on_postgresql_a_count_over_every_workspace_of_several_reads_each_ones_index(app, backend, label):
+def test_a_count_over_every_workspace_of_several_reads_each_ones_index(app, backend, label):
     """A count (and an export) of an actor's or a resource's events over every workspace read them in one query,
     with no index of the filter's to use (89 to 102 ms for a count at 1,000,000 events in 20 workspaces); each
     workspace's are read through the filter's index now (5 to 38 ms)."""
-    if backend != "postgresql":
-        pytest.skip("the planner this is about is PostgreSQL's (SQLite answers it in one query; ROWS_PER_WORKSPACE)")
+    if backend == "mariadb":
+        pytest.skip("MariaDB's plans of a trail this small scan it whole")
     store = app.auditor.store
     events = trail(["ws_a", None, "ws_b"])
     store.append(events)
@@ -263,8 +263,19 @@ def test_on_postgresql_a_count_over_every_workspace_of_several_reads_each_ones_i
     finally:
         event.remove(app.engine, "before_cursor_execute", keep)
     sql, parameters = statements[-1]
+    if backend == "sqlite":  # without statistics (none gathered here)
+        plan = page_plan_of(app, sql, parameters)
+        read_plans.assert_sqlite_counts_each_workspace_through_the_filters_index(plan, query, index)
+        return
     with app.engine.connect() as c:
         c.exec_driver_sql("SET LOCAL enable_seqscan = off")
         plan = " | ".join(row[0] for row in c.exec_driver_sql("EXPLAIN " + sql, parameters))
         c.rollback()
     read_plans.assert_counts_each_workspace_through_the_filters_index(plan, index)
+
+
+def page_plan_of(app, sql: str, parameters: object) -> str:
+    """SQLite's plan of ``sql``."""
+    with app.engine.connect() as c:
+        rows = c.connection.driver_connection.execute("EXPLAIN QUERY PLAN " + sql, parameters).fetchall()
+    return " | ".join(str(row[-1]) for row in rows)
