@@ -23,7 +23,6 @@ from audit_middleware.integrity import PURGE_SETTING
 from audit_middleware.query import (
     ACTOR_MATCHES_APART,
     KEYED_MERGES,
-    ROWS_PER_WORKSPACE,
     TIME_PARAMETERS,
     EventQuery,
     Page,
@@ -36,7 +35,6 @@ from audit_middleware.query import (
     per_workspace,
     per_workspace_for_rows,
     read_laterally,
-    within_only_workspace,
     without_workspace,
     workspace_parameter,
 )
@@ -501,10 +499,9 @@ class DjangoStore:
         """The filters of the rows matching ``query``: one, or for an actor's or a resource's rows over a trail
         of several workspaces one per workspace, the rows of each read apart (see
         :func:`~audit_middleware.query.per_workspace_for_rows`; an actor's id and name matched together, as the
-        indexes of both answer an OR, without reading the rows)."""
-        members = (per_workspace_for_rows(query, self.workspaces_held)
-                   if connections[self.using].vendor in ROWS_PER_WORKSPACE
-                   else [within_only_workspace(query, self.workspaces_held)])
+        indexes of both answer an OR without reading the rows, or apart: see
+        :data:`~audit_middleware.query.ACTOR_MATCHES_APART`)."""
+        members = per_workspace_for_rows(query, self.workspaces_held)
         if len(members) == 1:
             return [filters_of(members[0])]
         apart = connections[self.using].vendor in ACTOR_MATCHES_APART

@@ -48,7 +48,6 @@ from audit_middleware.integrity import Signer
 from audit_middleware.query import (
     ACTOR_MATCHES_APART,
     KEYED_MERGES,
-    ROWS_PER_WORKSPACE,
     TIME_PARAMETERS,
     EventQuery,
     Page,
@@ -61,7 +60,6 @@ from audit_middleware.query import (
     per_workspace,
     per_workspace_for_rows,
     read_laterally,
-    within_only_workspace,
     without_workspace,
     workspace_parameter,
 )
@@ -467,12 +465,12 @@ class SQLAlchemyStore:
         """The ``columns`` of every row matching ``query``, unordered: one SELECT, or for an actor's or a
         resource's rows over a trail of several workspaces a UNION ALL of one SELECT per workspace (see
         :func:`~audit_middleware.query.per_workspace_for_rows`; an actor's id and name matched together, as the
-        indexes of both answer an OR, without reading the rows)."""
+        indexes of both answer an OR without reading the rows, or apart: see
+        :data:`~audit_middleware.query.ACTOR_MATCHES_APART`)."""
         def listed(at_most: int) -> list[str | None]:
             return self.workspaces_held(connection, at_most)
 
-        members = (per_workspace_for_rows(query, listed) if connection.dialect.name in ROWS_PER_WORKSPACE
-                   else [within_only_workspace(query, listed)])
+        members = per_workspace_for_rows(query, listed)
         if len(members) == 1:
             return select(*columns).where(*filters_of(members[0], self.table))
         apart = connection.dialect.name in ACTOR_MATCHES_APART
