@@ -330,6 +330,12 @@ index gives them in order. The others match the two together (``actor_id = %s OR
 indexes of both answer without reading the rows the id's match already has."""
 
 
+def actor_matches_for_rows(query: EventQuery, database: str) -> tuple[str | None, ...]:
+    """The actor matches ``database`` (a SQLAlchemy dialect or Django vendor name) reads ``query``'s rows in for
+    a count or an export per workspace: apart where :data:`ACTOR_MATCHES_APART` says so, else together (None)."""
+    return actor_matches_of(query) if database in ACTOR_MATCHES_APART else (None,)
+
+
 def per_workspace_for_rows(query: EventQuery, listed: HeldWorkspaces) -> list[EventQuery]:
     """The queries a count or an export (every matching row, not a page) reads for ``query``: an actor's or a
     resource's over a trail of several workspaces one per workspace (the events without one counting as one), as
@@ -400,8 +406,8 @@ def page_parameters(query: EventQuery) -> dict[str, Any]:
 
 
 def member_parameters(members: Sequence[EventQuery]) -> dict[str, Any]:
-    """:func:`page_parameters` of one query read as ``members`` (:func:`per_workspace`): their shared values, and each member's workspace as ``f_workspace_<i>`` (none for the member of
-    the events without one)."""
+    """:func:`page_parameters` of one query read as ``members`` (:func:`per_workspace`): their shared values,
+    and each member's workspace as ``f_workspace_<i>`` (none for the member of the events without one)."""
     values = page_parameters(members[0])
     if len(members) > 1:
         values.pop("f_workspace", None)

@@ -107,7 +107,7 @@ def assert_postgresql_reads_each_workspaces_index(plan: str, query: EventQuery, 
     assert plan.count("(workspace_id IS NULL)") == matches, plan
 
 
-def assert_counts_each_workspace_through_the_filters_index(plan: str, index: str) -> None:
+def assert_postgresql_counts_each_workspace_through_the_filters_index(plan: str, index: str) -> None:
     """PostgreSQL's ``plan`` (sequential scans priced out) of a count of an actor's or a resource's events over
     every workspace of ``["ws_a", None, "ws_b"]``: each workspace's rows counted through the filter's index, with
     the workspace in the index condition (``per_workspace_for_rows``); over every workspace at once the index,

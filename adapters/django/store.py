@@ -21,11 +21,11 @@ from audit_middleware.events import AuditEvent
 from audit_middleware.export import EXPORT_COLUMNS, iter_postgresql_csv, postgresql_csv_copy
 from audit_middleware.integrity import PURGE_SETTING
 from audit_middleware.query import (
-    ACTOR_MATCHES_APART,
     KEYED_MERGES,
     TIME_PARAMETERS,
     EventQuery,
     Page,
+    actor_matches_for_rows,
     actor_matches_of,
     held_from_distinct,
     member_parameters,
@@ -504,9 +504,8 @@ class DjangoStore:
         members = per_workspace_for_rows(query, self.workspaces_held)
         if len(members) == 1:
             return [filters_of(members[0])]
-        apart = connections[self.using].vendor in ACTOR_MATCHES_APART
-        return [filters_of(member, match) for member in members
-                for match in (actor_matches_of(member) if apart else (None,))]
+        vendor = connections[self.using].vendor
+        return [filters_of(member, match) for member in members for match in actor_matches_for_rows(member, vendor)]
 
     def _driver_batches(self, sql: str, params: Sequence[Any], batch_size: int,
                         order: Callable[[Sequence[Any]], Sequence[Any]] | None) -> Iterator[Sequence[Sequence[Any]]]:

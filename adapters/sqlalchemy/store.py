@@ -46,11 +46,12 @@ from audit_middleware.events import AuditEvent
 from audit_middleware.export import EXPORT_COLUMNS, iter_postgresql_csv, postgresql_csv_copy
 from audit_middleware.integrity import Signer
 from audit_middleware.query import (
-    ACTOR_MATCHES_APART,
     KEYED_MERGES,
     TIME_PARAMETERS,
     EventQuery,
+    HeldWorkspaces,
     Page,
+    actor_matches_for_rows,
     actor_matches_of,
     held_from_distinct,
     member_parameters,
@@ -467,21 +468,22 @@ class SQLAlchemyStore:
         :func:`~audit_middleware.query.per_workspace_for_rows`; an actor's id and name matched together, as the
         indexes of both answer an OR without reading the rows, or apart: see
         :data:`~audit_middleware.query.ACTOR_MATCHES_APART`)."""
-        def listed(at_most: int) -> list[str | None]:
-            return self.workspaces_held(connection, at_most)
-
-        members = per_workspace_for_rows(query, listed)
+        members = per_workspace_for_rows(query, self._listed(connection))
         if len(members) == 1:
             return select(*columns).where(*filters_of(members[0], self.table))
-        apart = connection.dialect.name in ACTOR_MATCHES_APART
         return union_all(*(
             select(*columns).where(*filters_of(member, self.table, match,
                                                workspace_parameter=workspace_parameter(members, i)))
-            for i, member in enumerate(members) for match in (actor_matches_of(member) if apart else (None,))))
+            for i, member in enumerate(members)
+            for match in actor_matches_for_rows(member, connection.dialect.name)))
+
+    def _listed(self, connection: Connection) -> HeldWorkspaces:
+        """The trail's workspaces as the core's probes ask for them (:meth:`workspaces_held` on ``connection``)."""
+        return lambda at_most: self.workspaces_held(connection, at_most)
 
     def query(self, query: EventQuery) -> Page:
         with self._reading() as connection:
-            members = per_workspace(query, lambda n: self.workspaces_held(connection, n))
+            members = per_workspace(query, self._listed(connection))
             parameters = member_parameters(members)
             statement = self._page_statement(members, parameters, connection.dialect.name)
             result = connection.execute(statement, parameters)

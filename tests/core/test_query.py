@@ -10,6 +10,7 @@ from audit_middleware.ids import event_id_time, new_event_id, new_request_id
 from audit_middleware.query import (
     MERGED_WORKSPACES,
     Cursor,
+    actor_matches_for_rows,
     actor_matches_of,
     held_from_distinct,
     member_parameters,
@@ -236,6 +237,9 @@ def test_an_actors_or_a_resources_page_over_several_workspaces_is_read_laterally
     assert read_laterally(per_workspace(EventQuery(actor="ada").for_workspace("ws_a"), lambda n: listed)) == []
     assert actor_matches_of(EventQuery(actor="ada")) == ("id", "name")
     assert actor_matches_of(EventQuery(resource_type="Warehouse")) == (None,)
+    assert actor_matches_for_rows(EventQuery(actor="ada"), "sqlite") == ("id", "name")
+    assert actor_matches_for_rows(EventQuery(actor="ada"), "postgresql") == (None,)
+    assert actor_matches_for_rows(EventQuery(resource_type="Warehouse"), "sqlite") == (None,)
 
 
 def test_a_count_or_an_export_reads_an_actors_or_a_resources_rows_workspace_by_workspace():

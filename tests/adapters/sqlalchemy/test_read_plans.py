@@ -271,7 +271,7 @@ def test_a_count_over_every_workspace_of_several_reads_each_ones_index(app, back
         c.exec_driver_sql("SET LOCAL enable_seqscan = off")
         plan = " | ".join(row[0] for row in c.exec_driver_sql("EXPLAIN " + sql, parameters))
         c.rollback()
-    read_plans.assert_counts_each_workspace_through_the_filters_index(plan, index)
+    read_plans.assert_postgresql_counts_each_workspace_through_the_filters_index(plan, index)
 
 
 def page_plan_of(app, sql: str, parameters: object) -> str:

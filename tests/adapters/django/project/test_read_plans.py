@@ -176,4 +176,4 @@ def test_a_count_over_every_workspace_of_several_reads_each_ones_index(label):
         cursor.execute("SET LOCAL enable_seqscan = off")
         cursor.execute("EXPLAIN " + queries.captured_queries[-1]["sql"])
         plan = " | ".join(row[0] for row in cursor.fetchall())
-    read_plans.assert_counts_each_workspace_through_the_filters_index(plan, index)
+    read_plans.assert_postgresql_counts_each_workspace_through_the_filters_index(plan, index)
