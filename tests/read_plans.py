@@ -90,21 +90,31 @@ def assert_reads_its_filters_index_per_workspace(plan: str, query: EventQuery, i
     assert_reads_chosen_rows_by_id(plan)
 
 
-def assert_postgresql_reads_each_workspaces_index(plan: str, query: EventQuery, index: str) -> None:
+def assert_postgresql_reads_each_workspaces_index(plan: str, query: EventQuery, index: str,
+                                                  planned_each_time: bool = False) -> None:
     """PostgreSQL's ``plan`` (sorts and full scans priced out) of a page over every workspace of a trail of
-    ``["ws_a", None, "ws_b"]``: every scan is of the filter's index. An event's page is a member per workspace,
-    merged; an actor's or a resource's is one member a match joined laterally to the list of the trail's
-    workspaces (``read_laterally``: planned once for all of them, where over 20 workspaces planning two members
-    a workspace took 3 to 5 ms), and the events without a workspace a member of their own (IS NULL)."""
+    ``["ws_a", None, "ws_b"]``: every workspace's rows are read through the filter's index. An actor's or a
+    resource's page is one member a match joined laterally to the list of the trail's workspaces
+    (``read_laterally``: planned once for all of them, where over 20 workspaces planning two members a workspace
+    took 3 to 5 ms), and the events without a workspace a member of their own (IS NULL). An event's page is a
+    member per workspace, merged, where the statement is prepared; ``planned_each_time`` (the driver has every
+    statement planned again), it is read laterally too, each workspace's times and ids from the index alone,
+    then the chosen rows by id (``read_by_id``)."""
+    members = re.findall(r"Index (Only )?Scan(?: Backward)? using (\S+) on [^|]*\|\s*Index Cond: \(+(workspace_id|\(workspace_id\))", plan)
     scans = re.findall(r"Index (?:Only )?Scan(?: Backward)? using (\S+)", plan)
-    assert scans and all(index in name for name in scans), plan
-    if query.actor is None and query.resource_id is None:
-        assert len(scans) == 3 and "Nested Loop" not in plan, plan
+    assert members and all(index in name for _, name, _ in members), plan
+    if query.actor is None and query.resource_id is None and not planned_each_time:
+        assert len(scans) == 3 == len(members) and "Nested Loop" not in plan, plan
         return
     matches = 2 if query.actor is not None else 1
-    assert len(scans) == 2 * matches and "Nested Loop" in plan, plan
-    assert plan.count("(workspace_id)::text = ") == matches, plan  # one comparison for every listed workspace
+    assert len(members) == 2 * matches and "Nested Loop" in plan, plan
     assert plan.count("(workspace_id IS NULL)") == matches, plan
+    assert len(re.findall(r"workspace_id\)?(?:::text)? = ", plan)) == matches, plan  # one for every listed workspace
+    if query.actor is None and query.resource_id is None:  # the times and ids from the index alone, then the rows
+        assert all(only for only, _, _ in members), plan
+        assert re.search(r"\.id\)::text = ", plan), plan
+    else:
+        assert len(scans) == len(members), plan
 
 
 def assert_postgresql_counts_each_workspace_through_the_filters_index(plan: str, index: str) -> None:

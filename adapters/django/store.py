@@ -21,7 +21,6 @@ from audit_middleware.events import AuditEvent
 from audit_middleware.export import EXPORT_COLUMNS, iter_postgresql_csv, postgresql_csv_copy
 from audit_middleware.integrity import PURGE_SETTING
 from audit_middleware.query import (
-    KEYED_MERGES,
     TIME_PARAMETERS,
     EventQuery,
     Page,
@@ -34,6 +33,8 @@ from audit_middleware.query import (
     page_shape,
     per_workspace,
     per_workspace_for_rows,
+    plans_each_statement,
+    read_by_id,
     read_laterally,
     without_workspace,
     workspace_parameter,
@@ -368,6 +369,13 @@ def _bound(connection: Any, name: str, value: Any) -> Any:
     return value
 
 
+def _plans_each_statement(connection: Any) -> bool:
+    """Whether PostgreSQL plans each page statement this connection sends (see
+    :func:`~audit_middleware.query.plans_each_statement`; Django's default cursors bind values on the client)."""
+    connection.ensure_connection()
+    return plans_each_statement(connection.connection)
+
+
 def _hashable(value: Any) -> bool:
     try:
         hash(value)
@@ -423,13 +431,14 @@ class DjangoStore:
         connection = connections[self.using]
         members = per_workspace(query, self.workspaces_held)
         values = member_parameters(members)
-        key = (self.using, connection.vendor, len(members), *page_shape(members[0], values))
+        vendor = connection.vendor
+        planned_each_time = vendor == "postgresql" and len(members) > 1 and _plans_each_statement(connection)
+        key = (self.using, vendor, len(members), planned_each_time, *page_shape(members[0], values))
         statement = _PAGES.get(key)
         if statement is None:
-            vendor = connection.vendor
-            keyed = vendor in KEYED_MERGES and len(members) > 1
+            named = read_laterally(members, planned_each_time) if vendor == "postgresql" else []
+            keyed = read_by_id(members, vendor, named)
             columns = ("occurred_at", "id") if keyed else EVENT_COLUMNS
-            named = read_laterally(members) if vendor == "postgresql" else []
             over = [workspace_parameter(members, i) for i in named]
             lateral = [self._member_rows(members[named[0]], match, _LATERAL, vendor, columns)
                        for match in actor_matches_of(members[0])] if named else []

@@ -46,7 +46,6 @@ from audit_middleware.events import AuditEvent
 from audit_middleware.export import EXPORT_COLUMNS, iter_postgresql_csv, postgresql_csv_copy
 from audit_middleware.integrity import Signer
 from audit_middleware.query import (
-    KEYED_MERGES,
     TIME_PARAMETERS,
     EventQuery,
     HeldWorkspaces,
@@ -60,6 +59,8 @@ from audit_middleware.query import (
     page_shape,
     per_workspace,
     per_workspace_for_rows,
+    plans_each_statement,
+    read_by_id,
     read_laterally,
     without_workspace,
     workspace_parameter,
@@ -485,17 +486,22 @@ class SQLAlchemyStore:
         with self._reading() as connection:
             members = per_workspace(query, self._listed(connection))
             parameters = member_parameters(members)
-            statement = self._page_statement(members, parameters, connection.dialect.name)
+            dialect = connection.dialect.name
+            planned_each_time = (dialect == "postgresql" and len(members) > 1
+                                 and plans_each_statement(connection.connection.driver_connection))
+            statement = self._page_statement(members, parameters, dialect, planned_each_time)
             result = connection.execute(statement, parameters)
             rows = [event_from_row(row._mapping) for row in result]
         return page_from_rows(rows, query.limit)
 
-    def _page_statement(self, members: Sequence[EventQuery], parameters: dict[str, Any], dialect: str) -> Any:
+    def _page_statement(self, members: Sequence[EventQuery], parameters: dict[str, Any], dialect: str,
+                        planned_each_time: bool) -> Any:
         """The statement of a first (or next) page, built once per shape of query (which parameters it has,
         whether it is filtered to no workspace, the page size, how many workspaces it is read in: see
-        :func:`~audit_middleware.query.per_workspace`) and reused with new values: building the actor filter's
-        UNION ALL costs more than running it."""
-        key = (dialect, len(members), *page_shape(members[0], parameters))
+        :func:`~audit_middleware.query.per_workspace`; whether the driver has it planned at each run: see
+        :func:`~audit_middleware.query.plans_each_statement`) and reused with new values: building the actor
+        filter's UNION ALL costs more than running it."""
+        key = (dialect, len(members), planned_each_time, *page_shape(members[0], parameters))
         statement = self._pages.get(key)
         if statement is not None:
             return statement
@@ -505,8 +511,8 @@ class SQLAlchemyStore:
         # every value (a generic plan) only when that plan costs about what a plan for the values would, and
         # without the LIMIT it prices the page for a tenth of the rows and plans it again at each run.
         limit = literal_column(str(int(members[0].limit + 1)))
-        keyed = dialect in KEYED_MERGES and len(members) > 1
-        lateral = read_laterally(members) if dialect == "postgresql" else []
+        lateral = read_laterally(members, planned_each_time) if dialect == "postgresql" else []
+        keyed = read_by_id(members, dialect, lateral)
 
         def part(member: EventQuery, match: str | None, workspace: str | ColumnElement[Any]) -> Any:
             order = [c.occurred_at.desc(), c.id.desc()]

@@ -17,6 +17,7 @@ from audit_middleware.query import (
     parse_query,
     per_workspace,
     per_workspace_for_rows,
+    read_by_id,
     read_laterally,
     within_only_workspace,
 )
@@ -236,6 +237,35 @@ def test_an_actors_or_a_resources_page_over_several_workspaces_is_read_laterally
     assert read_laterally(per_workspace(EventQuery(actor="ada"), lambda n: ["ws_a", None])) == []
     assert read_laterally(per_workspace(EventQuery(actor="ada").for_workspace("ws_a"), lambda n: listed)) == []
     assert actor_matches_of(EventQuery(actor="ada")) == ("id", "name")
+
+
+def test_where_each_statement_is_planned_any_page_over_several_workspaces_is_read_laterally():
+    """``planned_each_time`` (the driver prepares nothing): an event's page over several workspaces is read
+    laterally too (one member planned once, not a member per workspace); one workspace's page, or a trail of one
+    workspace and the events without one, still not."""
+    listed = ["ws_a", "ws_b", None]
+    events = EventQuery(events=("Warehouse Disabled",))
+    assert read_laterally(per_workspace(events, lambda n: listed), planned_each_time=True) == [0, 1]
+    assert read_laterally(per_workspace(EventQuery(category="Warehouses"), lambda n: listed), True) == [0, 1]
+    assert read_laterally(per_workspace(EventQuery(actor="ada"), lambda n: listed), True) == [0, 1]
+    assert read_laterally(per_workspace(events, lambda n: ["ws_a", None]), True) == []
+    assert read_laterally(per_workspace(events.for_workspace("ws_a"), lambda n: listed), True) == []
+
+
+def test_which_pages_read_times_and_ids_first_and_their_rows_by_id():
+    """``read_by_id``: a page merged over several workspaces on SQLite and MariaDB, and an event's page read
+    laterally (PostgreSQL); not an actor's or a resource's lateral page, nor a page of one member."""
+    listed = ["ws_a", "ws_b", None]
+    events = per_workspace(EventQuery(events=("Warehouse Disabled",)), lambda n: listed)
+    actors = per_workspace(EventQuery(actor="ada"), lambda n: listed)
+    one = per_workspace(EventQuery(events=("Warehouse Disabled",)).for_workspace("ws_a"), lambda n: listed)
+    for database in ("sqlite", "mysql", "mariadb"):
+        assert read_by_id(events, database, []) and read_by_id(actors, database, [])
+        assert not read_by_id(one, database, [])
+    assert read_by_id(events, "postgresql", [0, 1])
+    assert not read_by_id(events, "postgresql", [])
+    assert not read_by_id(actors, "postgresql", [0, 1])
+    assert not read_by_id(one, "postgresql", [])
     assert actor_matches_of(EventQuery(resource_type="Warehouse")) == (None,)
     assert actor_matches_for_rows(EventQuery(actor="ada"), "sqlite") == ("id", "name")
     assert actor_matches_for_rows(EventQuery(actor="ada"), "postgresql") == (None,)

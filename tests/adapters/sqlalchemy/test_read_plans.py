@@ -4,12 +4,13 @@ workspaces), and on SQLite without statistics (no ANALYZE: how an app's database
 from __future__ import annotations
 
 import re
+import sqlite3
 
 import pytest
 from sqlalchemy import Index, MetaData, event, inspect
 
 from audit_middleware import EventQuery
-from audit_middleware.query import MERGED_WORKSPACES
+from audit_middleware.query import MERGED_WORKSPACES, plans_each_statement
 
 from ... import read_plans
 from ...read_plans import FILTERED, trail
@@ -21,6 +22,45 @@ def test_a_query_over_every_workspace_gives_every_matching_event_whatever_worksp
     """A query over every workspace is answered for the trail's one workspace when it holds one: the same
     events, page by page, counted and exported, as over every workspace, and never a workspace's events left
     out when it holds several."""
+    read_plans.assert_queries_over_every_workspace_find_every_match(app.auditor.store, list(workspaces))
+
+
+def planned_each_time(app) -> None:
+    """The app's PostgreSQL connections without prepared statements (psycopg's ``prepare_threshold=None``, as
+    behind a pooler in transaction mode; psycopg 2 never prepares): PostgreSQL plans each page afresh."""
+    app.engine.dispose()
+    event.listen(app.engine, "connect", lambda driver, record: setattr(driver, "prepare_threshold", None))
+
+
+def test_whether_postgresql_plans_each_statement_is_read_from_the_driver_connection(app, backend):
+    """psycopg 3 prepares a statement run 5 times (its default ``prepare_threshold``) unless told not to
+    (None) or its cursors bind values on the client (``ClientCursor``, Django's default); a connection of any
+    other driver (psycopg 2 never prepares) plans each one."""
+    if backend != "postgresql":
+        pytest.skip("prepared statements are psycopg's")
+    import psycopg
+
+    with app.engine.connect() as c:
+        driver = c.connection.driver_connection
+        assert plans_each_statement(driver) is False
+        driver.prepare_threshold = None
+        assert plans_each_statement(driver) is True
+        driver.prepare_threshold = 5
+    url = app.engine.url.set(drivername="postgresql")
+    with psycopg.connect(url.render_as_string(hide_password=False), cursor_factory=psycopg.ClientCursor) as client:
+        assert plans_each_statement(client) is True
+    with app.engine.connect() as c:
+        assert plans_each_statement(c.connection.driver_connection) is False
+    assert plans_each_statement(sqlite3.connect(":memory:")) is True
+
+
+@pytest.mark.parametrize("workspaces", read_plans.WORKSPACE_SETS, ids=read_plans.WORKSPACE_SET_IDS)
+def test_without_prepared_statements_a_query_over_every_workspace_gives_every_matching_event(app, backend, workspaces):
+    """The same on PostgreSQL without prepared statements, where an event's page over several workspaces is
+    read laterally, its times and ids first (``read_laterally``, ``read_by_id``)."""
+    if backend != "postgresql":
+        pytest.skip("prepared statements are psycopg's")
+    planned_each_time(app)
     read_plans.assert_queries_over_every_workspace_find_every_match(app.auditor.store, list(workspaces))
 
 
@@ -135,21 +175,25 @@ def test_on_postgresql_a_page_of_events_without_a_workspace_reads_its_filters_in
     assert plan.count("Sort Key") == (0 if query.actor is None else 1), plan
 
 
+@pytest.mark.parametrize("prepared", [True, False], ids=["prepared", "planned each time"])
 @pytest.mark.parametrize("label", list(FILTERED))
-def test_on_postgresql_a_page_over_every_workspace_of_several_reads_each_ones_index(app, backend, label):
+def test_on_postgresql_a_page_over_every_workspace_of_several_reads_each_ones_index(app, backend, label, prepared):
     """Over every workspace of a trail of several, PostgreSQL walked the time index checking every row (2 to 3 s
     for an actor's or a resource's page at 1,000,000 events in 20 workspaces); each workspace's page (and the
     events' without one) is now read through the filter's index, with sorts and full scans priced out (see
-    ``read_plans.assert_postgresql_reads_each_workspaces_index``)."""
+    ``read_plans.assert_postgresql_reads_each_workspaces_index``), with prepared statements (psycopg's default)
+    and without."""
     if backend != "postgresql":
         pytest.skip("the planner this is about is PostgreSQL's")
+    if not prepared:
+        planned_each_time(app)
     app.auditor.store.append(trail(["ws_a", None, "ws_b"]))
     with app.engine.begin() as c:
         c.exec_driver_sql(f"ANALYZE {app.auditor.table.name}")
     query, index = FILTERED[label]
     plan = page_plan(app, query, "SET LOCAL enable_sort = off", "SET LOCAL enable_incremental_sort = off",
                      "SET LOCAL enable_seqscan = off", "SET LOCAL enable_bitmapscan = off")
-    read_plans.assert_postgresql_reads_each_workspaces_index(plan, query, index)
+    read_plans.assert_postgresql_reads_each_workspaces_index(plan, query, index, planned_each_time=not prepared)
 
 
 @pytest.mark.parametrize("workspaces", [[None], ["ws_a", "ws_b"]], ids=["without workspaces", "over two"])

@@ -7,7 +7,7 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from audit_middleware.adapters.django.store import DjangoStore
-from audit_middleware.query import MERGED_WORKSPACES
+from audit_middleware.query import MERGED_WORKSPACES, plans_each_statement
 
 from .... import read_plans
 from ....read_plans import FILTERED, trail
@@ -19,6 +19,16 @@ def test_a_query_over_every_workspace_gives_every_matching_event_whatever_worksp
     trail's one workspace when it holds one: the same events, page by page, counted and exported, as over every
     workspace; never a workspace's events left out when it holds several."""
     read_plans.assert_queries_over_every_workspace_find_every_match(DjangoStore(), list(workspaces))
+
+
+def test_whether_postgresql_plans_each_page_follows_the_databases_options():
+    """Django's PostgreSQL cursors bind values on the client unless ``OPTIONS["server_side_binding"]``: PostgreSQL
+    then plans each statement (the store reads an event's page over several workspaces laterally)."""
+    if connection.vendor != "postgresql":
+        pytest.skip("prepared statements are psycopg's")
+    connection.ensure_connection()
+    binds_in_server = connection.settings_dict["OPTIONS"].get("server_side_binding") is True
+    assert plans_each_statement(connection.connection) is not binds_in_server
 
 
 def test_the_workspaces_listed_are_what_the_trail_holds():
@@ -147,7 +157,9 @@ def test_on_postgresql_a_page_over_every_workspace_of_several_reads_each_ones_in
     query, index = FILTERED[label]
     plan = page_plan(query, "SET LOCAL enable_sort = off", "SET LOCAL enable_incremental_sort = off",
                      "SET LOCAL enable_seqscan = off", "SET LOCAL enable_bitmapscan = off")
-    read_plans.assert_postgresql_reads_each_workspaces_index(plan, query, index)
+    # Django's default cursors bind values on the client: PostgreSQL plans each page (an event's read laterally)
+    read_plans.assert_postgresql_reads_each_workspaces_index(
+        plan, query, index, planned_each_time=plans_each_statement(connection.connection))
 
 
 @pytest.mark.parametrize("label", ["actor", "resource"])
