@@ -24,20 +24,30 @@ Variants:
 - ``event, no read indexes``: as ``event, 1 trip`` on an audit table without its secondary indexes (the
   ones the admin view's filters and the retention purge read through), to show what those cost each write.
 
-``sqlite`` uses SQLite's default rollback journal, ``sqlite-wal`` the same file in WAL mode.
+``sqlite`` uses SQLite's default rollback journal, ``sqlite-wal`` the same file in WAL mode. The timed event
+rows carry ids from the library's generator (time-ordered, as stored; random UUIDs until 2026-12-07).
+
+    python benchmarks/write_floor.py --backend sqlite --backend postgresql --rounds 7 --batch 10000
+
+``--batch N``: the floor under the batched-create target instead: ``batch, ORM alone`` is the capture
+benchmarks' unaudited batch (N SQLAlchemy ORM creates in one transaction), ``batch, ORM and event rows`` the same
+with N event rows, made before the clock starts, stored in that transaction by the driver as the adapters store
+a large transaction's (SQLite, MariaDB: multi-row INSERTs of 60 rows; PostgreSQL: one COPY). What is added is
+what storing the rows costs the driver and the database, with no Python of ours making them.
 """
 
 
 import argparse
 import os
 import sys
-import uuid
 from datetime import datetime, timezone
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _workload import N_WRITES, median, timed  # noqa: E402
-from sqlalchemy_capture import drop_database, fresh_database  # noqa: E402
+from sqlalchemy_capture import drop_database, fresh_database, new_row  # noqa: E402
+
+from audit_middleware.ids import new_event_id  # noqa: E402
 
 VARIANTS = ("baseline", "event, 1 trip", "event, 3 trips", "event, autocommit toggled", "event, no read indexes")
 BACKENDS = ("sqlite", "sqlite-wal", "postgresql", "mariadb")
@@ -85,14 +95,14 @@ def schema(url: str) -> tuple[Any, Any, list[Any]]:
         c.execute(table.delete())
         c.execute(Warehouse.__table__.delete())
     auditor.remove()
-    return engine, table, event_row
+    return engine, table, event_row, Warehouse
 
 
 def run_variant(backend: str, variant: str, url: str, n: int) -> float:
     """Seconds for ``n`` writes of ``variant`` on a fresh database at ``url``."""
     from sqlalchemy import text
 
-    engine, table, event_row = schema(url)
+    engine, table, event_row, _ = schema(url)
     if variant == "event, no read indexes":
         with engine.begin() as c:
             for index in table.indexes:
@@ -105,7 +115,7 @@ def run_variant(backend: str, variant: str, url: str, n: int) -> float:
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     warehouses = [(f"Warehouse {i}", f"warehouse-{i}", True, "hourly", '{"region": "eu", "retries": 3}', 7, now, now)
                   for i in range(n)]
-    events = [[str(uuid.uuid4())] + event_row[1:] for _ in range(n)]
+    events = [[new_event_id()] + event_row[1:] for _ in range(n)]
     engine.dispose()
     if backend.startswith("sqlite"):
         return _sqlite(url.removeprefix("sqlite:///"), backend == "sqlite-wal", variant, insert_warehouse,
@@ -206,25 +216,76 @@ def _mariadb(url: str, variant: str, insert_warehouse: str, insert_event: str,
         connection.close()
 
 
+BATCH_VARIANTS = ("batch, ORM alone", "batch, ORM and event rows")
+ROWS_PER_INSERT = 60  # event rows a multi-row INSERT, as the adapters send them on SQLite and MariaDB
+
+
+def run_batch(backend: str, variant: str, url: str, n: int) -> float:
+    """Seconds for ``n`` SQLAlchemy ORM creates in one transaction (the capture benchmarks' batched create,
+    unaudited), with ``n`` event rows made beforehand stored in the same transaction by the driver (SQLite and
+    MariaDB: multi-row INSERTs of 60; PostgreSQL: one COPY), as the adapters store a large transaction's."""
+    from sqlalchemy.orm import sessionmaker
+
+    engine, table, event_row, warehouse = schema(url)
+    if backend == "sqlite-wal":
+        with engine.connect() as c:
+            c.exec_driver_sql("PRAGMA journal_mode=WAL")
+    columns = ", ".join(c.name for c in table.c)
+    events = [[new_event_id()] + event_row[1:] for _ in range(n)]
+    store = variant == "batch, ORM and event rows"
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    session = sessionmaker(engine)
+
+    def run() -> None:
+        with session() as s:
+            s.add_all([new_row(warehouse, i, now) for i in range(n)])
+            s.flush()
+            if store:
+                driver = s.connection().connection.driver_connection
+                if backend == "postgresql":
+                    with driver.cursor() as cursor, cursor.copy(f"COPY {table.name} ({columns}) FROM STDIN") as copy:
+                        for row in events:
+                            copy.write_row(row)
+                else:
+                    cursor = driver.cursor()
+                    mark = "(" + ", ".join(["?" if backend.startswith("sqlite") else "%s"] * len(table.c)) + ")"
+                    for at in range(0, n, ROWS_PER_INSERT):
+                        chunk = events[at:at + ROWS_PER_INSERT]
+                        cursor.execute(f"INSERT INTO {table.name} ({columns}) VALUES {', '.join([mark] * len(chunk))}",
+                                       [v for row in chunk for v in row])
+            s.commit()
+
+    try:
+        return timed(run)
+    finally:
+        engine.dispose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backend", action="append", choices=BACKENDS)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--n", type=int, default=N_WRITES)
+    parser.add_argument("--batch", type=int, default=0, metavar="N",
+                        help="instead: N ORM creates in one transaction, alone and with N event rows made beforehand")
     args = parser.parse_args()
     workdir = os.path.join(os.path.dirname(__file__), "out")
     os.makedirs(workdir, exist_ok=True)
-    print("| backend | variant | µs a write (median) | added | rounds |")
+    print(f"| backend | variant | µs a {'row' if args.batch else 'write'} (median) | added | rounds |")
     print("|---|---|---|---|---|")
     for backend in args.backend or ["sqlite"]:
         variants = [v for v in VARIANTS if not (backend.startswith("sqlite") and v == "event, 3 trips")
                     and (backend == "mariadb" or v != "event, autocommit toggled")]
+        n = args.batch or args.n
+        if args.batch:
+            variants = list(BATCH_VARIANTS)
         seconds: dict[str, list[float]] = {v: [] for v in variants}
         for r in range(args.rounds):
             for variant in variants[r % len(variants):] + variants[:r % len(variants)]:
                 url, name = fresh_database("sqlite" if backend.startswith("sqlite") else backend, workdir)
                 try:
-                    seconds[variant].append(run_variant(backend, variant, url, args.n))
+                    run = run_batch if args.batch else run_variant
+                    seconds[variant].append(run(backend, variant, url, n))
                 finally:
                     drop_database("sqlite" if backend.startswith("sqlite") else backend, name)
                     if backend.startswith("sqlite"):
@@ -232,12 +293,12 @@ def main() -> None:
                             path = url.removeprefix("sqlite:///") + suffix
                             if os.path.exists(path):
                                 os.remove(path)
-        base = median(seconds["baseline"]) / args.n * 1e6
+        base = median(seconds[variants[0]]) / n * 1e6
         for variant in variants:
-            us = median(seconds[variant]) / args.n * 1e6
-            spread = " / ".join(f"{s / args.n * 1e6:.0f}" for s in seconds[variant])
-            added = "" if variant == "baseline" else f"+{us - base:.0f} µs (×{us / base:.2f})"
-            print(f"| {backend} | {variant} | {us:.0f} | {added} | {spread} |", flush=True)
+            us = median(seconds[variant]) / n * 1e6
+            spread = " / ".join(f"{s / n * 1e6:.{1 if args.batch else 0}f}" for s in seconds[variant])
+            added = "" if variant == variants[0] else f"+{us - base:.{1 if args.batch else 0}f} µs (×{us / base:.2f})"
+            print(f"| {backend} | {variant} | {us:.{1 if args.batch else 0}f} | {added} | {spread} |", flush=True)
 
 
 if __name__ == "__main__":
