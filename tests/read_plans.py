@@ -56,6 +56,7 @@ def assert_queries_over_every_workspace_find_every_match(store: Any, workspaces:
     store.append(events)
     queries = [q for q, _ in FILTERED.values()] + [
         EventQuery(limit=7), EventQuery(category="Warehouses", actor_type="system", limit=5),
+        EventQuery(events=("Warehouse Created", "Source Deleted"), limit=6),
         EventQuery(since=datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(minutes=30), limit=9)]
     for query in queries:
         expected = expected_ids(events, query)
