@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -126,6 +127,9 @@ class Relay:
         self._hold_until: dict[str, float] = {}
         self.sent = 0
         self.failed = 0
+        #: held around each of the relay's transactions on the outbox (claim, settle, disable); a
+        #: :class:`Drainer` sets a lock here so that a fork waits for the transaction to end
+        self.transactions: AbstractContextManager[Any] = nullcontext()
 
     def run_once(self) -> int:
         """One claim per destination; returns how many deliveries were settled."""
@@ -139,7 +143,8 @@ class Relay:
     def _run_destination(self, destination: Destination) -> int:
         token = uuid.uuid4().hex
         limit = min(self.batch, destination.claim_size)
-        claimed, events = self.store.claim(destination.name, limit, self.lease, token)
+        with self.transactions:
+            claimed, events = self.store.claim(destination.name, limit, self.lease, token)
         if not claimed:
             return 0
         present = [d for d in claimed if d.event_id in events]
@@ -171,7 +176,8 @@ class Relay:
         self._report(destination, settlements)
         if disabled is not None:
             reason = f"{destination.title} answered {disabled.error}; turned off until an owner turns it on again"
-            self.store.disable(destination.name, reason)
+            with self.transactions:
+                self.store.disable(destination.name, reason)
             logger.error("forwarding destination %s disabled: %s", destination.name, reason)
             self._signal(destination_disabled, destination=destination.name, reason=reason)
         return len(settlements)
@@ -183,13 +189,15 @@ class Relay:
         the deliveries are then sent again when their lease runs out."""
         for pause in SETTLE_RETRY_PAUSES:
             try:
-                self.store.settle(token, settlements)
+                with self.transactions:
+                    self.store.settle(token, settlements)
                 return
             except Exception as error:
                 logger.warning("could not record what happened to %d deliveries to %s (%s: %s); trying again "
                                "in %.1fs", len(settlements), destination.name, type(error).__name__, error, pause)
                 time.sleep(pause)
-        self.store.settle(token, settlements)
+        with self.transactions:
+            self.store.settle(token, settlements)
 
     def _report(self, destination: Destination, settlements: Sequence[Settlement]) -> None:
         failures: dict[tuple[str, str | None], list[str]] = {}
@@ -235,19 +243,30 @@ class Relay:
                 stop.wait(self.poll * (0.5 + self.rng.random()))
 
 
+FORK_WAIT = 10.0
+"""The most seconds a fork waits for the in-process relay's transaction on the outbox to end."""
+
+
 class Drainer:
     """An in-process relay thread for apps that run no worker.
 
     ``Drainer(relay).connect()`` wakes it each time events are committed (``event_recorded`` is sent after
     commit), so a request only sets a flag; the thread starts on first use and again in a forked child.
+
+    A fork waits (up to :data:`FORK_WAIT` seconds) for the thread's transaction on the outbox, if one is under
+    way, to end, and the thread begins none until the fork is done: a child copies the process as it is, and a
+    connection copied in the middle of a transaction takes its locks along. On SQLite the child then found the
+    database locked for good (its locks are kept per process, and the copy's are never released).
     """
 
     def __init__(self, relay: Relay, *, poll: float = 5.0) -> None:
         self.relay = relay
         self.poll = poll
         self._init_state()
+        self._held_for_fork = False
         if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=self._after_fork)
+            os.register_at_fork(before=self._before_fork, after_in_parent=self._after_fork_in_parent,
+                                after_in_child=self._after_fork)
 
     def _init_state(self) -> None:
         self._pid = os.getpid()
@@ -255,9 +274,21 @@ class Drainer:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self.relay.transactions = self._transactions = threading.Lock()
+
+    def _before_fork(self) -> None:
+        thread = self._thread
+        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+            self._held_for_fork = self._transactions.acquire(timeout=FORK_WAIT)
+
+    def _after_fork_in_parent(self) -> None:
+        if self._held_for_fork:
+            self._held_for_fork = False
+            self._transactions.release()
 
     def _after_fork(self) -> None:
         # The parent's thread does not exist in the child and its pooled connections must not be shared.
+        self._held_for_fork = False
         self._init_state()
         after_fork = getattr(self.relay.store, "after_fork", None)
         if after_fork is not None:

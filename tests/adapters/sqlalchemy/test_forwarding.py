@@ -12,7 +12,7 @@ import uuid
 import warnings
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from audit_middleware import Actor, acting_as, in_workspace
 from audit_middleware.forwarding import (
@@ -365,6 +365,47 @@ def test_the_forwarding_page_logic_toggles_retries_and_sends_a_test_event(fapp, 
         apply_forwarding_form(outbox, "ws_2", {"action": ["save"], "destination": ["nope"]})
     with pytest.raises(InvalidFilterError, match="expected save, retry or test"):
         apply_forwarding_form(outbox, "ws_2", {"action": ["drop"]})
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_fork_waits_for_the_drainers_transaction_so_the_child_can_write(fapp, receiver):
+    """A fork copies the process as it is: with the drainer thread in the middle of a transaction on the outbox,
+    the child got a copy of its connection holding the database's locks, and on SQLite (which keeps them per
+    process) found the database locked for good ("database is locked" at its first write). The fork now waits for
+    that transaction to end. Here the drainer's first UPDATE of the outbox is held open for 0.5 s and the fork
+    happens then."""
+    table = fapp.auditor.outbox.tables.deliveries.name
+    in_transaction = threading.Event()
+
+    def hold_open(conn, cursor, statement, parameters, context, executemany):  # noqa: ARG001
+        if (threading.current_thread().name == "audit-forwarding" and not in_transaction.is_set()
+                and statement.lstrip().upper().startswith("UPDATE") and table in statement):
+            in_transaction.set()
+            time.sleep(0.5)
+
+    event.listen(fapp.engine, "after_cursor_execute", hold_open)
+    drainer = fapp.auditor.start_drainer(poll=0.1, backoff_base=0.01, backoff_cap=0.05)
+    try:
+        add_warehouses(fapp, 1)
+        assert in_transaction.wait(10)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork() of a multi-threaded process
+            pid = os.fork()
+        if pid == 0:  # the child: write at once
+            code = 1
+            try:
+                add_warehouses(fapp, 1)
+                code = 0
+            except BaseException:
+                traceback.print_exc()  # the child's failure, in the test's output
+                sys.stderr.flush()
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        drainer.disconnect()
+        event.remove(fapp.engine, "after_cursor_execute", hold_open)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
