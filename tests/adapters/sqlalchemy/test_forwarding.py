@@ -10,6 +10,7 @@ import time
 import traceback
 import uuid
 import warnings
+from collections.abc import Callable
 
 import pytest
 from sqlalchemy import event, func, select
@@ -367,6 +368,25 @@ def test_the_forwarding_page_logic_toggles_retries_and_sends_a_test_event(fapp, 
         apply_forwarding_form(outbox, "ws_2", {"action": ["drop"]})
 
 
+def exit_code_of_forked(child: Callable[[], int]) -> int:
+    """Fork; the child runs ``child`` and exits with what it returns (1, its traceback printed in the test's
+    output, if it raises); the parent waits and returns the child's exit code."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork() of a multi-threaded process
+        pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            code = child()
+        except BaseException:
+            traceback.print_exc()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_fork_waits_for_the_drainers_transaction_so_the_child_can_write(fapp, receiver):
     """A fork copies the process as it is: with the drainer thread in the middle of a transaction on the outbox,
@@ -388,23 +408,15 @@ def test_a_fork_waits_for_the_drainers_transaction_so_the_child_can_write(fapp, 
     try:
         add_warehouses(fapp, 1)
         assert in_transaction.wait(10)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork() of a multi-threaded process
-            pid = os.fork()
-        if pid == 0:  # the child: write at once
-            code = 1
-            try:
-                add_warehouses(fapp, 1)
-                code = 0
-            except BaseException:
-                traceback.print_exc()  # the child's failure, in the test's output
-                sys.stderr.flush()
-            finally:
-                os._exit(code)
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0
+
+        def child() -> int:  # write at once
+            add_warehouses(fapp, 1)
+            return 0
+
+        assert exit_code_of_forked(child) == 0
     finally:
         drainer.disconnect()
+        drainer.stop()
         event.remove(fapp.engine, "after_cursor_execute", hold_open)
 
 
@@ -417,24 +429,15 @@ def test_the_drainer_restarts_in_a_forked_child_with_its_own_connections(fapp, r
         while not receiver.segment_ids and time.monotonic() < deadline:
             time.sleep(0.05)
         assert len(receiver.segment_ids) == 1
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork() of a multi-threaded process
-            pid = os.fork()
-        if pid == 0:  # the child: record, and let the child's own drainer thread send it
-            code = 1
-            try:
-                add_warehouses(fapp, 1)
-                end = time.monotonic() + 15
-                while deliveries(fapp) and time.monotonic() < end:
-                    time.sleep(0.05)
-                code = 0 if deliveries(fapp) == 0 else 2
-            except BaseException:
-                traceback.print_exc()  # the child's failure, in the test's output
-                sys.stderr.flush()
-            finally:
-                os._exit(code)
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0
+
+        def child() -> int:  # record, and let the child's own drainer thread send it
+            add_warehouses(fapp, 1)
+            end = time.monotonic() + 15
+            while deliveries(fapp) and time.monotonic() < end:
+                time.sleep(0.05)
+            return 0 if deliveries(fapp) == 0 else 2
+
+        assert exit_code_of_forked(child) == 0
         assert sorted(receiver.segment_ids) == sorted(f"audit-{i}" for i in event_ids(fapp))
         assert len(receiver.segment_ids) == 2
     finally:
