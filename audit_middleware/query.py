@@ -449,6 +449,13 @@ def read_by_id(members: Sequence[EventQuery], database: str, lateral: Sequence[i
     return database in KEYED_MERGES or (bool(lateral) and not _in_few_workspaces(members[0]))
 
 
+def plans_each_page(members: Sequence[EventQuery], database: str, driver_connection: Callable[[], Any]) -> bool:
+    """Whether a page read as ``members`` (:func:`per_workspace`) on ``database`` (a SQLAlchemy dialect or Django
+    vendor name) is planned at each run, as :func:`read_laterally` asks: only a PostgreSQL page over several members
+    asks the driver (``driver_connection()``, see :func:`plans_each_statement`); one member reads as it is."""
+    return database == "postgresql" and len(members) > 1 and plans_each_statement(driver_connection())
+
+
 def plans_each_statement(driver_connection: Any) -> bool:
     """Whether PostgreSQL plans again each statement sent on ``driver_connection`` (a DB-API connection,
     duck-typed): psycopg 2 never prepares one, nor do psycopg 3's client-side-binding cursors (Django's default

@@ -33,7 +33,7 @@ from audit_middleware.query import (
     page_shape,
     per_workspace,
     per_workspace_for_rows,
-    plans_each_statement,
+    plans_each_page,
     read_by_id,
     read_laterally,
     without_workspace,
@@ -369,11 +369,10 @@ def _bound(connection: Any, name: str, value: Any) -> Any:
     return value
 
 
-def _plans_each_statement(connection: Any) -> bool:
-    """Whether PostgreSQL plans each page statement this connection sends (see
-    :func:`~audit_middleware.query.plans_each_statement`; Django's default cursors bind values on the client)."""
+def _driver_connection(connection: Any) -> Any:
+    """The DB-API connection under Django's ``connection``, connected if it was not yet."""
     connection.ensure_connection()
-    return plans_each_statement(connection.connection)
+    return connection.connection
 
 
 def _hashable(value: Any) -> bool:
@@ -432,7 +431,7 @@ class DjangoStore:
         members = per_workspace(query, self.workspaces_held)
         values = member_parameters(members)
         vendor = connection.vendor
-        planned_each_time = vendor == "postgresql" and len(members) > 1 and _plans_each_statement(connection)
+        planned_each_time = plans_each_page(members, vendor, lambda: _driver_connection(connection))
         key = (self.using, vendor, len(members), planned_each_time, *page_shape(members[0], values))
         statement = _PAGES.get(key)
         if statement is None:

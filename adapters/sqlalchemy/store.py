@@ -59,7 +59,7 @@ from audit_middleware.query import (
     page_shape,
     per_workspace,
     per_workspace_for_rows,
-    plans_each_statement,
+    plans_each_page,
     read_by_id,
     read_laterally,
     without_workspace,
@@ -487,8 +487,7 @@ class SQLAlchemyStore:
             members = per_workspace(query, self._listed(connection))
             parameters = member_parameters(members)
             dialect = connection.dialect.name
-            planned_each_time = (dialect == "postgresql" and len(members) > 1
-                                 and plans_each_statement(connection.connection.driver_connection))
+            planned_each_time = plans_each_page(members, dialect, lambda: connection.connection.driver_connection)
             statement = self._page_statement(members, parameters, dialect, planned_each_time)
             result = connection.execute(statement, parameters)
             rows = [event_from_row(row._mapping) for row in result]

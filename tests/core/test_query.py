@@ -17,6 +17,7 @@ from audit_middleware.query import (
     parse_query,
     per_workspace,
     per_workspace_for_rows,
+    plans_each_page,
     read_by_id,
     read_laterally,
     within_only_workspace,
@@ -250,6 +251,21 @@ def test_where_each_statement_is_planned_any_page_over_several_workspaces_is_rea
     assert read_laterally(per_workspace(EventQuery(actor="ada"), lambda n: listed), True) == [0, 1]
     assert read_laterally(per_workspace(events, lambda n: ["ws_a", None]), True) == []
     assert read_laterally(per_workspace(events.for_workspace("ws_a"), lambda n: listed), True) == []
+
+
+def test_only_a_postgresql_page_over_several_members_asks_whether_the_driver_plans_each_statement():
+    """``plans_each_page`` consults the driver only for a PostgreSQL page read as several members."""
+    import sqlite3
+
+    def not_asked() -> None:
+        raise AssertionError("the driver was consulted")
+
+    several = per_workspace(EventQuery(events=("Warehouse Disabled",)), lambda n: ["ws_a", "ws_b"])
+    one = per_workspace(EventQuery(events=("Warehouse Disabled",)).for_workspace("ws_a"), lambda n: [])
+    assert plans_each_page(several, "sqlite", not_asked) is False
+    assert plans_each_page(one, "postgresql", not_asked) is False
+    with sqlite3.connect(":memory:") as driver:  # not psycopg 3: nothing is prepared
+        assert plans_each_page(several, "postgresql", lambda: driver) is True
 
 
 def test_which_pages_read_times_and_ids_first_and_their_rows_by_id():
