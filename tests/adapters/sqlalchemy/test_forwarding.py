@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import os
-import sys
 import textwrap
 import threading
 import time
-import traceback
 import uuid
-import warnings
-from collections.abc import Callable
 
 import pytest
 from sqlalchemy import event, func, select
@@ -25,6 +21,7 @@ from audit_middleware.forwarding import (
 )
 from audit_middleware.signals import delivery_failed, destination_disabled
 
+from ...forking import exit_code_of_forked
 from ...forwarding.receivers import SECRET, WRITE_KEY, Fault, Receiver
 from .conftest import make_app
 
@@ -366,25 +363,6 @@ def test_the_forwarding_page_logic_toggles_retries_and_sends_a_test_event(fapp, 
         apply_forwarding_form(outbox, "ws_2", {"action": ["save"], "destination": ["nope"]})
     with pytest.raises(InvalidFilterError, match="expected save, retry or test"):
         apply_forwarding_form(outbox, "ws_2", {"action": ["drop"]})
-
-
-def exit_code_of_forked(child: Callable[[], int]) -> int:
-    """Fork; the child runs ``child`` and exits with what it returns (1, its traceback printed in the test's
-    output, if it raises); the parent waits and returns the child's exit code."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork() of a multi-threaded process
-        pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            code = child()
-        except BaseException:
-            traceback.print_exc()
-            sys.stderr.flush()
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")

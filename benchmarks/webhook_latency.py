@@ -1,0 +1,163 @@
+"""Webhook throughput of one relay when the receiver is a network's round trip away, for the code as it is and,
+with ``--before REV``, as it was at a git revision (interleaved, in the same run).
+
+    python benchmarks/webhook_latency.py --rtt 0 --rtt 20 --rtt 80 --before REV
+
+A webhook is one POST per event, so a relay's webhook throughput is bound by the time each POST takes, and a
+new connection per POST adds a TCP handshake to each (and a TLS handshake over HTTPS). On loopback a handshake
+costs nearly nothing, so ``forwarding.py`` cannot show it: here the receiver (``forwarding.py``'s) sits behind a
+loopback proxy that holds every chunk it passes ``RTT / 2`` milliseconds in each direction, and holds a new
+connection's first request one ``RTT`` more (the round trip of the TCP handshake a real network charges before
+a request can be sent). Plain HTTP: a TLS handshake, which a real HTTPS endpoint charges on top, is not
+modelled, so a new connection costs here less than it would over HTTPS.
+
+For each RTT: ``--events`` events in the outbox of a SQLite file (a database on loopback would add nothing the
+two variants differ by), then one ``audit-middleware forward`` process drains them to the webhook; events/s
+from the receiver's first request to its last, median of ``--rounds``; the variants alternate in every round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import queue
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _revision import before_variant  # noqa: E402
+from _workload import median  # noqa: E402
+from forwarding import RELAY, SECRET, Receiver, fill, make_app, stop  # noqa: E402
+
+
+class LatencyProxy:
+    """Passes TCP connections on to ``target`` (host, port), each chunk held ``rtt / 2`` seconds on its way in
+    either direction, and a new connection's first chunk from the client ``rtt`` seconds more. Chunks keep their
+    order and are held from the moment they arrive (not one after the other): what a link's latency does."""
+
+    def __init__(self, target: tuple[str, int], rtt: float) -> None:
+        self.target = target
+        self.rtt = rtt
+        self.connections = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            client, _ = self.listener.accept()
+            self.connections += 1
+            upstream = socket.create_connection(self.target)
+            for sock in (client, upstream):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._link(client, upstream, self.rtt)  # the handshake's round trip, before the first request
+            self._link(upstream, client, 0.0)
+
+    def _link(self, source: socket.socket, sink: socket.socket, first_extra: float) -> None:
+        held: queue.Queue[tuple[float, bytes]] = queue.Queue()
+
+        def receive() -> None:
+            extra = first_extra
+            while True:
+                try:
+                    data = source.recv(65536)
+                except OSError:
+                    data = b""
+                held.put((time.monotonic() + self.rtt / 2 + extra, data))
+                extra = 0.0
+                if not data:
+                    return
+
+        def send() -> None:
+            while True:
+                due, data = held.get()
+                pause = due - time.monotonic()
+                if pause > 0:
+                    time.sleep(pause)
+                if not data:
+                    try:
+                        sink.shutdown(socket.SHUT_WR)
+                    except OSError:
+                        pass
+                    return
+                try:
+                    sink.sendall(data)
+                except OSError:
+                    return
+
+        threading.Thread(target=receive, daemon=True).start()
+        threading.Thread(target=send, daemon=True).start()
+
+
+def drain_rate(url_base: str, n: int, workdir: str, pythonpath: str | None, receiver: Receiver) -> float:
+    """Events/s of one relay process (with ``pythonpath`` first on its path, if given) draining ``n`` webhook
+    deliveries to ``url_base``."""
+    database = os.path.join(workdir, f"outbox-{time.monotonic_ns()}.sqlite3")
+    url = f"sqlite:///{database}"
+    engine, session, auditor, model = make_app(url, "webhook", url_base)
+    fill(session, model, n)
+    auditor.remove()
+    engine.dispose()
+    receiver.reset()
+    env = {**os.environ, **({"PYTHONPATH": pythonpath} if pythonpath else {})}
+    relay = subprocess.Popen([sys.executable, "-c", RELAY, "forward", "--database-url", url, "--config",
+                              "bench_config:DESTINATIONS", "--quiet", "--batch", "100", "--poll", "0.2"],
+                             cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 900
+        while receiver.count() < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop([relay])
+        os.remove(database)
+    assert receiver.count() == n, f"only {receiver.count()} of {n} arrived"
+    return n / receiver.span()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rtt", type=float, action="append", help="round trip in ms (repeatable; default 0, 20)")
+    parser.add_argument("--events", type=int, default=300, help="events drained a run")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--before", metavar="REV", help="also the code at git revision REV")
+    args = parser.parse_args()
+    workdir = tempfile.mkdtemp(prefix="audit-bench-webhook-")
+    receiver = Receiver()
+    target = ("127.0.0.1", int(receiver.base.rsplit(":", 1)[1]))
+    variants: dict[str, str | None] = {**before_variant(args.before, workdir), "audit-middleware": None}
+    try:
+        print("| RTT | " + " | ".join(f"{label}: events/s (connections)" for label in variants) + " |\n|---|"
+              + "---|" * len(variants), flush=True)
+        for rtt in args.rtt or [0.0, 20.0]:
+            proxy = LatencyProxy(target, rtt / 1000)
+            base = f"http://127.0.0.1:{proxy.port}"
+            with open(os.path.join(workdir, "bench_config.py"), "w") as handle:
+                handle.write(textwrap.dedent(f"""
+                    from audit_middleware.forwarding import WebhookDestination
+                    DESTINATIONS = [WebhookDestination({base + "/hook"!r}, {SECRET!r}, allow_private=True,
+                                                       name="webhook")]
+                """))
+            rates: dict[str, list[float]] = {label: [] for label in variants}
+            connections: dict[str, list[int]] = {label: [] for label in variants}
+            for round_number in range(args.rounds):
+                order = list(variants) if round_number % 2 == 0 else list(reversed(variants))
+                for label in order:
+                    opened = proxy.connections
+                    rate = drain_rate(base, args.events, workdir, variants[label], receiver)
+                    rates[label].append(rate)
+                    connections[label].append(proxy.connections - opened)
+            print(f"| {rtt:g} ms | " + " | ".join(
+                f"{median(rates[label]):,.1f} ({min(connections[label])} to {max(connections[label])})"
+                for label in variants) + " |", flush=True)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
