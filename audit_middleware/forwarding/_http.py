@@ -112,8 +112,9 @@ def _default_ssl_context() -> ssl.SSLContext:
 KEEP_IDLE = 4.0
 """Seconds a connection is kept unused before it is closed: under the shortest idle timeouts common servers
 apply (Apache's and Node's 5 s), so a kept connection is rarely found closed by the server."""
-KEEP_PER_HOST = 4
-"""The most unused connections kept for one scheme, host, port and ``allow_private`` (one per relay thread)."""
+KEEP_PER_HOST = 16
+"""The most unused connections kept for one scheme, host, port and ``allow_private`` (one per post a process's
+relays make at once: a webhook's ``parallel`` posts of each relay thread)."""
 
 _Key = tuple[str, str, int, bool]
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 from ..events import AuditEvent
 from ._http import Response, TransportError, check_url, post
@@ -85,18 +86,36 @@ def one_by_one(
 ) -> dict[str, Outcome]:
     """Send events one at a time; after a failure that says "not now" (retry), leave the rest for later
     instead of hammering the endpoint, and after a disable, send nothing more."""
+    return in_windows(events, send, 1)
+
+
+def in_windows(
+    events: Sequence[AuditEvent], send: Callable[[AuditEvent], Outcome], width: int
+) -> dict[str, Outcome]:
+    """Send events ``width`` at a time, each window's posts at once (on threads of a pool made for this call;
+    one at a time, on this thread, for a width of 1); after a window with a failure that says "not now"
+    (retry), leave the rest for later instead of hammering the endpoint, and after a disable, send nothing
+    more. So after such a failure at most the rest of its window is sent."""
     outcomes: dict[str, Outcome] = {}
     stop: Outcome | None = None
-    for event in events:
-        if stop is not None:
-            outcomes[event.id] = Outcome(stop.kind if stop.kind == "disable" else "retry", stop.status,
-                                         f"not attempted: {stop.error}", stop.retry_after)
-            continue
-        outcome = send(event)
-        outcomes[event.id] = outcome
-        if outcome.kind in ("retry", "disable"):
-            stop = outcome
+    pool = ThreadPoolExecutor(min(width, len(events)), "audit-forwarding-post") if width > 1 and len(events) > 1 else None
+    try:
+        for start in range(0, len(events), width):
+            if stop is not None:
+                for event in events[start:]:
+                    outcomes[event.id] = Outcome(stop.kind if stop.kind == "disable" else "retry", stop.status,
+                                                 f"not attempted: {stop.error}", stop.retry_after)
+                break
+            window = events[start:start + width]
+            sent = pool.map(send, window) if pool is not None else map(send, window)
+            for event, outcome in zip(window, sent, strict=True):
+                outcomes[event.id] = outcome
+                if outcome.kind == "disable" or (outcome.kind == "retry" and stop is None):
+                    stop = outcome
+    finally:
+        if pool is not None:
+            pool.shutdown()
     return outcomes
 
 
-__all__ = ["Destination", "EventFilter", "check_url", "event_matcher", "one_by_one"]
+__all__ = ["Destination", "EventFilter", "check_url", "event_matcher", "in_windows", "one_by_one"]

@@ -103,6 +103,10 @@ def test_configuration_mistakes_are_reported_in_the_users_terms():
         SlackDestination("https://hooks.slack.com/x", rules="* Disabled")
     with pytest.raises(ValueError, match="two destinations are named 'segment'"):
         Forwarding([SegmentDestination("a"), SegmentDestination("b")])
+    for parallel in (0, 33, 2.5, "4"):
+        with pytest.raises(ValueError, match=r"WebhookDestination\('webhook'\) parallel must be a whole number "
+                                             r"from 1 to 32, got"):
+            WebhookDestination("https://example.com/h", SECRET, parallel=parallel)
 
 
 def test_segment_track_call_shape_and_compatibility_mode():
@@ -201,9 +205,25 @@ def test_segment_sends_basic_auth_with_the_write_key_and_a_fresh_sent_at(receive
 def test_after_a_retryable_failure_the_rest_of_the_claim_is_not_attempted(receiver):
     receiver.faults = lambda path, n, body: Fault(status=429, retry_after="5") if n == 2 else None
     events = [event() for _ in range(4)]
-    out = WebhookDestination(receiver.base + "/hook", SECRET, allow_private=True).deliver(events)
+    out = WebhookDestination(receiver.base + "/hook", SECRET, allow_private=True, parallel=1).deliver(events)
     assert [out[e.id].kind for e in events] == ["sent", "retry", "retry", "retry"]
     assert out[events[3].id].retry_after == 5 and receiver.requests == 2
+    assert receiver.webhook_ids == [events[0].id]
+
+
+def test_posted_in_parallel_after_a_retryable_failure_only_the_rest_of_its_window_is_sent(receiver):
+    """Four at a time (the default): the failure is one of the second window's four requests (the 6th of 12),
+    so the second window's other three are sent, the third window is left for later."""
+    receiver.faults = lambda path, n, body: Fault(status=429, retry_after="5") if n == 6 else None
+    events = [event() for _ in range(12)]
+    out = WebhookDestination(receiver.base + "/hook", SECRET, allow_private=True).deliver(events)
+    kinds = [out[e.id].kind for e in events]
+    assert kinds[:4] == ["sent"] * 4
+    assert sorted(kinds[4:8]) == ["retry", "sent", "sent", "sent"]
+    assert kinds[8:] == ["retry"] * 4 and all(out[e.id].error.startswith("not attempted") for e in events[8:])
+    assert receiver.requests == 8
+    assert sorted(receiver.webhook_ids) == sorted(e.id for e in events[:8] if out[e.id].kind == "sent")
+    assert receiver.violations == []
 
 
 def test_timeouts_and_refused_connections_are_retried(receiver):

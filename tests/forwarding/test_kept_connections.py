@@ -37,9 +37,14 @@ class Server:
 
     ``close_silently``: after each answer, close the connection without saying so (no ``Connection: close``),
     as a server does whose idle timeout ends a kept connection. ``say_close``: answer with ``Connection:
-    close``. ``hang_first``: hold the first answer this many seconds."""
+    close``. ``hang_first``: hold the first answer this many seconds. ``gather``: hold each answer until this many
+    requests are in flight (at most 2 s); ``most_at_once`` is the most there were."""
 
-    def __init__(self, *, close_silently: bool = False, say_close: bool = False, hang_first: float = 0.0) -> None:
+    def __init__(self, *, close_silently: bool = False, say_close: bool = False, hang_first: float = 0.0,
+                 gather: int = 0) -> None:
+        self.in_flight = 0
+        self.most_at_once = 0
+        self.arrived = threading.Condition()
         self.ports: list[int] = []
         self.bodies: list[bytes] = []
         self.lock = threading.Lock()
@@ -59,6 +64,12 @@ class Server:
                     first = len(outer.ports) == 1
                 if first and hang_first:
                     time.sleep(hang_first)
+                with outer.arrived:
+                    outer.in_flight += 1
+                    outer.most_at_once = max(outer.most_at_once, outer.in_flight)
+                    outer.arrived.notify_all()
+                    outer.arrived.wait_for(lambda: outer.in_flight >= gather, timeout=2.0)
+                    outer.in_flight -= 1
                 reply = str(len(outer.ports)).encode()
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(reply)))
@@ -98,8 +109,8 @@ def server() -> Iterator[Server]:
     s.stop()
 
 
-def test_a_webhooks_posts_share_one_connection(server):
-    webhook = WebhookDestination(server.url, SECRET, allow_private=True)
+def test_a_webhooks_posts_one_at_a_time_share_one_connection(server):
+    webhook = WebhookDestination(server.url, SECRET, allow_private=True, parallel=1)
     events = [event(i) for i in range(20)]
     outcomes = webhook.deliver(events)
     assert [outcomes[e.id].kind for e in events] == ["sent"] * 20
@@ -107,6 +118,21 @@ def test_a_webhooks_posts_share_one_connection(server):
     assert server.connections() == 1
     # each answer went to its own request: the bodies arrived in order, one per event
     assert [e.id.encode() in body for e, body in zip(events, server.bodies, strict=True)] == [True] * 20
+
+
+def test_a_webhook_posts_four_events_at_once_on_four_kept_connections():
+    server = Server(gather=4)
+    try:
+        webhook = WebhookDestination(server.url, SECRET, allow_private=True)
+        events = [event(i) for i in range(12)]
+        outcomes = webhook.deliver(events)
+        assert [outcomes[e.id].kind for e in events] == ["sent"] * 12
+        assert server.most_at_once == 4
+        assert server.connections() == 4  # each window's posts reuse the connections of the window before
+        posted = [next(e.id for e in events if e.id.encode() in body) for body in server.bodies]
+        assert sorted(posted) == sorted(e.id for e in events)  # each event once
+    finally:
+        server.stop()
 
 
 def test_a_connection_the_server_closed_while_kept_is_replaced_and_each_event_arrives_once():
