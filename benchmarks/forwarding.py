@@ -41,13 +41,17 @@ RELAY = "import sys; from audit_middleware.cli import main; sys.exit(main())"
 class Receiver:
     """Accepts Segment batches and webhooks; stamps the arrival time of every message id."""
 
-    def __init__(self) -> None:
+    def __init__(self, nodelay: bool = True) -> None:
         self.arrivals: dict[str, float] = {}
         self.lock = threading.Lock()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # An answer's headers and body go out as two writes: without TCP_NODELAY the body waits for the
+            # client's ACK of the headers, which a client may delay by 40 ms on a kept connection (servers in
+            # production set it: nginx, Node). webhook_latency.py measures a receiver without it too.
+            disable_nagle_algorithm = nodelay
 
             def log_message(self, *args: Any) -> None:
                 pass

@@ -11,6 +11,13 @@ connection's first request one ``RTT`` more (the round trip of the TCP handshake
 a request can be sent). Plain HTTP: a TLS handshake, which a real HTTPS endpoint charges on top, is not
 modelled, so a new connection costs here less than it would over HTTPS.
 
+``--nagle``: one row more, the relay posting straight to a receiver without ``TCP_NODELAY`` (no proxy), which
+writes an answer's headers and body apart (Python's ``http.server`` does): on a kept connection its body waits
+for the client's ACK of the headers, which Linux delays up to 40 ms unless the client asks for a quick ACK.
+
+``--parallel N`` (repeatable; default 1 and 4): the webhook's ``parallel`` (its events posted N at a time), one
+variant each; the code of ``--before`` is run with its own defaults.
+
 For each RTT: ``--events`` events in the outbox of a SQLite file (a database on loopback would add nothing the
 two variants differ by), then one ``audit-middleware forward`` process drains them to the webhook; events/s
 from the receiver's first request to its last, median of ``--rounds``; the variants alternate in every round.
@@ -95,9 +102,9 @@ class LatencyProxy:
         threading.Thread(target=send, daemon=True).start()
 
 
-def drain_rate(url_base: str, n: int, workdir: str, pythonpath: str | None, receiver: Receiver) -> float:
-    """Events/s of one relay process (with ``pythonpath`` first on its path, if given) draining ``n`` webhook
-    deliveries to ``url_base``."""
+def drain_rate(url_base: str, n: int, workdir: str, env: dict[str, str], receiver: Receiver) -> float:
+    """Events/s of one relay process (``env`` added to its environment: ``PYTHONPATH`` for another revision,
+    ``BENCH_PARALLEL`` for the webhook's ``parallel``) draining ``n`` webhook deliveries to ``url_base``."""
     database = os.path.join(workdir, f"outbox-{time.monotonic_ns()}.sqlite3")
     url = f"sqlite:///{database}"
     engine, session, auditor, model = make_app(url, "webhook", url_base)
@@ -105,10 +112,9 @@ def drain_rate(url_base: str, n: int, workdir: str, pythonpath: str | None, rece
     auditor.remove()
     engine.dispose()
     receiver.reset()
-    env = {**os.environ, **({"PYTHONPATH": pythonpath} if pythonpath else {})}
     relay = subprocess.Popen([sys.executable, "-c", RELAY, "forward", "--database-url", url, "--config",
                               "bench_config:DESTINATIONS", "--quiet", "--batch", "100", "--poll", "0.2"],
-                             cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             cwd=workdir, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 900
         while receiver.count() < n and time.monotonic() < deadline:
@@ -126,34 +132,48 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=300, help="events drained a run")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--before", metavar="REV", help="also the code at git revision REV")
+    parser.add_argument("--parallel", type=int, action="append",
+                        help="the webhook's parallel, one variant each (repeatable; default 1 and 4)")
+    parser.add_argument("--nagle", action="store_true",
+                        help="also straight to a receiver without TCP_NODELAY, no proxy")
     args = parser.parse_args()
     workdir = tempfile.mkdtemp(prefix="audit-bench-webhook-")
     receiver = Receiver()
     target = ("127.0.0.1", int(receiver.base.rsplit(":", 1)[1]))
-    variants: dict[str, str | None] = {**before_variant(args.before, workdir), "audit-middleware": None}
+    variants: dict[str, dict[str, str]] = {
+        **{label: {"PYTHONPATH": path} for label, path in before_variant(args.before, workdir).items()},
+        **{f"parallel={n}": {"BENCH_PARALLEL": str(n)} for n in args.parallel or [1, 4]},
+    }
     try:
         print("| RTT | " + " | ".join(f"{label}: events/s (connections)" for label in variants) + " |\n|---|"
               + "---|" * len(variants), flush=True)
-        for rtt in args.rtt or [0.0, 20.0]:
-            proxy = LatencyProxy(target, rtt / 1000)
-            base = f"http://127.0.0.1:{proxy.port}"
+        rows: list[tuple[str, Receiver, LatencyProxy | None]] = [
+            (f"{rtt:g} ms", receiver, LatencyProxy(target, rtt / 1000)) for rtt in args.rtt or [0.0, 20.0]]
+        if args.nagle:
+            rows.append(("0 ms, straight to a receiver without TCP_NODELAY", Receiver(nodelay=False), None))
+        for row, row_receiver, proxy in rows:
+            base = f"http://127.0.0.1:{proxy.port}" if proxy else row_receiver.base
             with open(os.path.join(workdir, "bench_config.py"), "w") as handle:
                 handle.write(textwrap.dedent(f"""
+                    import os
                     from audit_middleware.forwarding import WebhookDestination
+                    PARALLEL = {{"parallel": int(os.environ["BENCH_PARALLEL"])}} if "BENCH_PARALLEL" in os.environ else {{}}
                     DESTINATIONS = [WebhookDestination({base + "/hook"!r}, {SECRET!r}, allow_private=True,
-                                                       name="webhook")]
+                                                       name="webhook", **PARALLEL)]
                 """))
             rates: dict[str, list[float]] = {label: [] for label in variants}
             connections: dict[str, list[int]] = {label: [] for label in variants}
             for round_number in range(args.rounds):
                 order = list(variants) if round_number % 2 == 0 else list(reversed(variants))
                 for label in order:
-                    opened = proxy.connections
-                    rate = drain_rate(base, args.events, workdir, variants[label], receiver)
+                    opened = proxy.connections if proxy else 0
+                    rate = drain_rate(base, args.events, workdir, variants[label], row_receiver)
                     rates[label].append(rate)
-                    connections[label].append(proxy.connections - opened)
-            print(f"| {rtt:g} ms | " + " | ".join(
-                f"{median(rates[label]):,.1f} ({min(connections[label])} to {max(connections[label])})"
+                    if proxy:
+                        connections[label].append(proxy.connections - opened)
+            print(f"| {row} | " + " | ".join(
+                f"{median(rates[label]):,.1f}" + (f" ({min(connections[label])} to {max(connections[label])})"
+                                                  if proxy else "")
                 for label in variants) + " |", flush=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
