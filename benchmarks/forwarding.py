@@ -41,7 +41,8 @@ RELAY = "import sys; from audit_middleware.cli import main; sys.exit(main())"
 class Receiver:
     """Accepts Segment batches and webhooks; stamps the arrival time of every message id."""
 
-    def __init__(self, nodelay: bool = True) -> None:
+    def __init__(self, nodelay: bool = True, context: Any = None) -> None:
+        """``context``: an ``ssl.SSLContext`` to serve HTTPS with (``webhook_latency.py --https``)."""
         self.arrivals: dict[str, float] = {}
         self.lock = threading.Lock()
         receiver = self
@@ -73,7 +74,9 @@ class Receiver:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        if context is not None:
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.base = f"{'https' if context else 'http'}://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def reset(self) -> None:

@@ -9,7 +9,9 @@ costs nearly nothing, so ``forwarding.py`` cannot show it: here the receiver (``
 loopback proxy that holds every chunk it passes ``RTT / 2`` milliseconds in each direction, and holds a new
 connection's first request one ``RTT`` more (the round trip of the TCP handshake a real network charges before
 a request can be sent). Plain HTTP: a TLS handshake, which a real HTTPS endpoint charges on top, is not
-modelled, so a new connection costs here less than it would over HTTPS.
+modelled, so a new connection costs here less than it would over HTTPS. ``--https`` adds, for each RTT, a row with
+the receiver serving HTTPS (a self-signed certificate made with ``openssl``, trusted by the relay through
+``SSL_CERT_FILE``): a new connection then costs a TLS 1.3 handshake too, one round trip more and its CPU.
 
 ``--nagle``: one row more, the relay posting straight to a receiver without ``TCP_NODELAY`` (no proxy), which
 writes an answer's headers and body apart (Python's ``http.server`` does): on a kept connection its body waits
@@ -30,6 +32,7 @@ import os
 import queue
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -126,6 +129,19 @@ def drain_rate(url_base: str, n: int, workdir: str, env: dict[str, str], receive
     return n / receiver.span()
 
 
+def server_context(workdir: str) -> ssl.SSLContext:
+    """A TLS server context with a fresh self-signed certificate for 127.0.0.1, which the relays trust: its file is
+    put in ``SSL_CERT_FILE`` (read by the relay processes' default SSL context)."""
+    cert, key = os.path.join(workdir, "cert.pem"), os.path.join(workdir, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+                    "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    os.environ["SSL_CERT_FILE"] = cert
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return context
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rtt", type=float, action="append", help="round trip in ms (repeatable; default 0, 20)")
@@ -134,6 +150,7 @@ def main() -> None:
     parser.add_argument("--before", metavar="REV", help="also the code at git revision REV")
     parser.add_argument("--parallel", type=int, action="append",
                         help="the webhook's parallel, one variant each (repeatable; default 1 and 4)")
+    parser.add_argument("--https", action="store_true", help="also each RTT with the receiver serving HTTPS")
     parser.add_argument("--nagle", action="store_true",
                         help="also straight to a receiver without TCP_NODELAY, no proxy")
     args = parser.parse_args()
@@ -149,10 +166,16 @@ def main() -> None:
               + "---|" * len(variants), flush=True)
         rows: list[tuple[str, Receiver, LatencyProxy | None]] = [
             (f"{rtt:g} ms", receiver, LatencyProxy(target, rtt / 1000)) for rtt in args.rtt or [0.0, 20.0]]
+        if args.https:
+            secure = Receiver(context=server_context(workdir))
+            secure_target = ("127.0.0.1", int(secure.base.rsplit(":", 1)[1]))
+            rows += [(f"{rtt:g} ms, HTTPS", secure, LatencyProxy(secure_target, rtt / 1000))
+                     for rtt in args.rtt or [0.0, 20.0]]
         if args.nagle:
             rows.append(("0 ms, straight to a receiver without TCP_NODELAY", Receiver(nodelay=False), None))
         for row, row_receiver, proxy in rows:
-            base = f"http://127.0.0.1:{proxy.port}" if proxy else row_receiver.base
+            scheme = row_receiver.base.split(":", 1)[0]
+            base = f"{scheme}://127.0.0.1:{proxy.port}" if proxy else row_receiver.base
             with open(os.path.join(workdir, "bench_config.py"), "w") as handle:
                 handle.write(textwrap.dedent(f"""
                     import os
