@@ -87,7 +87,7 @@ def test_a_committed_change_reaches_segment_webhook_and_slack_with_the_event_id_
     assert deliveries(fapp) == 2 + 2 + 1  # Slack's rule takes only "* Disabled"
     assert fast_relay(fapp).drain() == 5
     assert receiver.segment_ids == [f"audit-{i}" for i in ids]
-    assert receiver.webhook_ids == ids
+    assert sorted(receiver.webhook_ids) == sorted(ids)  # posted four at a time: in any order, each once
     assert receiver.violations == []
     (message,) = receiver.slack_messages
     assert "Warehouse Disabled" in message["text"] and "ada@example.com" in message["text"]

@@ -189,7 +189,9 @@ def test_a_revert_is_forwarded_like_any_event(database_url):
         disabled = forwarding.events(event="Warehouse Disabled")[0]
         result = forwarding.auditor.revert(disabled.id, actor=OWNER)
         assert forwarding.auditor.relay(backoff_base=0.01, backoff_cap=0.05).drain() == 3
-        assert receiver.webhook_ids[-1] == result.recorded[0].id
+        # a webhook's events are posted four at a time: they arrive in any order, each once
+        assert result.recorded[0].id in receiver.webhook_ids
+        assert len(receiver.webhook_ids) == len(set(receiver.webhook_ids)) == 3
         assert receiver.violations == []
     finally:
         receiver.release.set()
