@@ -98,7 +98,9 @@ def in_windows(
     more. So after such a failure at most the rest of its window is sent."""
     outcomes: dict[str, Outcome] = {}
     stop: Outcome | None = None
-    pool = ThreadPoolExecutor(min(width, len(events)), "audit-forwarding-post") if width > 1 and len(events) > 1 else None
+    pool = None
+    if width > 1 and len(events) > 1:
+        pool = ThreadPoolExecutor(min(width, len(events)), "audit-forwarding-post")
     try:
         for start in range(0, len(events), width):
             if stop is not None:

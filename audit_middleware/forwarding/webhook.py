@@ -24,6 +24,7 @@ STYLES = ("standard", "stripe", "github")
 PARALLEL = 4
 """How many of a claim's events a relay posts to a webhook at once, by default."""
 MAX_PARALLEL = 32
+"""The most a webhook may set: each is a thread and a connection of each relay thread."""
 DEFAULT_TOLERANCE = 300
 
 
