@@ -130,12 +130,17 @@ ACKs are quick anyway)."""
 
 class _KeptConnections:
     """Connections whose answer was read to its end, kept for the next post to the same place. A process
-    forked from this one starts with none: the parent's sockets must not be shared."""
+    forked from this one starts with none (the parent's sockets must not be shared) and with a lock of its own
+    (a fork while another thread held the parent's would have left the child's held for good)."""
 
     def __init__(self) -> None:
+        self._forget()
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
         self._lock = threading.Lock()
         self._idle: dict[_Key, list[tuple[float, http.client.HTTPConnection]]] = {}
-        self._pid = os.getpid()
 
     def take(self, key: _Key) -> http.client.HTTPConnection | None:
         """The most recently used connection kept for ``key``, or None; the stale ones are closed."""
@@ -143,8 +148,6 @@ class _KeptConnections:
         stale: list[http.client.HTTPConnection] = []
         found = None
         with self._lock:
-            if self._pid != os.getpid():
-                self._idle, self._pid = {}, os.getpid()
             for kept_key, kept in list(self._idle.items()):
                 fresh = [(at, c) for at, c in kept if now - at < KEEP_IDLE]
                 stale.extend(c for at, c in kept if now - at >= KEEP_IDLE)
@@ -161,7 +164,7 @@ class _KeptConnections:
     def give_back(self, key: _Key, connection: http.client.HTTPConnection) -> None:
         with self._lock:
             kept = self._idle.setdefault(key, [])
-            if len(kept) < KEEP_PER_HOST and self._pid == os.getpid():
+            if len(kept) < KEEP_PER_HOST:
                 kept.append((time.monotonic(), connection))
                 return
         connection.close()
