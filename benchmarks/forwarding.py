@@ -255,6 +255,8 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=200, help="events/s of the steady-rate run")
     parser.add_argument("--rounds", type=int, default=3, help="throughput runs per figure (the median is shown)")
     args = parser.parse_args()
+    if args.events < 200:  # the rate runs from the first batch's arrival to the last's: one batch has no span
+        parser.error("--events: at least 200 (two of the relays' batches of 100)")
     receiver = Receiver()
     workdir = tempfile.mkdtemp(prefix="audit-bench-")
     try:
