@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import Any
 
 N_WRITES = 2000
 N_BATCH = 10_000
+OUT_ENV = "AUDIT_BENCH_OUT"
+
+
+def out_dir() -> str:
+    """Where benchmarks keep their files between runs (generated trails, scratch databases): ``$AUDIT_BENCH_OUT``,
+    else ``benchmarks/out``; made if missing."""
+    path = os.environ.get(OUT_ENV) or os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
+    os.makedirs(path, exist_ok=True)
+    return path
 
 
 def timed(fn: Callable[[], Any]) -> float:

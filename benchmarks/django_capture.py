@@ -46,7 +46,7 @@ from urllib.parse import urlsplit
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _revision import before_variant, with_before  # noqa: E402
-from _workload import N_BATCH, N_WRITES, median, timed, without_copy  # noqa: E402
+from _workload import N_BATCH, N_WRITES, median, out_dir, timed, without_copy  # noqa: E402
 
 VARIANTS = ("baseline", "audit-middleware", "auditlog", "simple-history", "pghistory", "easy-audit",
             "audit-middleware-unpipelined", "audit-middleware-unfolded", "audit-middleware-no-copy",
@@ -432,7 +432,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--n", type=int, default=N_WRITES)
     parser.add_argument("--batch", type=int, default=N_BATCH)
-    parser.add_argument("--workdir", default="benchmarks/out")
+    parser.add_argument("--workdir", default=None, help="scratch files (default: $AUDIT_BENCH_OUT, else benchmarks/out)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--async-commit", action="store_true",
                         help="PostgreSQL synchronous_commit=off: commits do not wait for the disk, whose latency "
@@ -451,6 +451,7 @@ def main():
     if args.child:
         print(json.dumps(run_variant(args.child, json.loads(args.database), args.n, args.batch, args.atomic)))
         return
+    args.workdir = args.workdir or out_dir()
     os.makedirs(args.workdir, exist_ok=True)
     paths = before_variant(args.before, os.path.abspath(args.workdir))
     for backend in args.backend or ["sqlite"]:

@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _revision import before_variant  # noqa: E402
-from _workload import median  # noqa: E402
+from _workload import median, out_dir  # noqa: E402
 
 if TYPE_CHECKING:
     from audit_middleware import EventQuery
@@ -74,8 +74,7 @@ def database_name(n: int, workspaces: int = WORKSPACES, analyze: bool = True) ->
 def url_for(backend: str, n: int, workspaces: int = WORKSPACES, analyze: bool = True, suffix: str = "") -> str:
     name = database_name(n, workspaces, analyze) + suffix
     if backend == "sqlite":
-        out = os.path.join(os.path.dirname(__file__), "out")
-        os.makedirs(out, exist_ok=True)
+        out = out_dir()
         return f"sqlite:///{out}/{name.replace('audit_bench_read_', 'read-')}.sqlite3"
     if backend == "mariadb":
         return f"{MARIADB}/{name}?charset=utf8mb4"
@@ -376,8 +375,7 @@ def main() -> None:
     if args.before and stores != ["sqlalchemy"]:
         parser.error("--before reads through the SQLAlchemy store only")
     analyze = not args.no_analyze
-    workdir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
-    os.makedirs(workdir, exist_ok=True)
+    workdir = out_dir()
     before = before_variant(args.before, workdir)
     for backend in args.backend or ["sqlite"]:
         url = ensure_database(backend, args.events, args.fresh, args.workspaces, analyze)

@@ -23,7 +23,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _revision import before_variant, with_before  # noqa: E402
-from _workload import N_BATCH, N_WRITES, median, timed, without_copy  # noqa: E402
+from _workload import N_BATCH, N_WRITES, median, out_dir, timed, without_copy  # noqa: E402
 
 VARIANTS = ("baseline", "audit-middleware", "continuum", "audit-middleware-unpipelined", "audit-middleware-no-copy",
             "audit-middleware-copy-per-chunk")
@@ -263,8 +263,7 @@ def main() -> None:
         print(json.dumps(run_variant(args.child[0], args.child[1], args.n, args.batch, tuple(args.phase or PHASES))))
         return
     variants = args.variant or list(DEFAULT_VARIANTS)
-    workdir = os.path.join(os.path.dirname(__file__), "out")
-    os.makedirs(workdir, exist_ok=True)
+    workdir = out_dir()
     paths = before_variant(args.before, workdir)
     variants = with_before(variants, paths)
     for backend in args.backend or ["sqlite"]:

@@ -20,7 +20,7 @@ import time
 from datetime import datetime, timedelta, timezone
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _workload import N_BATCH, N_WRITES, median, timed  # noqa: E402
+from _workload import N_BATCH, N_WRITES, median, out_dir, timed  # noqa: E402
 from sqlalchemy_capture import drop_database, fresh_database  # noqa: E402
 
 VARIANTS = ("baseline", "audit-nohash", "audit-hmac")
@@ -152,8 +152,7 @@ def main() -> None:
     if args.child:
         print(json.dumps(run_variant(args.child[0], args.child[1], args.n, args.batch)))
         return
-    workdir = os.path.join(os.path.dirname(__file__), "out")
-    os.makedirs(workdir, exist_ok=True)
+    workdir = out_dir()
     print(f"row hash alone: {hmac_per_row():.2f} µs per event (HMAC-SHA256 over the canonical row, best of 3)")
     for backend in args.backend or ["sqlite"]:
         results: dict[str, list[dict[str, float]]] = {v: [] for v in VARIANTS}

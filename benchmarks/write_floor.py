@@ -44,7 +44,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _workload import N_WRITES, median, timed  # noqa: E402
+from _workload import N_WRITES, median, out_dir, timed  # noqa: E402
 from sqlalchemy_capture import drop_database, fresh_database, new_row  # noqa: E402
 
 from audit_middleware.ids import new_event_id  # noqa: E402
@@ -269,8 +269,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=0, metavar="N",
                         help="instead: N ORM creates in one transaction, alone and with N event rows made beforehand")
     args = parser.parse_args()
-    workdir = os.path.join(os.path.dirname(__file__), "out")
-    os.makedirs(workdir, exist_ok=True)
+    workdir = out_dir()
     print(f"| backend | variant | µs a {'row' if args.batch else 'write'} (median) | added | rounds |")
     print("|---|---|---|---|---|")
     for backend in args.backend or ["sqlite"]:
