@@ -7,8 +7,9 @@ row with its figures, and what the benchmark counts that does not depend on the 
 a write, audit rows recorded, events recorded against requests made). Timings are never asserted.
 
 Run by ``tox -e benchmarks``, which installs ``benchmarks/requirements.txt`` (the peers: never library
-dependencies). PostgreSQL unreachable skips those runs (fails under ``AUDIT_REQUIRE_DATABASES``, as in CI); so do
-wrk and valgrind missing (``apt-get install -y wrk valgrind``; ``.ci/run`` installs them).
+dependencies). PostgreSQL unreachable skips those runs (fails under ``AUDIT_REQUIRE_DATABASES``, as in CI); so does
+wrk missing (``apt-get install -y wrk``; ``.ci/run`` installs it). ``batch_instructions.py`` (valgrind: a minute
+and more even at 3 writes) runs only with ``AUDIT_LONG_TESTS=1``; ``request_instructions.py`` (5 minutes) not at all.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from ..conftest import PG_HOST, require_databases, unavailable
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 NUMBER = r"[-+]?\d[\d,]*(?:\.\d+)?"
+LONG = os.environ.get("AUDIT_LONG_TESTS", "") not in ("", "0", "false", "no")
 
 
 def run(script: str, *args: str, workdir: Path, timeout: float = 600) -> str:
@@ -204,6 +206,8 @@ def test_http_load_counts_an_event_per_write_request(tmp_path: Path) -> None:
     assert len(re.findall(r"^write\s+\d+\s+\d+\s+[\d.]+", output, re.MULTILINE)) == 2, output
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not LONG, reason="a minute and more under valgrind: only with AUDIT_LONG_TESTS=1")
 def test_batch_instructions_counts_both_variants(tmp_path: Path) -> None:
     needs_tool("valgrind")
     output = run("batch_instructions.py", "--backend", "sqlite", "--phase", "create", "--size", "3",
