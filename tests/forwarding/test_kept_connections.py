@@ -37,13 +37,15 @@ class Server:
 
     ``close_silently``: after each answer, close the connection without saying so (no ``Connection: close``),
     as a server does whose idle timeout ends a kept connection. ``say_close``: answer with ``Connection:
-    close``. ``hang_first``: hold the first answer this many seconds. ``gather``: hold each answer until this many
-    requests are in flight (at most 2 s); ``most_at_once`` is the most there were."""
+    close``. ``hang_first``: hold the first answer this many seconds. ``gather``: hold the answers of each group
+    of this many requests (in arrival order) until the group's last has arrived (at most 2 s), then answer the
+    group at once; ``most_at_once`` is the most requests there were in flight."""
 
     def __init__(self, *, close_silently: bool = False, say_close: bool = False, hang_first: float = 0.0,
                  gather: int = 0) -> None:
         self.in_flight = 0
         self.most_at_once = 0
+        self.arrivals = 0
         self.arrived = threading.Condition()
         self.ports: list[int] = []
         self.bodies: list[bytes] = []
@@ -66,9 +68,11 @@ class Server:
                     time.sleep(hang_first)
                 with outer.arrived:
                     outer.in_flight += 1
+                    outer.arrivals += 1
+                    group_end = -(-outer.arrivals // gather) * gather if gather else 0
                     outer.most_at_once = max(outer.most_at_once, outer.in_flight)
                     outer.arrived.notify_all()
-                    outer.arrived.wait_for(lambda: outer.in_flight >= gather, timeout=2.0)
+                    outer.arrived.wait_for(lambda: outer.arrivals >= group_end, timeout=2.0)
                     outer.in_flight -= 1
                 reply = str(len(outer.ports)).encode()
                 self.send_response(200)
