@@ -45,14 +45,13 @@ def table_rows(output: str, heading: str) -> dict[str, list[str]]:
     lines = output.splitlines()
     start = next((i for i, line in enumerate(lines) if heading in line), None)
     assert start is not None, f"no {heading!r} in:\n{output[-3000:]}"
-    table = [line for line in lines[start:] if line.startswith("|")]
-    end = next((i for i, line in enumerate(lines[start:]) if line.startswith("|")), 0)
+    first = next((i for i in range(start, len(lines)) if lines[i].startswith("|")), len(lines))
     body = []
-    for line in lines[start + end:]:
+    for line in lines[first:]:
         if not line.startswith("|"):
             break
         body.append([cell.strip() for cell in line.strip().strip("|").split("|")])
-    assert table and len(body) >= 2 and set(body[1][0]) <= {"-"}, f"no table after {heading!r}"
+    assert len(body) >= 2 and set(body[1][0]) <= {"-"}, f"no table after {heading!r} in:\n{output[-3000:]}"
     return {cells[0]: cells[1:] for cells in body[2:]}  # after the header and its rule
 
 
