@@ -208,4 +208,3 @@ def test_a_forked_child_opens_its_own_connection_and_the_parent_keeps_its_own(se
     assert by_body[b"child"] != by_body[b"parent"]  # the child did not write on the parent's socket
     assert by_body[b"parent again"] == by_body[b"parent"]
     assert server.connections() == 2
-
