@@ -71,19 +71,31 @@ class ServerDatabases:
         return f"{base}/{name}{suffix}"
 
     def drop_all(self) -> None:
+        """Drop every database made, eight at a time (PostgreSQL takes about 0.1 s a DROP DATABASE, most of it
+        waiting on the disk; a session makes hundreds)."""
+        from concurrent.futures import ThreadPoolExecutor
+
         from sqlalchemy import create_engine, text
 
-        for backend, name in self.created:
+        engines = {}
+        for backend in {backend for backend, _ in self.created}:
             base = PG_HOST if backend == "postgresql" else MARIADB_HOST
             admin_db = "postgres" if backend == "postgresql" else "test"
-            engine = create_engine(f"{base}/{admin_db}", isolation_level="AUTOCOMMIT")
-            try:
-                with engine.connect() as connection:
-                    if backend == "postgresql":
-                        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-                    else:
-                        connection.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
-            finally:
+            engines[backend] = create_engine(f"{base}/{admin_db}", isolation_level="AUTOCOMMIT", pool_size=8)
+
+        def drop(created: tuple[str, str]) -> None:
+            backend, name = created
+            with engines[backend].connect() as connection:
+                if backend == "postgresql":
+                    connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                else:
+                    connection.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
+
+        try:
+            with ThreadPoolExecutor(8) as pool:
+                list(pool.map(drop, self.created))
+        finally:
+            for engine in engines.values():
                 engine.dispose()
         self.created.clear()
 
