@@ -13,7 +13,9 @@ delete each (``delete``), and create 10,000 rows inside one ``transaction.atomic
 ratio to the unaudited baseline, microseconds added per write, the SQL statements each save issued, the audit
 rows after each phase (the child also asserts that every phase recorded rows) and the bytes stored per event.
 ``--atomic`` runs each create, update and delete inside ``transaction.atomic()`` instead (as a request under
-``ATOMIC_REQUESTS = True``: the baseline then pays a BEGIN and a COMMIT too); ``--sqlite-wal`` puts SQLite in
+``ATOMIC_REQUESTS = True``: the baseline then pays a BEGIN and a COMMIT too; ``--variant baseline-in-atomic`` adds,
+in an autocommit run, the unaudited writes each in ``transaction.atomic()``: what the transaction an audited
+autocommit write must open costs by itself); ``--sqlite-wal`` puts SQLite in
 WAL mode instead of its default rollback journal. ``--before REV`` adds audit-middleware as it was at git
 revision REV, a variant of its own interleaved with the others: a change measured in wall time, in the same
 run (``batch_instructions.py --before`` counts instructions, which miss what the server does meanwhile).
@@ -50,7 +52,7 @@ from _workload import N_BATCH, N_WRITES, median, out_dir, timed, without_copy  #
 
 VARIANTS = ("baseline", "audit-middleware", "auditlog", "simple-history", "pghistory", "easy-audit",
             "audit-middleware-unpipelined", "audit-middleware-unfolded", "audit-middleware-no-copy",
-            "audit-middleware-toggling")
+            "audit-middleware-toggling", "baseline-in-atomic")
 POSTGRESQL_ONLY = ("pghistory", "audit-middleware-unpipelined", "audit-middleware-unfolded",
                    "audit-middleware-no-copy")
 MARIADB_ONLY = ("audit-middleware-toggling",)
@@ -60,8 +62,10 @@ MARIADB_ONLY = ("audit-middleware-toggling",)
 # audit-middleware-no-copy: more than 16 event rows go as INSERTs in psycopg's pipeline, not as one COPY (what
 # the COPY saves); audit-middleware-toggling (MariaDB): the audited write's transaction begins as Django's
 # atomic() begins one, SET autocommit=0 ... COMMIT, SET autocommit=1, not with BEGIN (what own_block saves);
-# none of the four is run unless named with --variant
-DEFAULT_VARIANTS = VARIANTS[:-4]
+# baseline-in-atomic: no auditing, each create, update and delete in transaction.atomic() (what the transaction
+# an audited autocommit write needs costs by itself: the row and its event must commit together);
+# none of the five is run unless named with --variant
+DEFAULT_VARIANTS = VARIANTS[:-5]
 PHASES = ("create", "update", "delete", "batch")
 PG = os.environ.get("AUDIT_BENCH_PG", "postgresql://postgres@127.0.0.1:5432")
 MARIADB = os.environ.get("AUDIT_BENCH_MARIADB", "mysql://root@127.0.0.1:3306")
@@ -165,6 +169,8 @@ def setup_variant(variant, database, atomic=False):
         pymysql.install_as_MySQLdb()
     if variant in POSTGRESQL_ONLY and not database["ENGINE"].endswith("postgresql"):
         raise SystemExit(f"{variant} needs PostgreSQL")
+    if variant == "baseline-in-atomic":
+        atomic = True
     os.environ["BENCH_VARIANT"] = variant
     import django
     from django.conf import settings
@@ -367,7 +373,7 @@ def run_variant(variant, database, n, batch, atomic=False):
                 send(driver, statements)
 
             store.send_with_commit = counted
-        with request(), CaptureQueriesContext(connection) as queries:
+        with CaptureQueriesContext(connection) as queries, per_write():  # as the phases save (--atomic: in a block)
             w.save()
         statements = [label(q["sql"], tables) for q in queries.captured_queries]
         # Django logs a BEGIN when its block starts (psycopg sends it with the first statement, if at all); one

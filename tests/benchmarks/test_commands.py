@@ -116,6 +116,24 @@ def test_django_capture_records_an_event_per_write_with_every_peer(tmp_path: Pat
         assert rows["baseline"][4] == "UPDATE"
 
 
+def test_django_capture_prices_the_transaction_alone_and_shows_each_variants_statements(tmp_path: Path) -> None:
+    # baseline-in-atomic: the unaudited save in transaction.atomic(), in an autocommit run; --atomic: every variant's
+    # writes in a block, and the statements shown are those of a save in one
+    output = run("django_capture.py", "--backend", "sqlite", "--variant", "baseline", "--variant", "baseline-in-atomic",
+                 "--rounds", "1", "--n", "10", "--batch", "100", workdir=tmp_path)
+    rows = table_rows(output, "## sqlite: 10 writes per phase")
+    assert set(rows) == {"baseline", "baseline-in-atomic"}, rows
+    assert rows["baseline"][4] == "UPDATE"
+    assert rows["baseline-in-atomic"][4] == "BEGIN, UPDATE, COMMIT"
+    assert all(len(numbers(cell)) == 3 for cell in rows["baseline-in-atomic"][:4]), rows  # µs, ratio, µs added
+    assert rows["baseline-in-atomic"][5] == "0/0/0/0"
+    atomic = run("django_capture.py", "--backend", "sqlite", "--variant", "baseline", "--variant", "audit-middleware",
+                 "--atomic", "--rounds", "1", "--n", "10", "--batch", "100", workdir=tmp_path)
+    rows = table_rows(atomic, "## sqlite, each write in transaction.atomic(): 10 writes per phase")
+    assert rows["baseline"][4] == "BEGIN, UPDATE, COMMIT"
+    assert rows["audit-middleware"][4] == "BEGIN, UPDATE, INSERT (audit), COMMIT"
+
+
 def test_write_floor_prices_the_event_row_alone(tmp_path: Path, postgresql: None) -> None:
     output = run("write_floor.py", "--backend", "sqlite", "--backend", "postgresql", "--rounds", "1", "--n", "10",
                  workdir=tmp_path)
