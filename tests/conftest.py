@@ -39,6 +39,11 @@ def unavailable(backend: str, reason: str) -> None:
     pytest.skip(message)
 
 
+def admin_url(backend: str) -> str:
+    """The URL of the database on ``backend``'s server that test databases are created and dropped from."""
+    return f"{PG_HOST}/postgres" if backend == "postgresql" else f"{MARIADB_HOST}/test"
+
+
 class ServerDatabases:
     """Creates throwaway databases on the PostgreSQL and MariaDB servers and drops them at the end."""
 
@@ -52,11 +57,9 @@ class ServerDatabases:
 
         if backend in self.errors:
             unavailable(backend, self.errors[backend])
-        base = PG_HOST if backend == "postgresql" else MARIADB_HOST
-        admin_db = "postgres" if backend == "postgresql" else "test"
         name = f"audit_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
         try:
-            engine = create_engine(f"{base}/{admin_db}", isolation_level="AUTOCOMMIT")
+            engine = create_engine(admin_url(backend), isolation_level="AUTOCOMMIT")
             with engine.connect() as connection:
                 if backend == "postgresql":
                     connection.execute(text(f'CREATE DATABASE "{name}"'))
@@ -68,7 +71,7 @@ class ServerDatabases:
             unavailable(backend, self.errors[backend])
         self.created.append((backend, name))
         suffix = "?charset=utf8mb4" if backend == "mariadb" else ""
-        return f"{base}/{name}{suffix}"
+        return f"{PG_HOST if backend == 'postgresql' else MARIADB_HOST}/{name}{suffix}"
 
     def drop_all(self) -> None:
         """Drop every database made, eight at a time (PostgreSQL takes about 0.1 s a DROP DATABASE, most of it
@@ -77,11 +80,8 @@ class ServerDatabases:
 
         from sqlalchemy import create_engine, text
 
-        engines = {}
-        for backend in {backend for backend, _ in self.created}:
-            base = PG_HOST if backend == "postgresql" else MARIADB_HOST
-            admin_db = "postgres" if backend == "postgresql" else "test"
-            engines[backend] = create_engine(f"{base}/{admin_db}", isolation_level="AUTOCOMMIT", pool_size=8)
+        engines = {backend: create_engine(admin_url(backend), isolation_level="AUTOCOMMIT", pool_size=8)
+                   for backend in {backend for backend, _ in self.created}}
 
         def drop(created: tuple[str, str]) -> None:
             backend, name = created

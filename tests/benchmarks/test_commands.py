@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import PG_HOST, require_databases, unavailable
+from ..conftest import PG_HOST, admin_url, require_databases, unavailable
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 NUMBER = r"[-+]?\d[\d,]*(?:\.\d+)?"
@@ -64,7 +64,7 @@ def postgresql() -> None:
     """PostgreSQL on loopback, as the benchmarks expect it (``AUDIT_BENCH_PG``)."""
     from sqlalchemy import create_engine, text
 
-    engine = create_engine(f"{PG_HOST}/postgres")
+    engine = create_engine(admin_url("postgresql"))
     try:
         with engine.connect() as connection:
             connection.execute(text("SELECT 1"))

@@ -99,7 +99,6 @@ def unanswered():
 
 # A slow unfaulted answer timing out is allowed (see ``unanswered``), so the client's timeout can be short; an
 # injected hang outlasts it by a second, so that a client starved on a loaded machine still times out first.
-# (2 s and 3 s before: 30 s a database, now 16.)
 CLIENT_TIMEOUT = 0.5
 HANG = 1.5
 
