@@ -32,6 +32,11 @@ def require_databases() -> bool:
     return os.environ.get("AUDIT_REQUIRE_DATABASES", "") not in ("", "0", "false", "no")
 
 
+def long_tests() -> bool:
+    """``AUDIT_LONG_TESTS=1``: the long variants (more examples, more events, server restarts) run too."""
+    return os.environ.get("AUDIT_LONG_TESTS", "") not in ("", "0", "false", "no")
+
+
 def unavailable(backend: str, reason: str) -> None:
     message = f"{backend} is not reachable: {reason}"
     if require_databases():
@@ -39,9 +44,14 @@ def unavailable(backend: str, reason: str) -> None:
     pytest.skip(message)
 
 
+def server_url(backend: str) -> str:
+    """``backend``'s server, without a database."""
+    return PG_HOST if backend == "postgresql" else MARIADB_HOST
+
+
 def admin_url(backend: str) -> str:
     """The URL of the database on ``backend``'s server that test databases are created and dropped from."""
-    return f"{PG_HOST}/postgres" if backend == "postgresql" else f"{MARIADB_HOST}/test"
+    return f"{server_url(backend)}/{'postgres' if backend == 'postgresql' else 'test'}"
 
 
 class ServerDatabases:
@@ -71,7 +81,7 @@ class ServerDatabases:
             unavailable(backend, self.errors[backend])
         self.created.append((backend, name))
         suffix = "?charset=utf8mb4" if backend == "mariadb" else ""
-        return f"{PG_HOST if backend == 'postgresql' else MARIADB_HOST}/{name}{suffix}"
+        return f"{server_url(backend)}/{name}{suffix}"
 
     def drop_all(self) -> None:
         """Drop every database made, eight at a time (PostgreSQL takes about 0.1 s a DROP DATABASE, most of it

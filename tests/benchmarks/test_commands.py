@@ -23,11 +23,11 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import PG_HOST, admin_url, require_databases, unavailable
+from ..conftest import PG_HOST, admin_url, long_tests, require_databases, unavailable
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 NUMBER = r"[-+]?\d[\d,]*(?:\.\d+)?"
-LONG = os.environ.get("AUDIT_LONG_TESTS", "") not in ("", "0", "false", "no")
+LONG = long_tests()
 
 
 def run(script: str, *args: str, workdir: Path, timeout: float = 600) -> str:

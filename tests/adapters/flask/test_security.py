@@ -10,7 +10,6 @@ import base64
 import csv
 import io
 import json
-import os
 import re
 import threading
 from collections.abc import Iterator
@@ -31,6 +30,7 @@ from audit_middleware.forwarding import WebhookDestination
 from audit_middleware.ids import new_event_id
 from audit_middleware.query import QUERY_PARAMETERS
 
+from ...conftest import long_tests
 from ...forwarding.receivers import SECRET
 from . import conftest
 from .conftest import dispose, make_app
@@ -40,7 +40,7 @@ FlaskApp = conftest.TestApp
 ADMIN = "/admin/audit-trail"
 CSRF_KEY = "_audit_trail_csrf"
 CSRF = "c" * 43
-LONG = os.environ.get("AUDIT_LONG_TESTS", "") not in ("", "0", "false", "no")
+LONG = long_tests()
 EXAMPLES = 500 if LONG else 50
 TEMPLATES = Path(__file__).resolve().parents[3] / "adapters" / "flask" / "templates"
 

@@ -22,10 +22,11 @@ from audit_middleware import Actor, acting_as, in_workspace
 from audit_middleware.forwarding import SegmentDestination, WebhookDestination
 from audit_middleware.signals import delivery_failed
 
+from ...conftest import long_tests
 from ...forwarding.receivers import SECRET, WRITE_KEY, Fault, Receiver
 from .conftest import make_app
 
-LONG = os.environ.get("AUDIT_LONG_TESTS", "") not in ("", "0")
+LONG = long_tests()
 RELAY = "import sys; from audit_middleware.cli import main; sys.exit(main())"
 
 

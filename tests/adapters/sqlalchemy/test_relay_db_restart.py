@@ -7,7 +7,6 @@ default run never do); the server is left running whatever happens.
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from ...conftest import long_tests
 from .test_forwarding_faults import (
     assert_once_each,
     forwarding_app,
@@ -27,7 +27,7 @@ from .test_forwarding_faults import (
     write_config,
 )
 
-LONG = os.environ.get("AUDIT_LONG_TESTS", "") not in ("", "0")
+LONG = long_tests()
 VERSIONS = sorted(p.name for p in Path("/etc/postgresql").glob("*")) if Path("/etc/postgresql").is_dir() else []
 BATCH = 20
 

@@ -4,8 +4,6 @@ no event."""
 
 from __future__ import annotations
 
-import os
-
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -13,9 +11,10 @@ from sqlalchemy import delete, select, update
 
 from audit_middleware import Actor, acting_as
 
+from ...conftest import long_tests
 from .conftest import make_app
 
-LONG = os.environ.get("AUDIT_LONG_TESTS") == "1"
+LONG = long_tests()
 FIELDS = ("name", "schedule", "enabled")
 names = st.text(alphabet="abcxyz", min_size=1, max_size=6)
 ACTORS = [Actor.user("1", "ada"), Actor.token("tok_1", "ci"), Actor.system("job")]
