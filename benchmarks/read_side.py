@@ -12,6 +12,9 @@ or MariaDB database ``audit_bench_read_<N>``; ``--fresh`` regenerates), then mea
   growth, in a subprocess, for two export sizes (RSS must not grow with the row count). The capped one stops
   after 5,000 rows, so its rows/s is also how soon the first rows come.
 The same pages' full response time through the Flask and Django admin views: ``benchmarks/admin_pages.py``.
+The events' context holds a request id, an IP address and a user agent: a browser's for people (Chrome's and
+Safari's hold a comma, which the CSV quotes), a script's for access tokens. (Trails generated before 2026-12-07,
+22:00 UTC hold ``Mozilla/5.0`` for everybody, which needs no quoting: ``--fresh`` makes them again.)
 
     python benchmarks/read_side.py --backend sqlite --events 1000000 --workspaces 0 --no-analyze --before REV
 
@@ -19,7 +22,8 @@ The same pages' full response time through the Flask and Django admin views: ``b
 as the admin of an app without a workspace loader asks them). ``--no-analyze``: the database left without the
 planner statistics the generator otherwise gathers (ANALYZE), as an app's SQLite database usually is
 (PostgreSQL's autovacuum and MariaDB gather theirs anyway). ``--before REV``: the same pages also through the
-code at git revision REV, on a copy of the database whose audit indexes REV's ``create_tables()`` built.
+code at git revision REV, on a copy of the database whose audit indexes REV's ``create_tables()`` built, and
+the same export through that code, on the trail itself.
 ``--unscoped``: the pages asked over every workspace of a trail that has several (a platform's own admin
 mounted without a workspace loader; the CLI's export without ``--workspace``).
 
@@ -63,6 +67,13 @@ RESOURCES = 20_000
 NAMES = [f"{r} {v}" for r in ("Source", "Warehouses", "Integrations", "Audience", "Space", "Tracking Plan")
          for v in ("Created", "Modified", "Deleted", "Enabled", "Disabled")] + ["Warehouse Run Failed"]
 CATEGORY = "Cat"
+USER_AGENTS = (  # what people's browsers send (Chrome's and Safari's hold a comma, which CSV quotes), and a script's
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 "
+    "Safari/605.1.15",
+    "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
+)
+TOKEN_USER_AGENT = "python-requests/2.32.3"
 
 
 def database_name(n: int, workspaces: int = WORKSPACES, analyze: bool = True) -> str:
@@ -138,7 +149,8 @@ def generate(store, n: int, workspaces: int = WORKSPACES, analyze: bool = True) 
                 "x", Actor.user(str(a), f"user{a}@example.com") if a % 10 else Actor.token(f"tok_{a}", f"ci-{a}"),
                 resource_type="Warehouse", resource_id=str(r), resource_name=f"Warehouse {r}",
                 workspace_id=f"ws_{a % workspaces}" if workspaces else None, changes={"name": [f"old {i}", f"new {i}"]},
-                context={"ip": "203.0.113.9", "user_agent": "Mozilla/5.0", "request_id": f"r-{i}"},
+                context={"ip": "203.0.113.9", "user_agent": USER_AGENTS[a % 3] if a % 10 else TOKEN_USER_AGENT,
+                         "request_id": f"r-{i}"},
             ))
         with store.engine.begin() as c:
             insert_events(c, events)
@@ -352,7 +364,7 @@ def main() -> None:
                         help="leave the database without planner statistics (no ANALYZE after generating)")
     parser.add_argument("--before", metavar="REV",
                         help="also read the first pages through the code at git revision REV, on a copy of the "
-                             "trail whose audit indexes REV built")
+                             "trail whose audit indexes REV built, and export the trail itself with that code")
     parser.add_argument("--store", action="append", choices=("sqlalchemy", "django"),
                         help="which store reads the first pages (default sqlalchemy; repeat for both): django runs "
                              "them in a process configuring Django on the same trail")
@@ -407,11 +419,14 @@ def main() -> None:
             continue  # the export below is one workspace's, through the SQLAlchemy store
         print("\n| CSV export of one workspace (SQLAlchemy store) | rows | rows/s | peak RSS | RSS growth |\n|---|---|---|---|---|")
         for limit_rows in (5_000, 10**9):
-            out = subprocess.run([sys.executable, __file__, "--export-child", url, "ws_3", str(limit_rows)],
-                                 check=True, capture_output=True, text=True).stdout
-            r = json.loads(out.strip().splitlines()[-1])
-            print(f"| up to {limit_rows:,} rows | {r['rows']:,} | {r['rows_per_s']:,.0f} | "
-                  f"{r['peak_rss_mb']:.0f} MB | {r['rss_growth_mb']:.1f} MB |")
+            for label, path in {"": None, **{f" ({label})": path for label, path in before.items()}}.items():
+                env = {**os.environ, "PYTHONPATH": path} if path else None  # REV's code on the same trail
+                out = subprocess.run([sys.executable, os.path.abspath(__file__), "--export-child", url, "ws_3",
+                                      str(limit_rows)], check=True, capture_output=True, text=True, env=env,
+                                     cwd=workdir).stdout
+                r = json.loads(out.strip().splitlines()[-1])
+                print(f"| up to {limit_rows:,} rows{label} | {r['rows']:,} | {r['rows_per_s']:,.0f} | "
+                      f"{r['peak_rss_mb']:.0f} MB | {r['rss_growth_mb']:.1f} MB |")
 
 
 if __name__ == "__main__":

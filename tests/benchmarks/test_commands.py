@@ -176,14 +176,18 @@ def test_flask_requests_records_an_event_per_update(tmp_path: Path) -> None:
 
 
 def test_read_side_pages_and_export(tmp_path: Path) -> None:
-    output = run("read_side.py", "--backend", "sqlite", "--events", "2000", "--runs", "3", workdir=tmp_path)
+    """The pages and the export, each also through the code at ``--before REV`` (here HEAD)."""
+    output = run("read_side.py", "--backend", "sqlite", "--events", "2000", "--runs", "3", "--before", "HEAD",
+                 workdir=tmp_path)
     pages = table_rows(output, "| first page (50 rows)")
     assert set(pages) == {"actor + event + 30 days", "resource", "actor only", "event only",
                           "workspace, no filter"}, pages
-    assert all(len(numbers(" ".join(cells))) == 2 for cells in pages.values()), pages  # p50 and p99
+    assert all(len(numbers(" ".join(cells))) == 4 for cells in pages.values()), pages  # p50 and p99, now and REV
     export = table_rows(output, "| CSV export of one workspace")
+    assert list(export) == ["up to 5,000 rows", "up to 5,000 rows (audit-middleware at HEAD)", "up to 1,000,000,000 rows",
+                            "up to 1,000,000,000 rows (audit-middleware at HEAD)"], export
     rows = [numbers(cells[0])[0] for cells in export.values()]
-    assert len(rows) == 2 and rows[1] > 0, export
+    assert rows[2] > 0 and rows[2] == rows[3] and rows[0] == rows[1], export
     assert list(tmp_path.glob("read-2000*.sqlite3")), "the trail is kept in AUDIT_BENCH_OUT"
 
 
