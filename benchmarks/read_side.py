@@ -12,9 +12,10 @@ or MariaDB database ``audit_bench_read_<N>``; ``--fresh`` regenerates), then mea
   growth, in a subprocess, for two export sizes (RSS must not grow with the row count). The capped one stops
   after 5,000 rows, so its rows/s is also how soon the first rows come.
 The same pages' full response time through the Flask and Django admin views: ``benchmarks/admin_pages.py``.
-The events' context holds a request id, an IP address and a user agent: a browser's for people (Chrome's and
-Safari's hold a comma, which the CSV quotes), a script's for access tokens. (Trails generated before 2026-12-07,
-22:00 UTC hold ``Mozilla/5.0`` for everybody, which needs no quoting: ``--fresh`` makes them again.)
+The events' context is a request's, as the adapters record it: its id, method, path, IP address and user agent
+(a browser's for people: Chrome's and Safari's hold a comma, which the CSV quotes; a script's for access tokens).
+Trails generated before 2026-12-07, 22:00 UTC hold only the id, the address and ``Mozilla/5.0`` for everybody,
+which needs no quoting: ``--fresh`` makes them again.
 
     python benchmarks/read_side.py --backend sqlite --events 1000000 --workspaces 0 --no-analyze --before REV
 
@@ -150,7 +151,7 @@ def generate(store, n: int, workspaces: int = WORKSPACES, analyze: bool = True) 
                 resource_type="Warehouse", resource_id=str(r), resource_name=f"Warehouse {r}",
                 workspace_id=f"ws_{a % workspaces}" if workspaces else None, changes={"name": [f"old {i}", f"new {i}"]},
                 context={"ip": "203.0.113.9", "user_agent": USER_AGENTS[a % 3] if a % 10 else TOKEN_USER_AGENT,
-                         "request_id": f"r-{i}"},
+                         "request_id": f"r-{i}", "method": "POST", "path": f"/warehouses/{r}"},
             ))
         with store.engine.begin() as c:
             insert_events(c, events)
