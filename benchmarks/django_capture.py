@@ -423,11 +423,13 @@ class SQLiteIO:
 
 def label(sql, tables):
     """A captured statement as its verb, marked when it writes the audit table (pghistory: the prefix it injects;
-    audit-middleware: a BEGIN sent in one text with the statement)."""
+    audit-middleware: a BEGIN sent in one text with the statement, an UPDATE and its event rows in one)."""
     if sql.startswith("SELECT set_config('pghistory.context_id'"):
         return "set_config+" + label(sql.split("; ", 1)[1], tables)
     if sql.startswith("BEGIN; "):
         return "BEGIN+" + label(sql[len("BEGIN; "):], tables)
+    if sql.startswith("WITH changed AS (UPDATE "):  # audit-middleware's one-statement update (PostgreSQL)
+        return "UPDATE+INSERT (audit) in one statement"
     return sql.split()[0] + (" (audit)" if any(t in sql for t in tables) else "")
 
 

@@ -48,6 +48,7 @@ from audit_middleware.signals import event_recorded
 from audit_middleware.store import ROWS_PER_CHUNK
 
 from .folded_begin import ARMED, disarm, fold_begin
+from .one_statement import OneStatementSave, one_statement_save
 from .own_block import arm_begin, disarm_begin, own_block
 from .store import commit_with_events, insert_events
 
@@ -283,9 +284,10 @@ def _uses_mysql() -> bool:
 _capture_sender: list[Any] = [None]
 # Set while a bulk operation runs: Django's bulk_update calls QuerySet.update, which must not record again.
 _in_bulk: ContextVar[bool] = ContextVar("audit_in_bulk", default=False)
-# (instance, alias, connection) while an audited save runs: its post_save finds the connection here instead of
-# looking it up again in Django's per-thread connections (a microsecond each, every audited save).
-_saving: ContextVar[tuple[Any, str, Any] | None] = ContextVar("audit_saving", default=None)
+# (instance, alias, connection, one-statement save or None) while an audited save runs: its post_save finds the
+# connection here instead of looking it up again in Django's per-thread connections (a microsecond each, every
+# audited save), and whether the save's events went with its UPDATE (see one_statement).
+_saving: ContextVar[tuple[Any, str, Any, OneStatementSave | None] | None] = ContextVar("audit_saving", default=None)
 
 
 class DjangoCapture:
@@ -475,11 +477,19 @@ class DjangoCapture:
             if old is None or len(old) < len(info.attnames):
                 self._load_unknown(info, obj, old, using)
         connection = connections[using]
-        token = _saving.set((obj, using, connection))
-        try:
-            if connection.in_atomic_block:
+        if connection.in_atomic_block:
+            token = _saving.set((obj, using, connection, None))
+            try:
                 fold_begin(connection)
                 return wrapped(*args, **kwargs)
+            finally:
+                _saving.reset(token)
+        one_statement = one_statement_save(self, info, obj, using, connection, args, kwargs)
+        token = _saving.set((obj, using, connection, one_statement))
+        try:
+            if one_statement is not None:
+                with one_statement:
+                    return wrapped(*args, **kwargs)
             with own_block(connection, using):
                 fold_begin(connection)
                 return wrapped(*args, **kwargs)
@@ -529,31 +539,48 @@ class DjangoCapture:
                 events = recorder.change_events(info.options, "created", new.get(info.pk), {}, new)
                 instance.__dict__[OLD] = new
             else:
-                saved = info.attnames if update_fields is None else [
-                    info.model._meta.get_field(f).attname for f in update_fields]
-                old = snapshot_of(instance)
-                if old is None:
-                    old = instance.__dict__[OLD] = {}
-                d = instance.__dict__
-                before: dict[str, Any] = {}
-                after: dict[str, Any] = {}
-                for attname in saved:
-                    if attname not in d:
-                        continue
-                    value = d[attname]
-                    if attname in old and _same(info.fields[attname], old[attname], value):
-                        continue
-                    before[attname] = old.get(attname)
-                    after[attname] = value
-                    old[attname] = value
-                if after:
-                    label = info.label
-                    if label and label not in after and label in d:
-                        before[label] = after[label] = d[label]
-                    events = recorder.change_events(info.options, "modified", d.get(info.pk), before, after)
+                saving = _saving.get()
+                if saving is not None and saving[0] is instance and saving[3] is not None and saving[3].recorded:
+                    return  # its events went with the UPDATE, in one statement (see one_statement): no diff to make
+                events, changed = self.modified_events(info, instance, update_fields)
+                self.remember(instance, changed)
         saving = _saving.get()
         self.emit(using, events, saving[2] if saving is not None and saving[0] is instance and saving[1] == using
                   else None)
+
+    @staticmethod
+    def remember(instance: Any, changed: dict[str, Any]) -> None:
+        """``instance``'s snapshot takes the ``changed`` values its save wrote and recorded."""
+        old = snapshot_of(instance)
+        if old is None:
+            old = instance.__dict__[OLD] = {}
+        old.update(changed)
+
+    def modified_events(self, info: ModelInfo, instance: Any, update_fields: Any) -> tuple[list[AuditEvent],
+                                                                                          dict[str, Any]]:
+        """The events of saving ``instance``, a row that exists (``update_fields``: the fields the save writes,
+        all if None), and the values its snapshot takes once they are recorded. Run in the recorder's guard."""
+        saved = info.attnames if update_fields is None else [
+            info.model._meta.get_field(f).attname for f in update_fields]
+        old = snapshot_of(instance) or {}
+        d = instance.__dict__
+        before: dict[str, Any] = {}
+        after: dict[str, Any] = {}
+        for attname in saved:
+            if attname not in d:
+                continue
+            value = d[attname]
+            if attname in old and _same(info.fields[attname], old[attname], value):
+                continue
+            before[attname] = old.get(attname)
+            after[attname] = value
+        if not after:
+            return [], after
+        changed = dict(after)
+        label = info.label
+        if label and label not in after and label in d:
+            before[label] = after[label] = d[label]
+        return self.auditor.recorder.change_events(info.options, "modified", d.get(info.pk), before, after), changed
 
     def pre_delete(self, sender: Any, instance: Any, using: str = "default", **_: Any) -> None:
         """Django's collector deletes in a block of its own: its BEGIN can go with the DELETE."""

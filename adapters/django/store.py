@@ -62,6 +62,7 @@ def db_time(moment: datetime) -> datetime:
 
 
 _SQL: dict[tuple[str, int, str], str] = {}
+_SQL_SELECTED: dict[str, str] = {}  # by vendor: with_event_rows' INSERT of one row selected from the UPDATE's
 
 
 def _insert_sql(connection: Any, rows: int, mark: str = "%s") -> str:
@@ -105,6 +106,25 @@ def insert_events(connection: Any, events: Sequence[AuditEvent], *, forward: boo
         with connection.cursor() as cursor:
             _execute_inserts(cursor, connection, events, "%s")
     _write_outbox(connection, events, forward)
+
+
+def with_event_rows(connection: Any, update_sql: str, events: Sequence[AuditEvent]) -> tuple[str, list[Any]]:
+    """One statement (PostgreSQL) that runs ``update_sql`` (an UPDATE, its parameters ``%s``) and inserts the
+    rows of ``events`` once for every row it changed, and the rows' parameters, to follow the UPDATE's: a
+    data-modifying WITH query, each event row a ``SELECT`` of its values from the UPDATE's ``RETURNING``, the
+    last one the statement's own, so its row count is the UPDATE's. Each value is a bound parameter; in a
+    ``SELECT`` list PostgreSQL takes it as the column's type, as it takes those of ``VALUES``."""
+    insert = _SQL_SELECTED.get(connection.vendor)
+    if insert is None:
+        table = connection.ops.quote_name(AuditEventRow._meta.db_table)
+        columns = ", ".join(connection.ops.quote_name(c) for c in STORED_COLUMNS)
+        marks = ", ".join(["%s"] * len(STORED_COLUMNS))
+        # the model's identifiers, quoted by the backend; every value is a bound parameter
+        insert = _SQL_SELECTED[connection.vendor] = f"INSERT INTO {table} ({columns}) SELECT {marks} FROM changed"  # noqa: S608
+    rows = _stored_rows(connection, events)
+    statement = (f"WITH changed AS ({update_sql} RETURNING 1)"
+                 + "".join(f", event_{n} AS ({insert})" for n in range(len(rows) - 1)) + " " + insert)
+    return statement, [value for row in rows for value in row]
 
 
 def _execute_inserts(executor: Any, connection: Any, events: Sequence[AuditEvent], mark: str) -> None:

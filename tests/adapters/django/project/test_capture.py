@@ -109,15 +109,19 @@ def test_opted_out_and_bookkeeping_models_are_not_audited():
 
 
 def test_saving_a_loaded_row_costs_no_extra_select():
-    """Old values come from the snapshot taken when the row was loaded: save = UPDATE + event INSERT."""
+    """Old values come from the snapshot taken when the row was loaded: save = UPDATE + event INSERT (on
+    PostgreSQL one statement). What reached the server is read from psycopg there: with values bound in the
+    server, Django's query log shows the UPDATE it asked for, not the statement sent."""
     w = Warehouse.objects.create(name="A")
     w = Warehouse.objects.get(pk=w.pk)
     w.name = "B"
-    with audit_inserts(connection) as inserts, CaptureQueriesContext(connection) as queries:
+    with audit_inserts(connection) as inserts, CaptureQueriesContext(connection) as queries, \
+            cursor_texts() as sent:
         w.save()
-    sql = [s.upper() for s in statements(queries)]
-    assert not any(s.startswith("SELECT") for s in sql), sql
-    assert len(inserts) == 1
+    texts = sent if connection.vendor == "postgresql" else statements(queries)
+    assert not any(s.upper().startswith("SELECT") for s in texts), texts
+    written = [s for s in texts if is_audit_insert(s)] + [s for how, s in inserts if how == "commit"]
+    assert len(written) == 1, (texts, inserts)
     assert names()[-1] == "Warehouse Modified"
 
 
@@ -452,9 +456,10 @@ postgresql_only = pytest.mark.skipif(connection.vendor != "postgresql", reason="
 
 @postgresql_only
 def test_an_autocommit_save_or_delete_sends_its_begin_with_its_first_statement():
-    """An audited write outside a transaction takes two round trips on PostgreSQL, not three: ``BEGIN;
-    INSERT ...`` in one text (psycopg sends no BEGIN of its own), then the event row with the COMMIT. The
-    same for an update and for a delete (Django's collector opens that block); afterwards the connection
+    """An audited create or delete outside a transaction takes two round trips on PostgreSQL, not three:
+    ``BEGIN; INSERT ...`` in one text (psycopg sends no BEGIN of its own), then the event row with the COMMIT
+    (for a delete, Django's collector opens that block). An update of a loaded row takes one: the UPDATE and
+    its event row in one statement, no BEGIN and no COMMIT (see ``one_statement``). Afterwards the connection
     autocommits again and no execute wrapper is left behind."""
     if connection.settings_dict["OPTIONS"].get("server_side_binding"):
         pytest.skip("values bound in the server: psycopg sends one statement a text, no BEGIN to fold into it")
@@ -463,15 +468,150 @@ def test_an_autocommit_save_or_delete_sends_its_begin_with_its_first_statement()
     for write in ("create", "update", "delete"):
         with driver_commands() as commands, audit_inserts(connection) as inserts, cursor_texts() as sent:
             w = autocommit_write(write, w)
-        verb = {"create": "INSERT", "update": "UPDATE", "delete": "DELETE"}[write]
-        folded = [sql for sql in sent if sql.startswith("BEGIN; ")]  # a delete first reads its cascades, outside
-        assert len(folded) == 1 and folded[0].startswith(f"BEGIN; {verb} "), (write, sent)
-        assert "BEGIN" not in commands, (write, commands)  # psycopg's own BEGIN would be a round trip
-        assert [how for how, _ in inserts] == ["commit"], (write, inserts)
+        if write == "update":
+            assert len(sent) == 1 and sent[0].startswith('WITH changed AS (UPDATE "testapp_warehouse" SET '), sent
+            assert commands == [] and [how for how, _ in inserts] == ["cursor"], (commands, inserts)
+        else:
+            verb = {"create": "INSERT", "delete": "DELETE"}[write]
+            folded = [sql for sql in sent if sql.startswith("BEGIN; ")]  # a delete first reads its cascades
+            assert len(folded) == 1 and folded[0].startswith(f"BEGIN; {verb} "), (write, sent)
+            assert "BEGIN" not in commands, (write, commands)  # psycopg's own BEGIN would be a round trip
+            assert [how for how, _ in inserts] == ["commit"], (write, inserts)
         assert connection.get_autocommit() and connection.connection.autocommit
         assert connection.execute_wrappers == []
     assert names() == ["Warehouse Created", "Warehouse Modified", "Warehouse Deleted"]
     assert not Warehouse.objects.exists()
+
+
+def _with_check(table, check):
+    """Add the CHECK constraint ``check`` to ``table`` (PostgreSQL); returns its remover."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"ALTER TABLE {table} ADD CONSTRAINT one_statement_check CHECK ({check})")
+
+    def remove():
+        with connection.cursor() as cursor:
+            cursor.execute(f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS one_statement_check")
+    return remove
+
+
+@postgresql_only
+def test_an_autocommit_update_and_its_events_are_one_statement_with_the_updates_row_count():
+    """A loaded row saved outside a transaction: the UPDATE and its event rows (two here, Disabled and
+    Modified) in one statement, nothing else sent; event_recorded after it, once; the snapshot moves on, so
+    the next save records only its own change; a save that changes nothing sends the UPDATE alone."""
+    w = Warehouse.objects.create(name="A")
+    w = Warehouse.objects.get(pk=w.pk)
+    w.enabled, w.name = False, "B"
+    with capture_events() as seen, driver_commands() as commands, cursor_texts() as sent:
+        w.save()
+    assert len(sent) == 1 and sent[0].startswith("WITH changed AS (UPDATE ") and sent[0].count("INSERT INTO") == 2
+    assert commands == [] and connection.execute_wrappers == [] and connection.connection.autocommit
+    assert seen.names() == ["Warehouse Disabled", "Warehouse Modified"]
+    assert names() == ["Warehouse Created", "Warehouse Disabled", "Warehouse Modified"]
+    assert events()[-1].changes == {"name": ["A", "B"]}
+    w.capacity = 5
+    w.save()
+    assert events()[-1].changes == {"capacity": ["0.00", 5]} and len(events()) == 4
+    with cursor_texts() as sent:
+        w.save()
+    assert len(sent) == 1 and sent[0].startswith('UPDATE "testapp_warehouse" SET ') and len(events()) == 4
+
+
+@postgresql_only
+def test_an_autocommit_update_that_fails_before_its_statement_leaves_no_wrapper_behind():
+    """A ``pre_save`` receiver raises: nothing is sent, the save's execute wrapper is gone, and the next
+    statements of the connection (an unaudited read, an audited save) go as they would."""
+    from django.db.models.signals import pre_save
+
+    def refuse(sender, instance, **kwargs):
+        if instance.name == "refused":
+            raise ValueError("refused")
+
+    w = Warehouse.objects.create(name="A")
+    w = Warehouse.objects.get(pk=w.pk)
+    pre_save.connect(refuse, sender=Warehouse, dispatch_uid="refuse")
+    try:
+        w.name = "refused"
+        with cursor_texts() as sent, pytest.raises(ValueError, match="refused"):
+            w.save()
+    finally:
+        pre_save.disconnect(sender=Warehouse, dispatch_uid="refuse")
+    assert sent == [] and connection.execute_wrappers == []
+    assert Warehouse.objects.get(pk=w.pk).name == "A"
+    w.name = "B"
+    w.save()
+    assert names() == ["Warehouse Created", "Warehouse Modified"]
+
+
+@postgresql_only
+def test_an_update_another_execute_wrapper_rewrites_is_saved_in_a_transaction():
+    """An app's execute wrapper (outside the adapter's) puts a statement before the UPDATE, as
+    django-pghistory's does (``SELECT set_config(...); UPDATE ...``): that text is no read to let through nor
+    the UPDATE Django made, so the save goes in a transaction, its event row with the COMMIT."""
+    if connection.settings_dict["OPTIONS"].get("server_side_binding"):
+        pytest.skip("values bound in the server: one statement a text, so no wrapper can prefix one")
+
+    def prefix(execute, sql, params, many, context):
+        return execute("SELECT 1; " + sql if sql.startswith("UPDATE ") else sql, params, many, context)
+
+    w = Warehouse.objects.create(name="A")
+    w = Warehouse.objects.get(pk=w.pk)
+    w.name = "B"
+    with connection.execute_wrapper(prefix), driver_commands() as commands, audit_inserts(connection) as inserts, \
+            cursor_texts() as sent:
+        w.save()
+    assert [sql.split(" (")[0][:16] for sql in sent] == ['SELECT 1; UPDATE'], sent
+    assert commands[:1] == ["BEGIN"] and [how for how, _ in inserts] == ["commit"], (commands, inserts)
+    assert names() == ["Warehouse Created", "Warehouse Modified"] and connection.execute_wrappers == []
+
+
+@postgresql_only
+def test_an_autocommit_update_whose_event_the_database_refuses_changes_nothing():
+    """The event row refused (a CHECK on the audit table): the save fails with AuditWriteError and the row keeps
+    its values, as in a block; the row's own error (a CHECK on the app's table) is the error an unaudited save
+    gets, with nothing recorded; the next save works."""
+    from audit_middleware import AuditWriteError
+
+    w = Warehouse.objects.create(name="A")
+    w = Warehouse.objects.get(pk=w.pk)
+    remove = _with_check("audit_events", "resource_name <> 'bad'")
+    try:
+        w.name = "bad"
+        with pytest.raises(AuditWriteError, match="could not write 1 audit event.*not saved"):
+            w.save()
+    finally:
+        remove()
+    assert Warehouse.objects.get(pk=w.pk).name == "A" and names() == ["Warehouse Created"]
+    remove = _with_check("testapp_warehouse", "name <> 'worse'")
+    try:
+        w.name = "worse"
+        with pytest.raises(IntegrityError, match="one_statement_check"):
+            w.save()
+    finally:
+        remove()
+    assert Warehouse.objects.get(pk=w.pk).name == "A" and names() == ["Warehouse Created"]
+    assert connection.get_autocommit() and connection.execute_wrappers == []
+    w = Warehouse.objects.get(pk=w.pk)
+    w.name = "good"
+    w.save()
+    assert names() == ["Warehouse Created", "Warehouse Modified"] and events()[-1].changes == {"name": ["A", "good"]}
+
+
+@postgresql_only
+def test_an_autocommit_update_of_a_row_deleted_meanwhile_inserts_it_in_a_transaction():
+    """The UPDATE finds no row (deleted by someone else): its statement inserts no event row, and Django's
+    INSERT of the row that follows runs in a transaction with its Created event, sent with the COMMIT."""
+    w = Warehouse.objects.create(name="A")
+    w = Warehouse.objects.get(pk=w.pk)
+    Warehouse.objects.filter(pk=w.pk)._raw_delete(connection.alias)  # no signal: as another process would
+    w.name = "B"
+    with driver_commands() as commands, audit_inserts(connection) as inserts, cursor_texts() as sent:
+        w.save()
+    assert [sql.split(" (")[0] for sql in sent] == ["WITH changed AS", 'INSERT INTO "testapp_warehouse"'], sent
+    assert commands[:1] == ["BEGIN"], commands  # the INSERT in a transaction, its event row with the COMMIT
+    assert [how for how, _ in inserts if how == "commit"] == ["commit"], inserts
+    assert names() == ["Warehouse Created", "Warehouse Created"] and Warehouse.objects.get(pk=w.pk).name == "B"
+    assert connection.get_autocommit() and connection.execute_wrappers == []
 
 
 @postgresql_only
