@@ -12,7 +12,8 @@
   and sends ``post_delete`` per row.
 * Event rows are written on the connection of the changed row, inside its transaction. Outside any
   ``atomic`` block the adapter opens one around the audited save or bulk operation, so the change and its
-  events commit together (``own_block``: on MySQL and MariaDB it, and the delete collector's block of an
+  events commit together; on PostgreSQL an update of a loaded row goes instead as one statement with its event
+  rows (``one_statement``). (``own_block``: on MySQL and MariaDB it, and the delete collector's block of an
   audited delete, begin with ``BEGIN`` instead of toggling autocommit; on SQLite its ``BEGIN`` goes through
   the driver). Inside a block events wait in a per-connection buffer and are written with one
   executemany just before the outermost block commits (a savepoint rolled back drops its events; a
