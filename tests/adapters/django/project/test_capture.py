@@ -470,7 +470,8 @@ def test_an_autocommit_save_or_delete_sends_its_begin_with_its_first_statement()
             w = autocommit_write(write, w)
         if write == "update":
             assert len(sent) == 1 and sent[0].startswith('WITH changed AS (UPDATE "testapp_warehouse" SET '), sent
-            assert commands == [] and [how for how, _ in inserts] == ["cursor"], (commands, inserts)
+            assert is_audit_insert(sent[0]) and commands == [], commands
+            assert "commit" not in [how for how, _ in inserts], inserts  # (Django 4.2's log shows the UPDATE)
         else:
             verb = {"create": "INSERT", "delete": "DELETE"}[write]
             folded = [sql for sql in sent if sql.startswith("BEGIN; ")]  # a delete first reads its cascades
