@@ -484,15 +484,16 @@ def test_an_autocommit_save_or_delete_sends_its_begin_with_its_first_statement()
     assert not Warehouse.objects.exists()
 
 
-def _with_check(table, check):
-    """Add the CHECK constraint ``check`` to ``table`` (PostgreSQL); returns its remover."""
+@contextmanager
+def _checked(table, check):
+    """``table`` with the CHECK constraint ``check`` (PostgreSQL) inside the block."""
     with connection.cursor() as cursor:
         cursor.execute(f"ALTER TABLE {table} ADD CONSTRAINT one_statement_check CHECK ({check})")
-
-    def remove():
+    try:
+        yield
+    finally:
         with connection.cursor() as cursor:
             cursor.execute(f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS one_statement_check")
-    return remove
 
 
 @postgresql_only
@@ -575,21 +576,14 @@ def test_an_autocommit_update_whose_event_the_database_refuses_changes_nothing()
 
     w = Warehouse.objects.create(name="A")
     w = Warehouse.objects.get(pk=w.pk)
-    remove = _with_check("audit_events", "resource_name <> 'bad'")
-    try:
-        w.name = "bad"
-        with pytest.raises(AuditWriteError, match="could not write 1 audit event.*not saved"):
-            w.save()
-    finally:
-        remove()
+    w.name = "bad"
+    with _checked("audit_events", "resource_name <> 'bad'"), \
+            pytest.raises(AuditWriteError, match="could not write 1 audit event.*not saved"):
+        w.save()
     assert Warehouse.objects.get(pk=w.pk).name == "A" and names() == ["Warehouse Created"]
-    remove = _with_check("testapp_warehouse", "name <> 'worse'")
-    try:
-        w.name = "worse"
-        with pytest.raises(IntegrityError, match="one_statement_check"):
-            w.save()
-    finally:
-        remove()
+    w.name = "worse"
+    with _checked("testapp_warehouse", "name <> 'worse'"), pytest.raises(IntegrityError, match="one_statement_check"):
+        w.save()
     assert Warehouse.objects.get(pk=w.pk).name == "A" and names() == ["Warehouse Created"]
     assert connection.get_autocommit() and connection.execute_wrappers == []
     w = Warehouse.objects.get(pk=w.pk)
