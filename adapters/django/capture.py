@@ -541,7 +541,7 @@ class DjangoCapture:
                 instance.__dict__[OLD] = new
             else:
                 saving = _saving.get()
-                if saving is not None and saving[0] is instance and saving[3] is not None and saving[3].recorded:
+                if saving is not None and saving[0] is instance and saving[3] is not None and saving[3].sent:
                     return  # its events went with the UPDATE, in one statement (see one_statement): no diff to make
                 events, changed = self.modified_events(info, instance, update_fields)
                 self.remember(instance, changed)

@@ -25,7 +25,7 @@ instead of its block. It puts itself among Django's ``execute_wrappers`` (its pu
   returned) gets the events of the change, made then (``DjangoCapture.modified_events``), and goes out with
   their rows as above. Once the row is changed its events are recorded: ``post_save`` makes none, and
   ``event_recorded`` is sent when the save returns, the commit done. A change with no event is sent as it
-  is. Where the statement fails, nothing of it was done: the save goes on as every audited save does (the
+  is (and where it finds no row, the INSERT that follows opens the block, as below). Where the statement fails, nothing of it was done: the save goes on as every audited save does (the
   block below), sending the UPDATE alone, so a database error is the one an unaudited save gets, and an
   event row the database refuses is an ``AuditWriteError`` at the commit.
 * Any other statement (a write before the UPDATE, or the INSERT Django sends where the UPDATE found no row)
@@ -81,7 +81,7 @@ class OneStatementSave:
     """One save's execute wrapper and, where it came to that, the block it opened (see the module)."""
 
     __slots__ = ("capture", "info", "obj", "using", "connection", "update_fields", "prefix", "suffix", "armed",
-                 "update_expected", "block", "recorded")
+                 "update_expected", "block", "recorded", "sent")
 
     def __init__(self, capture: DjangoCapture, info: ModelInfo, obj: Any, using: str, connection: Any,
                  update_fields: Any) -> None:
@@ -100,6 +100,7 @@ class OneStatementSave:
         self.update_expected = True
         self.block: Any = None
         self.recorded: list[AuditEvent] = []
+        self.sent = False  # the UPDATE went out, with its events if the change had any: post_save has none to make
 
     def __enter__(self) -> OneStatementSave:
         self.connection.execute_wrappers.append(self)
@@ -152,20 +153,21 @@ class OneStatementSave:
         with capture.auditor.recorder.guard(capture.auditor, info.options.must_record):
             events, changed = capture.modified_events(info, obj, self.update_fields)
         if not events:  # nothing to record: the UPDATE as it is
-            self._disarm()
-            return execute(sql, params, False, context)
-        statement, rows = with_event_rows(self.connection, sql, events)
-        try:
-            result = execute(statement, [*params, *rows], False, context)
-        except DatabaseError:
-            # One statement in autocommit: nothing of it was done. The save goes on in the block, the UPDATE
-            # alone, and its events are made and written as in any block (post_save, the commit).
-            self._open_block()
-            return execute(sql, params, False, context)
+            result = execute(sql, params, False, context)
+        else:
+            statement, rows = with_event_rows(self.connection, sql, events)
+            try:
+                result = execute(statement, [*params, *rows], False, context)
+            except DatabaseError:
+                # One statement in autocommit: nothing of it was done. The save goes on in the block, the UPDATE
+                # alone, and its events are made and written as in any block (post_save, the commit).
+                self._open_block()
+                return execute(sql, params, False, context)
         if context["cursor"].rowcount > 0:
             self._disarm()
             capture.remember(obj, changed)
             self.recorded = events
+            self.sent = True
         else:  # no such row: Django inserts it next, and that INSERT opens the block
             self.update_expected = False
         return result

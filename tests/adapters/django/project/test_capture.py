@@ -593,19 +593,24 @@ def test_an_autocommit_update_whose_event_the_database_refuses_changes_nothing()
 
 
 @postgresql_only
-def test_an_autocommit_update_of_a_row_deleted_meanwhile_inserts_it_in_a_transaction():
-    """The UPDATE finds no row (deleted by someone else): its statement inserts no event row, and Django's
-    INSERT of the row that follows runs in a transaction with its Created event, sent with the COMMIT."""
+@pytest.mark.parametrize("changed", [True, False], ids=["changed", "unchanged"])
+def test_an_autocommit_update_of_a_row_deleted_meanwhile_inserts_it_in_a_transaction(changed):
+    """The UPDATE finds no row (deleted by someone else): it inserts no event row (changed) or none was made
+    (unchanged), and Django's INSERT of the row that follows runs in a transaction with its Created event, sent
+    with the COMMIT."""
     w = Warehouse.objects.create(name="A")
     w = Warehouse.objects.get(pk=w.pk)
     Warehouse.objects.filter(pk=w.pk)._raw_delete(connection.alias)  # no signal: as another process would
-    w.name = "B"
+    if changed:
+        w.name = "B"
     with driver_commands() as commands, audit_inserts(connection) as inserts, cursor_texts() as sent:
         w.save()
-    assert [sql.split(" (")[0] for sql in sent] == ["WITH changed AS", 'INSERT INTO "testapp_warehouse"'], sent
+    first = "WITH changed AS" if changed else 'UPDATE "testapp_warehouse" SET'
+    assert len(sent) == 2 and sent[0].startswith(first) and sent[1].startswith('INSERT INTO "testapp_warehouse"'), sent
     assert commands[:1] == ["BEGIN"], commands  # the INSERT in a transaction, its event row with the COMMIT
     assert [how for how, _ in inserts if how == "commit"] == ["commit"], inserts
-    assert names() == ["Warehouse Created", "Warehouse Created"] and Warehouse.objects.get(pk=w.pk).name == "B"
+    assert names() == ["Warehouse Created", "Warehouse Created"]
+    assert Warehouse.objects.get(pk=w.pk).name == ("B" if changed else "A")
     assert connection.get_autocommit() and connection.execute_wrappers == []
 
 
