@@ -112,8 +112,9 @@ def with_event_rows(connection: Any, update_sql: str, events: Sequence[AuditEven
     """One statement (PostgreSQL) that runs ``update_sql`` (an UPDATE, its parameters ``%s``) and inserts the
     rows of ``events`` once for every row it changed, and the rows' parameters, to follow the UPDATE's: a
     data-modifying WITH query, each event row a ``SELECT`` of its values from the UPDATE's ``RETURNING``, the
-    last one the statement's own, so its row count is the UPDATE's. Each value is a bound parameter; in a
-    ``SELECT`` list PostgreSQL takes it as the column's type, as it takes those of ``VALUES``."""
+    last one the statement's own, so its row count is the UPDATE's. Each value is a bound parameter; a
+    ``SELECT`` list's untyped ones PostgreSQL takes as their columns' types, as in ``INSERT ... VALUES`` (a
+    ``VALUES`` list in a subquery would make them text, which a time column refuses)."""
     insert = _SQL_SELECTED.get(connection.vendor)
     if insert is None:
         table = connection.ops.quote_name(AuditEventRow._meta.db_table)
