@@ -295,6 +295,7 @@ def verdict(route: str, ratio: float, added_ms: float) -> str:
 
 def report(framework: str, backend: str, servers: dict[str, Server], args: argparse.Namespace) -> None:
     atomic = ", ATOMIC_REQUESTS" if args.atomic_requests and framework == "django" else ""
+    atomic += ", saves in autocommit" if args.autocommit_save and framework == "django" else ""
     print(f"\n## {framework}, {backend}{atomic}: wrk -t{args.threads} -c{args.connections} -d{args.duration}, "
           f"median of {args.rounds} round(s)")
     print(f"{'route':<6} {'without req/s':>13} {'with req/s':>11} {'with/without':>12} {'added ms/req':>12} "
@@ -380,6 +381,9 @@ def main() -> None:
     parser.add_argument("--atomic-requests", action="store_true",
                         help="Django: ATOMIC_REQUESTS = True (each request one transaction), with and without the "
                              "trail alike")
+    parser.add_argument("--autocommit-save", action="store_true",
+                        help="Django: the write view saves outside transaction.atomic(), each save a transaction of "
+                             "its own (Django's default; on PostgreSQL the audited update is then one statement)")
     parser.add_argument("--conn-max-age", type=int, default=None,
                         help="Django: CONN_MAX_AGE (default: 0 on SQLite, Django's own default; 600 on PostgreSQL)")
     parser.add_argument("--pin", action="store_true",
@@ -405,6 +409,8 @@ def main() -> None:
         os.environ["HTTP_BENCH_ATOMIC_REQUESTS"] = "1"  # read by the Django app in each server
     if args.conn_max_age is not None:
         os.environ["HTTP_BENCH_CONN_MAX_AGE"] = str(args.conn_max_age)
+    if args.autocommit_save:
+        os.environ["HTTP_BENCH_AUTOCOMMIT_SAVE"] = "1"  # read by the Django app in each server
     workdir = os.path.abspath(args.workdir) if args.workdir else tempfile.mkdtemp(prefix="http-bench-")
     os.makedirs(workdir, exist_ok=True)
     script = os.path.join(workdir, "http_load.lua")

@@ -4,7 +4,9 @@ session), and with ``HTTP_BENCH_AUDITED=1`` the README's three lines (app, ``Aud
 views live here. Database connections: PostgreSQL's persistent (``CONN_MAX_AGE`` 600) as a production deployment
 has them, SQLite's opened per request (Django's default, ``CONN_MAX_AGE`` 0), either set by
 ``HTTP_BENCH_CONN_MAX_AGE`` (``--conn-max-age``). ``ATOMIC_REQUESTS`` with ``HTTP_BENCH_ATOMIC_REQUESTS=1``
-(``http_load.py --atomic-requests``).
+(``http_load.py --atomic-requests``). The write view saves inside ``transaction.atomic()``, or with
+``HTTP_BENCH_AUTOCOMMIT_SAVE=1`` (``http_load.py --autocommit-save``) without: each save a transaction of its own,
+Django's default.
 
     gunicorn --pythonpath benchmarks http_apps.django_app:application
 """
@@ -12,12 +14,15 @@ has them, SQLite's opened per request (Django's default, ``CONN_MAX_AGE`` 0), ei
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 from typing import Any
 
 import django
 from django.conf import settings
 
 from http_apps import CSRF_SECRET, USER_EMAIL, audited, database, seed_rows
+
+AUTOCOMMIT_SAVE = os.environ.get("HTTP_BENCH_AUTOCOMMIT_SAVE") == "1"  # http_load --autocommit-save
 
 
 def _database() -> dict[str, Any]:
@@ -79,7 +84,7 @@ def hello(request: HttpRequest) -> HttpResponse:
 @require_POST
 @login_required
 def update_warehouse(request: HttpRequest, warehouse_id: int) -> HttpResponse:
-    with transaction.atomic():
+    with nullcontext() if AUTOCOMMIT_SAVE else transaction.atomic():
         warehouse = get_object_or_404(Warehouse, pk=warehouse_id)
         warehouse.schedule = request.POST["schedule"]
         warehouse.settings = {**warehouse.settings, "batch_size": int(request.POST["batch_size"])}

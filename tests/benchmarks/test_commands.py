@@ -225,6 +225,9 @@ def test_http_load_counts_an_event_per_write_request(tmp_path: Path) -> None:
     for framework in ("flask", "django"):
         assert f"## {framework}, sqlite" in output, output
     assert len(re.findall(r"^write\s+\d+\s+\d+\s+[\d.]+", output, re.MULTILINE)) == 2, output
+    autocommit = run("http_load.py", "--framework", "django", "--backend", "sqlite", "--autocommit-save", "--rounds", "1",
+                     "--duration", "1s", "--warmup", "1s", "--workdir", str(tmp_path), workdir=tmp_path)
+    assert "WARNING" not in autocommit and "## django, sqlite, saves in autocommit" in autocommit, autocommit
 
 
 @pytest.mark.slow
