@@ -478,16 +478,13 @@ class DjangoCapture:
             if old is None or len(old) < len(info.attnames):
                 self._load_unknown(info, obj, old, using)
         connection = connections[using]
-        if connection.in_atomic_block:
-            token = _saving.set((obj, using, connection, None))
-            try:
-                fold_begin(connection)
-                return wrapped(*args, **kwargs)
-            finally:
-                _saving.reset(token)
-        one_statement = one_statement_save(self, info, obj, using, connection, args, kwargs)
+        in_block = connection.in_atomic_block
+        one_statement = None if in_block else one_statement_save(self, info, obj, using, connection, args, kwargs)
         token = _saving.set((obj, using, connection, one_statement))
         try:
+            if in_block:
+                fold_begin(connection)
+                return wrapped(*args, **kwargs)
             if one_statement is not None:
                 with one_statement:
                     return wrapped(*args, **kwargs)
@@ -541,7 +538,7 @@ class DjangoCapture:
                 instance.__dict__[OLD] = new
             else:
                 saving = _saving.get()
-                if saving is not None and saving[0] is instance and saving[3] is not None and saving[3].sent:
+                if saving is not None and saving[0] is instance and saving[3] is not None and saving[3].recorded is not None:
                     return  # its events went with the UPDATE, in one statement (see one_statement): no diff to make
                 events, changed = self.modified_events(info, instance, update_fields)
                 self.remember(instance, changed)

@@ -43,9 +43,8 @@ from audit_middleware.commit_pipeline import is_psycopg3
 from audit_middleware.recorder import logger
 from audit_middleware.signals import event_recorded
 
-from . import conf
 from .own_block import own_block
-from .store import with_event_rows
+from .store import forwarding_configured, with_event_rows
 
 if TYPE_CHECKING:
     from audit_middleware.events import AuditEvent
@@ -68,20 +67,33 @@ def one_statement_save(capture: DjangoCapture, info: ModelInfo, obj: Any, using:
     driver = connection.connection
     if not is_psycopg3(driver) or not driver.autocommit or not connection.get_autocommit():
         return None
-    if conf.get("DESTINATIONS"):
-        from .outbox import configured_forwarding
-
-        if configured_forwarding() is not None:
-            return None
+    if forwarding_configured():
+        return None
     update_fields = kwargs.get("update_fields", args[4] if len(args) > 4 else None)
     return OneStatementSave(capture, info, obj, using, connection, update_fields)
+
+
+_UPDATE_ENDS: dict[type, tuple[str, str]] = {}
+
+
+def _update_ends(model: type, connection: Any) -> tuple[str, str]:
+    """How the UPDATE Django makes for a save of ``model`` starts and ends (made once a model)."""
+    ends = _UPDATE_ENDS.get(model)
+    if ends is None:
+        quote = connection.ops.quote_name
+        meta = model._meta.concrete_model._meta  # type: ignore[attr-defined]
+        table = quote(meta.db_table)
+        ends = _UPDATE_ENDS[model] = (
+            f"UPDATE {table} SET ",  # noqa: S608  (compared with the SQL Django made, never sent)
+            f" WHERE {table}.{quote(meta.pk.column)} = %s")
+    return ends
 
 
 class OneStatementSave:
     """One save's execute wrapper and, where it came to that, the block it opened (see the module)."""
 
     __slots__ = ("capture", "info", "obj", "using", "connection", "update_fields", "prefix", "suffix", "armed",
-                 "update_expected", "block", "recorded", "sent")
+                 "update_expected", "block", "recorded")
 
     def __init__(self, capture: DjangoCapture, info: ModelInfo, obj: Any, using: str, connection: Any,
                  update_fields: Any) -> None:
@@ -91,16 +103,12 @@ class OneStatementSave:
         self.using = using
         self.connection = connection
         self.update_fields = update_fields
-        quote = connection.ops.quote_name
-        meta = type(obj)._meta.concrete_model._meta
-        table = quote(meta.db_table)
-        self.prefix = f"UPDATE {table} SET "  # noqa: S608  (compared with the SQL Django made, never sent)
-        self.suffix = f" WHERE {table}.{quote(meta.pk.column)} = %s"
+        self.prefix, self.suffix = _update_ends(type(obj), connection)
         self.armed = False
         self.update_expected = True
         self.block: Any = None
-        self.recorded: list[AuditEvent] = []
-        self.sent = False  # the UPDATE went out, with its events if the change had any: post_save has none to make
+        # Once the UPDATE went out: its events (none where the change had none), so post_save has none to make
+        self.recorded: list[AuditEvent] | None = None
 
     def __enter__(self) -> OneStatementSave:
         self.connection.execute_wrappers.append(self)
@@ -167,7 +175,6 @@ class OneStatementSave:
             self._disarm()
             capture.remember(obj, changed)
             self.recorded = events
-            self.sent = True
         else:  # no such row: Django inserts it next, and that INSERT opens the block
             self.update_expected = False
         return result

@@ -213,6 +213,16 @@ def _time_adapter(connection: Any) -> Callable[[datetime], Any]:
     return chosen
 
 
+def forwarding_configured() -> bool:
+    """Whether forwarding destinations are configured: an event's delivery rows then go through the outbox,
+    which reads before it writes, so its rows cannot travel in one text with others."""
+    if not conf.get("DESTINATIONS"):
+        return False
+    from .outbox import configured_forwarding
+
+    return configured_forwarding() is not None
+
+
 def commit_with_events(connection: Any, events: Sequence[AuditEvent]) -> bool:
     """Write ``events`` and COMMIT ``connection``'s transaction in one round trip (psycopg 3 only, see
     :mod:`audit_middleware.commit_pipeline`); Django's own commit then has nothing left to send. Returns
@@ -224,11 +234,8 @@ def commit_with_events(connection: Any, events: Sequence[AuditEvent]) -> bool:
         return False
     if len(events) > ROWS_PER_CHUNK:  # written in chunks instead; one round trip is nothing next to them
         return False
-    if conf.get("DESTINATIONS"):
-        from .outbox import configured_forwarding
-
-        if configured_forwarding() is not None:
-            return False
+    if forwarding_configured():
+        return False
     send_with_commit(driver_connection, [(_insert_sql(connection, 1), _stored_rows(connection, events))])
     return True
 
